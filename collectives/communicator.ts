@@ -1,0 +1,62 @@
+/**
+ * A rank's view of its group: NCCL's collective vocabulary over host tensors. Every rank calls
+ * the same collectives in the same order within a step; the n-th call of step s on every rank
+ * forms one collective.
+ */
+import { Effect } from "effect";
+import type { CollectiveError, RankDied } from "./errors.ts";
+import { Contribution, type TensorPayload } from "./protocol.ts";
+import { f32FromBytes, type HostTensor, tensor, toBytes } from "./tensor.ts";
+
+/** Carries contributions between ranks; one per transport (in-process, Workers, TCP). */
+export interface CollectiveGroup {
+  readonly worldSize: number;
+  exchange(contribution: Contribution): Effect.Effect<TensorPayload, CollectiveError | RankDied>;
+}
+
+export type CollectiveFailure = CollectiveError | RankDied;
+
+export interface Communicator {
+  readonly rank: number;
+  readonly worldSize: number;
+  /** Element-wise sum over ranks; everyone gets the total. */
+  allReduce(t: HostTensor): Effect.Effect<HostTensor, CollectiveFailure>;
+  /** Concatenation along `axis`, in rank order; parts may differ in size along `axis` only. */
+  allGather(t: HostTensor, axis: number): Effect.Effect<HostTensor, CollectiveFailure>;
+  /** Sum over ranks, then rank r keeps part r along `axis` (uneven parts per `splitSizes`). */
+  reduceScatter(t: HostTensor, axis?: number): Effect.Effect<HostTensor, CollectiveFailure>;
+  /** Everyone gets `root`'s tensor (all ranks pass a tensor of the same shape). */
+  broadcast(t: HostTensor, root: number): Effect.Effect<HostTensor, CollectiveFailure>;
+  /** Returns once every rank has reached it. */
+  barrier(): Effect.Effect<void, CollectiveFailure>;
+}
+
+const payload = (t: HostTensor): TensorPayload => ({
+  dtype: t.dtype,
+  shape: [...t.shape],
+  data: toBytes(t),
+});
+
+const fromPayload = (p: TensorPayload): HostTensor => tensor(p.shape, f32FromBytes(p.data));
+
+/** The communicator of `rank` for one step; collectives are numbered in call order. */
+export const stepCommunicator = (
+  group: CollectiveGroup,
+  rank: number,
+  step: number,
+): Communicator => {
+  let seq = 0;
+  const call = (op: Contribution["op"], t: HostTensor, arg = 0) =>
+    Effect.suspend(() =>
+      group.exchange(new Contribution({ step, seq: seq++, rank, op, arg, tensor: payload(t) }))
+    ).pipe(Effect.map(fromPayload));
+  return {
+    rank,
+    worldSize: group.worldSize,
+    allReduce: (t) => call("allReduce", t),
+    allGather: (t, axis) => call("allGather", t, axis),
+    reduceScatter: (t, axis = 0) => call("reduceScatter", t, axis),
+    broadcast: (t, root) => call("broadcast", t, root),
+    barrier: () => Effect.asVoid(call("barrier", tensor([0], new Float32Array(0)))),
+  };
+};

@@ -1,0 +1,19 @@
+/** Counts of collectives run and bytes moved, per operation, for examples and benchmarks. */
+export class CollectiveStats {
+  private readonly byOp = new Map<string, { calls: number; bytes: number }>();
+
+  record(op: string, bytes: number): void {
+    const entry = this.byOp.get(op) ?? { calls: 0, bytes: 0 };
+    entry.calls++;
+    entry.bytes += bytes;
+    this.byOp.set(op, entry);
+  }
+
+  snapshot(): ReadonlyArray<{ op: string; calls: number; bytes: number }> {
+    return [...this.byOp].map(([op, e]) => ({ op, ...e }));
+  }
+
+  reset(): void {
+    this.byOp.clear();
+  }
+}

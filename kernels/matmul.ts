@@ -1,0 +1,183 @@
+/**
+ * Dense f32 matmul, out[m×n] = a[m×k] · b[k×n], with b stored [k, n] row-major ("in × out"
+ * weights). Two kernels: a shared-memory tiled kernel for prefill-sized m, and a GEMV-style kernel
+ * for decode (m ≤ 4) where the tiled kernel would waste almost all of each 64-row tile.
+ */
+import type { Gpu } from "../gpu/device.ts";
+import { type Dispatch, prepareDispatch } from "../gpu/dispatch.ts";
+import { grid1d, LINEAR_WORKGROUP_WGSL, u32Param } from "./grid.ts";
+
+export interface MatmulArgs {
+  /** [m, k] row-major. */
+  readonly a: GPUBuffer;
+  /** [k, n] row-major. */
+  readonly b: GPUBuffer;
+  /** [m, n] row-major; must not alias `a` or `b`. */
+  readonly out: GPUBuffer;
+  readonly m: number;
+  readonly k: number;
+  readonly n: number;
+  readonly label?: string;
+}
+
+/** Largest m served by the GEMV kernel; above it the tiled kernel wins. */
+export const SMALL_M_MAX = 4;
+
+/** Output tile per workgroup (rows and columns): 16×16 invocations × 4×4 outputs each. */
+const TILE = 64;
+
+/**
+ * Tiled kernel: each workgroup stages a 64×16 slice of `a` and a 16×64 slice of `b` in shared
+ * memory per k-step; invocation (tx, ty) owns rows ty+16i and columns tx+16j (i, j < 4), so
+ * neighbouring invocations read neighbouring shared floats and write neighbouring outputs.
+ * Out-of-range loads read as zero and out-of-range stores are skipped, so any m, k, n works.
+ */
+export const MATMUL_TILED_WGSL = /* wgsl */ `
+struct Params { m: u32, k: u32, n: u32 }
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<uniform> params: Params;
+
+const TILE: u32 = 64u;
+const TK: u32 = 16u;
+// tileA is stored transposed, [TK][TILE], so the inner loop indexes both tiles the same way.
+var<workgroup> tileA: array<f32, 1024>;
+var<workgroup> tileB: array<f32, 1024>;
+
+@compute @workgroup_size(16, 16)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let m = params.m;
+  let k = params.k;
+  let n = params.n;
+  let row0 = wid.y * TILE;
+  let col0 = wid.x * TILE;
+  let tid = lid.y * 16u + lid.x;
+  var acc: array<vec4<f32>, 4>;
+  let kTiles = (k + TK - 1u) / TK;
+  for (var t = 0u; t < kTiles; t++) {
+    let k0 = t * TK;
+    for (var r = 0u; r < 4u; r++) {
+      let l = tid + 256u * r;
+      let aRow = row0 + l / TK;
+      let aCol = k0 + l % TK;
+      var av = 0.0;
+      if (aRow < m && aCol < k) { av = a[aRow * k + aCol]; }
+      tileA[(l % TK) * TILE + l / TK] = av;
+      let bRow = k0 + l / TILE;
+      let bCol = col0 + l % TILE;
+      var bv = 0.0;
+      if (bRow < k && bCol < n) { bv = b[bRow * n + bCol]; }
+      tileB[l] = bv;
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < TK; kk++) {
+      let base = kk * TILE;
+      let bv = vec4<f32>(
+        tileB[base + lid.x],
+        tileB[base + lid.x + 16u],
+        tileB[base + lid.x + 32u],
+        tileB[base + lid.x + 48u],
+      );
+      acc[0] += tileA[base + lid.y] * bv;
+      acc[1] += tileA[base + lid.y + 16u] * bv;
+      acc[2] += tileA[base + lid.y + 32u] * bv;
+      acc[3] += tileA[base + lid.y + 48u] * bv;
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < 4u; i++) {
+    let row = row0 + lid.y + 16u * i;
+    if (row >= m) { break; }
+    for (var j = 0u; j < 4u; j++) {
+      let col = col0 + lid.x + 16u * j;
+      if (col < n) { out[row * n + col] = acc[i][j]; }
+    }
+  }
+}
+`;
+
+/**
+ * GEMV kernel for m ≤ 4 rows (baked in as M): a workgroup owns 32 columns and splits k over 8
+ * slices; slice s sums k ≡ s (mod 8), so each 32-wide row of invocations reads one contiguous
+ * 128-byte run of `b`. The 8 partial sums meet in shared memory.
+ */
+export const matmulSmallMWgsl = (m: number): string => /* wgsl */ `
+struct Params { m: u32, k: u32, n: u32 }
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<uniform> params: Params;
+
+const M: u32 = ${m}u;
+const COLS: u32 = 32u;
+const SLICES: u32 = 8u;
+var<workgroup> partial: array<f32, ${m * 8 * 32}>;
+
+@compute @workgroup_size(32, 8)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) groups: vec3<u32>,
+  @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+  let k = params.k;
+  let n = params.n;
+  let col = ${LINEAR_WORKGROUP_WGSL} * COLS + lid.x;
+  var acc: array<f32, M>;
+  if (col < n) {
+    for (var kk = lid.y; kk < k; kk += SLICES) {
+      let bv = b[kk * n + col];
+      for (var r = 0u; r < M; r++) { acc[r] += a[r * k + kk] * bv; }
+    }
+  }
+  for (var r = 0u; r < M; r++) { partial[(r * SLICES + lid.y) * COLS + lid.x] = acc[r]; }
+  workgroupBarrier();
+  if (lid.y < M && col < n) {
+    var sum = 0.0;
+    for (var s = 0u; s < SLICES; s++) { sum += partial[(lid.y * SLICES + s) * COLS + lid.x]; }
+    out[lid.y * n + col] = sum;
+  }
+}
+`;
+
+const checkShape = ({ m, k, n }: MatmulArgs) => {
+  for (const [name, value] of [["m", m], ["k", k], ["n", n]] as const) {
+    if (u32Param(name, value) === 0) throw new RangeError(`matmul: ${name} must be ≥ 1`);
+  }
+};
+
+/** The tiled kernel, for any shape (used by `matmul` when m > SMALL_M_MAX). */
+export const matmulTiled = (gpu: Gpu, args: MatmulArgs): Dispatch => {
+  checkShape(args);
+  const { a, b, out, m, k, n } = args;
+  const rowTiles = Math.ceil(m / TILE);
+  const max = gpu.limits.maxComputeWorkgroupsPerDimension;
+  if (rowTiles > max || Math.ceil(n / TILE) > max) {
+    throw new RangeError(`matmul ${m}×${k}×${n} needs more than ${max} tiles per dimension`);
+  }
+  return prepareDispatch(gpu, {
+    label: args.label ?? "matmul.tiled",
+    code: MATMUL_TILED_WGSL,
+    buffers: [a, b, out],
+    params: [m, k, n],
+    workgroups: [Math.ceil(n / TILE), rowTiles],
+  });
+};
+
+/** The GEMV kernel for 1 ≤ m ≤ SMALL_M_MAX (decode steps). */
+export const matmulSmallM = (gpu: Gpu, args: MatmulArgs): Dispatch => {
+  checkShape(args);
+  const { a, b, out, m, k, n } = args;
+  if (m > SMALL_M_MAX) throw new RangeError(`matmulSmallM: m=${m} > ${SMALL_M_MAX}`);
+  return prepareDispatch(gpu, {
+    label: args.label ?? "matmul.gemv",
+    code: matmulSmallMWgsl(m),
+    buffers: [a, b, out],
+    params: [m, k, n],
+    workgroups: grid1d(gpu, Math.ceil(n / 32)),
+  });
+};
+
+/** out = a · b, choosing the GEMV kernel for m ≤ SMALL_M_MAX and the tiled kernel otherwise. */
+export const matmul = (gpu: Gpu, args: MatmulArgs): Dispatch =>
+  args.m <= SMALL_M_MAX ? matmulSmallM(gpu, args) : matmulTiled(gpu, args);
