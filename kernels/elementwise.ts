@@ -28,7 +28,7 @@ const elementwiseWgsl = (
   statement: string,
 ): string => /* wgsl */ `
 struct Params { length: u32 }
-${bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b}>;`).join("\n")}
+${bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b};`).join("\n")}
 @group(0) @binding(${bindings.length}) var<uniform> params: Params;
 ${ACTIVATIONS_WGSL}
 @compute @workgroup_size(${WORKGROUP})
@@ -48,24 +48,24 @@ export const GELU_WGSL = elementwiseWgsl(
   "out[i] = gelu(input[i]);",
 );
 export const GELU_IN_PLACE_WGSL = elementwiseWgsl(
-  ["read_write> target: array<f32>"],
-  "target[i] = gelu(target[i]);",
+  ["read_write> values: array<f32>"],
+  "values[i] = gelu(values[i]);",
 );
 export const SILU_WGSL = elementwiseWgsl(
   ["read> input: array<f32>", "read_write> out: array<f32>"],
   "out[i] = silu(input[i]);",
 );
 export const SILU_IN_PLACE_WGSL = elementwiseWgsl(
-  ["read_write> target: array<f32>"],
-  "target[i] = silu(target[i]);",
+  ["read_write> values: array<f32>"],
+  "values[i] = silu(values[i]);",
 );
 export const ADD_WGSL = elementwiseWgsl(
   ["read> a: array<f32>", "read> b: array<f32>", "read_write> out: array<f32>"],
   "out[i] = a[i] + b[i];",
 );
 export const ADD_IN_PLACE_WGSL = elementwiseWgsl(
-  ["read_write> target: array<f32>", "read> other: array<f32>"],
-  "target[i] = target[i] + other[i];",
+  ["read_write> values: array<f32>", "read> other: array<f32>"],
+  "values[i] = values[i] + other[i];",
 );
 export const SILU_MUL_WGSL = elementwiseWgsl(
   ["read> gate: array<f32>", "read> up: array<f32>", "read_write> out: array<f32>"],

@@ -1,0 +1,80 @@
+/**
+ * The in-process transport: every rank is a fiber of this isolate reading a typed mailbox, with
+ * its own device. Collectives meet in an `InProcessGroup`.
+ */
+import { Deferred, Duration, Effect, Exit, Fiber, Layer, Queue } from "effect";
+import { InProcessGroup } from "../collectives/inprocess.ts";
+import { acquireGpu, type BackendChoice } from "../gpu/device.ts";
+import { RankFailed } from "./errors.ts";
+import type { RankCommand, RankReply } from "./protocol.ts";
+import { makeRankRuntime } from "./rank_runtime.ts";
+import { Transport } from "./transport.ts";
+
+export interface InProcessOptions {
+  readonly backend?: BackendChoice;
+  /** How long a collective waits for the slowest rank before failing. */
+  readonly collectiveTimeout?: Duration.DurationInput;
+}
+
+interface Envelope {
+  readonly command: RankCommand;
+  readonly reply: Deferred.Deferred<RankReply>;
+}
+
+const spawnRank = (rank: number, tp: number, group: InProcessGroup, options: InProcessOptions) =>
+  Effect.gen(function* () {
+    const gpu = yield* acquireGpu({ label: `rank ${rank}`, backend: options.backend });
+    const runtime = makeRankRuntime(rank, tp, gpu, group);
+    yield* Effect.addFinalizer(() => Effect.sync(() => runtime.release()));
+    const mailbox = yield* Queue.bounded<Envelope>(16);
+    const loop = Queue.take(mailbox).pipe(
+      Effect.flatMap((envelope) =>
+        runtime.handle(envelope.command).pipe(Effect.flatMap((r) => Deferred.succeed(envelope.reply, r)))
+      ),
+      Effect.forever,
+      // However the loop ends, collectives waiting on this rank must not wait forever.
+      Effect.onExit((exit) =>
+        Effect.sync(() =>
+          group.rankDied(rank, `rank ${rank} stopped${Exit.isInterrupted(exit) ? "" : " unexpectedly"}`)
+        )
+      ),
+    );
+    const fiber = yield* Effect.forkScoped(loop);
+    const stopped = Fiber.await(fiber).pipe(
+      Effect.flatMap(() =>
+        Effect.fail(new RankFailed({ rank, step: -1, reason: "RankDied", message: `rank ${rank} has stopped` }))
+      ),
+    );
+    const call = (command: RankCommand) =>
+      Effect.gen(function* () {
+        const reply = yield* Deferred.make<RankReply>();
+        yield* Queue.offer(mailbox, { command, reply });
+        const result = yield* Effect.raceFirst(Deferred.await(reply), stopped);
+        if (result._tag === "Failed") {
+          return yield* new RankFailed({ ...result, message: `rank ${rank}: ${result.message}` });
+        }
+        return result;
+      });
+    return { rank, call, gpu };
+  });
+
+/** Runs all ranks as fibers of this isolate, one WebGPU device each. */
+export const InProcessTransport = (options: InProcessOptions = {}) =>
+  Layer.succeed(Transport, {
+    name: "inprocess",
+    spawn: (tp) =>
+      Effect.gen(function* () {
+        const group = new InProcessGroup(tp, { timeout: options.collectiveTimeout });
+        const ranks = yield* Effect.forEach(
+          Array.from({ length: tp }, (_, r) => r),
+          (r) => spawnRank(r, tp, group, options),
+          { concurrency: "unbounded" },
+        );
+        return {
+          ranks,
+          abortStep: (step, failure) => group.abortStep(step, failure),
+          localGpu: (rank) => ranks[rank]?.gpu,
+          collectiveStats: () => group.stats.snapshot(),
+        };
+      }),
+  });

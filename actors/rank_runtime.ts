@@ -1,0 +1,92 @@
+/**
+ * What a rank does with each command, independent of how commands reach it. A rank owns its
+ * device, its shards and its buffers; it executes, it never decides.
+ */
+import { Effect } from "effect";
+import type { CollectiveGroup } from "../collectives/communicator.ts";
+import { stepCommunicator } from "../collectives/communicator.ts";
+import type { TensorPayload } from "../collectives/protocol.ts";
+import { f32FromBytes, type HostTensor, tensor, toBytes } from "../collectives/tensor.ts";
+import type { Gpu } from "../gpu/device.ts";
+import { layerKind } from "../layers/kinds.ts";
+import type { RankLayer } from "../layers/layer.ts";
+import { InvalidInput } from "./errors.ts";
+import type { RankCommand, RankReply } from "./protocol.ts";
+
+export interface RankRuntime {
+  readonly rank: number;
+  readonly gpu: Gpu;
+  /** Executes a command; any failure becomes a `Failed` reply naming this rank. */
+  handle(command: RankCommand): Effect.Effect<RankReply>;
+  /** Frees every layer's device memory (the device itself belongs to the caller's scope). */
+  release(): void;
+}
+
+const toHost = (p: TensorPayload): Effect.Effect<HostTensor, InvalidInput> =>
+  Effect.try({
+    try: () => tensor(p.shape, f32FromBytes(p.data)),
+    catch: (e) => new InvalidInput({ message: `bad tensor payload: ${(e as Error).message}` }),
+  });
+
+const payload = (t: HostTensor): TensorPayload => ({
+  dtype: t.dtype,
+  shape: [...t.shape],
+  data: toBytes(t),
+});
+
+export const makeRankRuntime = (
+  rank: number,
+  tp: number,
+  gpu: Gpu,
+  group: CollectiveGroup,
+): RankRuntime => {
+  const layers = new Map<string, RankLayer>();
+
+  const execute = (command: RankCommand) =>
+    Effect.gen(function* () {
+      switch (command._tag) {
+        case "Ping":
+          return { _tag: "Pong", rank, backend: gpu.backend, adapter: gpu.adapterName } as const;
+        case "LoadLayer": {
+          const shards = yield* Effect.forEach(command.shards, toHost);
+          const layer = yield* layerKind(command.spec).load(gpu, command.spec, rank, tp, shards);
+          layers.get(command.spec.name)?.destroy();
+          layers.set(command.spec.name, layer);
+          return { _tag: "Loaded", rank, bytes: layer.weightBytes } as const;
+        }
+        case "Forward": {
+          const layer = layers.get(command.layer);
+          if (!layer) {
+            return yield* new InvalidInput({ message: `no layer named "${command.layer}"` });
+          }
+          const input = yield* toHost(command.input);
+          const comm = stepCommunicator(group, rank, command.step);
+          const output = yield* layer.forward({ step: command.step, comm }, input);
+          return { _tag: "Output", rank, output: payload(output) } as const;
+        }
+      }
+    });
+
+  return {
+    rank,
+    gpu,
+    handle: Effect.fn("Rank.handle")(function* (command: RankCommand) {
+      yield* Effect.annotateCurrentSpan({ rank, command: command._tag, step: command.step });
+      return yield* execute(command).pipe(
+        Effect.catchAll((error): Effect.Effect<RankReply> =>
+          Effect.succeed({
+            _tag: "Failed",
+            rank,
+            step: command.step,
+            reason: error._tag,
+            message: error.message,
+          })
+        ),
+      );
+    }),
+    release: () => {
+      for (const layer of layers.values()) layer.destroy();
+      layers.clear();
+    },
+  };
+};

@@ -1,0 +1,165 @@
+/**
+ * The supervisor: spawns the ranks through a transport, shards the weights with each layer's
+ * own rule, and drives steps. A step fails with the first rank's typed error; the other ranks'
+ * pending collectives of that step are aborted, so nothing waits forever.
+ */
+import { Duration, Effect, Scope } from "effect";
+import { CollectiveError } from "../collectives/errors.ts";
+import { f32FromBytes, type HostTensor, tensor, toBytes } from "../collectives/tensor.ts";
+import type { Gpu } from "../gpu/device.ts";
+import { layerKind } from "../layers/kinds.ts";
+import { type PlanError, RankFailed } from "./errors.ts";
+import type { LayerSpec, RankCommand, RankReply } from "./protocol.ts";
+import { type RankGroup, type SpawnError, Transport } from "./transport.ts";
+
+export interface SupervisorOptions {
+  readonly tp: number;
+  /** Upper bound on any one step, so even a wedged rank cannot hang the caller. */
+  readonly stepTimeout?: Duration.DurationInput;
+}
+
+const payload = (t: HostTensor) => ({ dtype: t.dtype, shape: [...t.shape], data: toBytes(t) });
+
+/** Narrows each reply to `tag`; any other reply is a protocol violation by that rank. */
+const expectReplies = <T extends RankReply["_tag"]>(tag: T) => (replies: readonly RankReply[]) =>
+  Effect.forEach(replies, (reply) =>
+    reply._tag === tag
+      ? Effect.succeed(reply as Extract<RankReply, { _tag: T }>)
+      : Effect.fail(
+        new RankFailed({
+          rank: reply.rank,
+          step: -1,
+          reason: "ProtocolError",
+          message: `rank ${reply.rank} answered ${reply._tag} where ${tag} was expected`,
+        }),
+      ));
+
+export class Supervisor {
+  private nextStep = 0;
+
+  private constructor(
+    readonly tp: number,
+    readonly transport: string,
+    private readonly group: RankGroup,
+    private readonly stepTimeout: Duration.Duration,
+  ) {}
+
+  /** Spawns `tp` ranks; they shut down (devices destroyed, fibers interrupted) with the scope. */
+  static make(
+    options: SupervisorOptions,
+  ): Effect.Effect<Supervisor, SpawnError | PlanError, Scope.Scope | Transport> {
+    return Effect.gen(function* () {
+      const transport = yield* Transport;
+      const group = yield* transport.spawn(options.tp);
+      return new Supervisor(
+        options.tp,
+        transport.name,
+        group,
+        Duration.decode(options.stepTimeout ?? "5 minutes"),
+      );
+    });
+  }
+
+  /** Each rank's backend and adapter. */
+  ranks(): Effect.Effect<ReadonlyArray<{ rank: number; backend: string; adapter: string }>, RankFailed> {
+    return this.runStep((_, step) => ({ _tag: "Ping", step })).pipe(
+      Effect.flatMap(expectReplies("Pong")),
+    );
+  }
+
+  /**
+   * Checks the plan, shards the full weights with the layer's rule and loads each rank's
+   * shards. Returns the weight bytes each rank holds.
+   */
+  load(spec: LayerSpec, weights: readonly HostTensor[]): Effect.Effect<number[], PlanError | RankFailed> {
+    const kind = layerKind(spec);
+    return kind.plan(spec, this.tp).pipe(
+      Effect.zipRight(
+        this.runStep((rank, step) => ({
+          _tag: "LoadLayer",
+          step,
+          spec,
+          shards: kind.shard(spec, weights, rank, this.tp).map(payload),
+        })),
+      ),
+      Effect.flatMap(expectReplies("Loaded")),
+      Effect.map((replies) => replies.map((r) => r.bytes)),
+    );
+  }
+
+  /**
+   * Runs a layer on every rank. `input` is either one tensor for all ranks or one per rank (a
+   * parallel input). Returns each rank's output.
+   */
+  forward(
+    layer: string,
+    input: HostTensor | readonly HostTensor[],
+  ): Effect.Effect<HostTensor[], RankFailed> {
+    const inputFor = (rank: number) => ("data" in input ? input : (input as readonly HostTensor[])[rank]);
+    return this.runStep((rank, step) => ({
+      _tag: "Forward",
+      step,
+      layer,
+      input: payload(inputFor(rank)),
+    })).pipe(
+      Effect.flatMap(expectReplies("Output")),
+      Effect.map((replies) => replies.map((r) => tensor(r.output.shape, f32FromBytes(r.output.data)))),
+    );
+  }
+
+  /** A rank's device when it runs in this isolate (diagnostics and tests). */
+  localGpu(rank: number): Gpu | undefined {
+    return this.group.localGpu(rank);
+  }
+
+  /** Calls and bytes per collective since the ranks started. */
+  collectiveStats(): ReadonlyArray<{ op: string; calls: number; bytes: number }> {
+    return this.group.collectiveStats();
+  }
+
+  /** Sends one command per rank for a new step and waits for all replies. */
+  private runStep(
+    command: (rank: number, step: number) => RankCommand,
+  ): Effect.Effect<RankReply[], RankFailed> {
+    return Effect.suspend(() => {
+      const step = this.nextStep++;
+      let first: RankFailed | undefined;
+      const onFailure = (error: RankFailed) =>
+        Effect.sync(() => {
+          if (first) return;
+          first = error;
+          this.group.abortStep(
+            step,
+            new CollectiveError({
+              op: "step",
+              ranks: [error.rank],
+              message: `step ${step} aborted because rank ${error.rank} failed: ${error.message}`,
+            }),
+          );
+        });
+      return Effect.forEach(
+        this.group.ranks,
+        (handle) =>
+          handle.call(command(handle.rank, step)).pipe(
+            Effect.timeoutFail({
+              duration: this.stepTimeout,
+              onTimeout: () =>
+                new RankFailed({
+                  rank: handle.rank,
+                  step,
+                  reason: "Timeout",
+                  message: `rank ${handle.rank} did not finish step ${step} within ${Duration.format(this.stepTimeout)}`,
+                }),
+            }),
+            Effect.tapError(onFailure),
+            Effect.either,
+          ),
+        { concurrency: "unbounded" },
+      ).pipe(
+        Effect.flatMap((outcomes) =>
+          first ? Effect.fail(first) : Effect.succeed(outcomes.flatMap((o) => (o._tag === "Right" ? [o.right] : [])))
+        ),
+      );
+    });
+  }
+}

@@ -1,0 +1,34 @@
+/**
+ * How the supervisor reaches its ranks. Every transport carries the same protocol
+ * (actors/protocol.ts, collectives/protocol.ts) and must give the same results.
+ */
+import { Context, type Effect, type Scope } from "effect";
+import type { CollectiveFailure } from "../collectives/communicator.ts";
+import type { Gpu } from "../gpu/device.ts";
+import type { NoAdapterError, GpuOperationError } from "../gpu/errors.ts";
+import type { RankFailed } from "./errors.ts";
+import type { RankCommand, RankReply } from "./protocol.ts";
+
+export interface RankHandle {
+  readonly rank: number;
+  /** Sends one command and waits for its reply; a `Failed` reply or a dead rank fails. */
+  call(command: RankCommand): Effect.Effect<RankReply, RankFailed>;
+}
+
+/** A running group of ranks; closing the scope that spawned it shuts every rank down. */
+export interface RankGroup {
+  readonly ranks: readonly RankHandle[];
+  /** Fails every pending and future collective of `step` (a rank of that step failed). */
+  abortStep(step: number, failure: CollectiveFailure): void;
+  /** The rank's device when it lives in this isolate (diagnostics and tests), else undefined. */
+  localGpu(rank: number): Gpu | undefined;
+  /** Calls and bytes per collective so far (for examples and benchmarks). */
+  collectiveStats(): ReadonlyArray<{ op: string; calls: number; bytes: number }>;
+}
+
+export type SpawnError = NoAdapterError | GpuOperationError;
+
+export class Transport extends Context.Tag("tessera/Transport")<Transport, {
+  readonly name: string;
+  spawn(tp: number): Effect.Effect<RankGroup, SpawnError, Scope.Scope>;
+}>() {}
