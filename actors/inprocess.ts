@@ -2,7 +2,7 @@
  * The in-process transport: every rank is a fiber of this isolate reading a typed mailbox, with
  * its own device. Collectives meet in an `InProcessGroup`.
  */
-import { Deferred, Duration, Effect, Exit, Fiber, Layer, Queue } from "effect";
+import { Deferred, type Duration, Effect, Exit, Fiber, Layer, Queue } from "effect";
 import { InProcessGroup } from "../collectives/inprocess.ts";
 import { acquireGpu, type BackendChoice } from "../gpu/device.ts";
 import { RankFailed } from "./errors.ts";
@@ -29,20 +29,32 @@ const spawnRank = (rank: number, tp: number, group: InProcessGroup, options: InP
     const mailbox = yield* Queue.bounded<Envelope>(16);
     const loop = Queue.take(mailbox).pipe(
       Effect.flatMap((envelope) =>
-        runtime.handle(envelope.command).pipe(Effect.flatMap((r) => Deferred.succeed(envelope.reply, r)))
+        runtime.handle(envelope.command).pipe(
+          Effect.flatMap((r) => Deferred.succeed(envelope.reply, r)),
+        )
       ),
       Effect.forever,
       // However the loop ends, collectives waiting on this rank must not wait forever.
       Effect.onExit((exit) =>
         Effect.sync(() =>
-          group.rankDied(rank, `rank ${rank} stopped${Exit.isInterrupted(exit) ? "" : " unexpectedly"}`)
+          group.rankDied(
+            rank,
+            `rank ${rank} stopped${Exit.isInterrupted(exit) ? "" : " unexpectedly"}`,
+          )
         )
       ),
     );
     const fiber = yield* Effect.forkScoped(loop);
     const stopped = Fiber.await(fiber).pipe(
       Effect.flatMap(() =>
-        Effect.fail(new RankFailed({ rank, step: -1, reason: "RankDied", message: `rank ${rank} has stopped` }))
+        Effect.fail(
+          new RankFailed({
+            rank,
+            step: -1,
+            reason: "RankDied",
+            message: `rank ${rank} has stopped`,
+          }),
+        )
       ),
     );
     const call = (command: RankCommand) =>

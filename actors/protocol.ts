@@ -55,7 +55,11 @@ export type RankCommand = typeof RankCommand.Type;
 
 /** Rank → supervisor. */
 export const RankReply = Schema.Union(
-  Schema.TaggedStruct("Loaded", { rank: Schema.NonNegativeInt, bytes: Schema.NonNegativeInt }),
+  Schema.TaggedStruct("Loaded", {
+    rank: Schema.NonNegativeInt,
+    bytes: Schema.NonNegativeInt,
+    shardShapes: Schema.Array(Schema.Array(Schema.NonNegativeInt)),
+  }),
   Schema.TaggedStruct("Output", { rank: Schema.NonNegativeInt, output: TensorPayload }),
   Schema.TaggedStruct("Pong", {
     rank: Schema.NonNegativeInt,

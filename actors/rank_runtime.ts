@@ -52,7 +52,8 @@ export const makeRankRuntime = (
           const layer = yield* layerKind(command.spec).load(gpu, command.spec, rank, tp, shards);
           layers.get(command.spec.name)?.destroy();
           layers.set(command.spec.name, layer);
-          return { _tag: "Loaded", rank, bytes: layer.weightBytes } as const;
+          const shardShapes = shards.map((s) => [...s.shape]);
+          return { _tag: "Loaded", rank, bytes: layer.weightBytes, shardShapes } as const;
         }
         case "Forward": {
           const layer = layers.get(command.layer);

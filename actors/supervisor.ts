@@ -3,7 +3,7 @@
  * own rule, and drives steps. A step fails with the first rank's typed error; the other ranks'
  * pending collectives of that step are aborted, so nothing waits forever.
  */
-import { Duration, Effect, Scope } from "effect";
+import { Duration, Effect, type Scope } from "effect";
 import { CollectiveError } from "../collectives/errors.ts";
 import { f32FromBytes, type HostTensor, tensor, toBytes } from "../collectives/tensor.ts";
 import type { Gpu } from "../gpu/device.ts";
@@ -22,17 +22,18 @@ const payload = (t: HostTensor) => ({ dtype: t.dtype, shape: [...t.shape], data:
 
 /** Narrows each reply to `tag`; any other reply is a protocol violation by that rank. */
 const expectReplies = <T extends RankReply["_tag"]>(tag: T) => (replies: readonly RankReply[]) =>
-  Effect.forEach(replies, (reply) =>
-    reply._tag === tag
-      ? Effect.succeed(reply as Extract<RankReply, { _tag: T }>)
-      : Effect.fail(
+  Effect.forEach(
+    replies,
+    (reply) =>
+      reply._tag === tag ? Effect.succeed(reply as Extract<RankReply, { _tag: T }>) : Effect.fail(
         new RankFailed({
           rank: reply.rank,
           step: -1,
           reason: "ProtocolError",
           message: `rank ${reply.rank} answered ${reply._tag} where ${tag} was expected`,
         }),
-      ));
+      ),
+  );
 
 export class Supervisor {
   private nextStep = 0;
@@ -61,7 +62,10 @@ export class Supervisor {
   }
 
   /** Each rank's backend and adapter. */
-  ranks(): Effect.Effect<ReadonlyArray<{ rank: number; backend: string; adapter: string }>, RankFailed> {
+  ranks(): Effect.Effect<
+    ReadonlyArray<{ rank: number; backend: string; adapter: string }>,
+    RankFailed
+  > {
     return this.runStep((_, step) => ({ _tag: "Ping", step })).pipe(
       Effect.flatMap(expectReplies("Pong")),
     );
@@ -69,9 +73,15 @@ export class Supervisor {
 
   /**
    * Checks the plan, shards the full weights with the layer's rule and loads each rank's
-   * shards. Returns the weight bytes each rank holds.
+   * shards. Returns, per rank, the shapes of the shards it holds and their bytes.
    */
-  load(spec: LayerSpec, weights: readonly HostTensor[]): Effect.Effect<number[], PlanError | RankFailed> {
+  load(
+    spec: LayerSpec,
+    weights: readonly HostTensor[],
+  ): Effect.Effect<
+    ReadonlyArray<{ rank: number; bytes: number; shardShapes: readonly (readonly number[])[] }>,
+    PlanError | RankFailed
+  > {
     const kind = layerKind(spec);
     return kind.plan(spec, this.tp).pipe(
       Effect.zipRight(
@@ -83,7 +93,6 @@ export class Supervisor {
         })),
       ),
       Effect.flatMap(expectReplies("Loaded")),
-      Effect.map((replies) => replies.map((r) => r.bytes)),
     );
   }
 
@@ -95,7 +104,9 @@ export class Supervisor {
     layer: string,
     input: HostTensor | readonly HostTensor[],
   ): Effect.Effect<HostTensor[], RankFailed> {
-    const inputFor = (rank: number) => ("data" in input ? input : (input as readonly HostTensor[])[rank]);
+    const inputFor = (
+      rank: number,
+    ) => ("data" in input ? input : (input as readonly HostTensor[])[rank]);
     return this.runStep((rank, step) => ({
       _tag: "Forward",
       step,
@@ -103,7 +114,9 @@ export class Supervisor {
       input: payload(inputFor(rank)),
     })).pipe(
       Effect.flatMap(expectReplies("Output")),
-      Effect.map((replies) => replies.map((r) => tensor(r.output.shape, f32FromBytes(r.output.data)))),
+      Effect.map((replies) =>
+        replies.map((r) => tensor(r.output.shape, f32FromBytes(r.output.data)))
+      ),
     );
   }
 
@@ -148,7 +161,9 @@ export class Supervisor {
                   rank: handle.rank,
                   step,
                   reason: "Timeout",
-                  message: `rank ${handle.rank} did not finish step ${step} within ${Duration.format(this.stepTimeout)}`,
+                  message: `rank ${handle.rank} did not finish step ${step} within ${
+                    Duration.format(this.stepTimeout)
+                  }`,
                 }),
             }),
             Effect.tapError(onFailure),
@@ -157,7 +172,9 @@ export class Supervisor {
         { concurrency: "unbounded" },
       ).pipe(
         Effect.flatMap((outcomes) =>
-          first ? Effect.fail(first) : Effect.succeed(outcomes.flatMap((o) => (o._tag === "Right" ? [o.right] : [])))
+          first
+            ? Effect.fail(first)
+            : Effect.succeed(outcomes.flatMap((o) => (o._tag === "Right" ? [o.right] : [])))
         ),
       );
     });

@@ -5,7 +5,7 @@
 import { Context, type Effect, type Scope } from "effect";
 import type { CollectiveFailure } from "../collectives/communicator.ts";
 import type { Gpu } from "../gpu/device.ts";
-import type { NoAdapterError, GpuOperationError } from "../gpu/errors.ts";
+import type { GpuOperationError, NoAdapterError } from "../gpu/errors.ts";
 import type { RankFailed } from "./errors.ts";
 import type { RankCommand, RankReply } from "./protocol.ts";
 

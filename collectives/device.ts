@@ -35,7 +35,10 @@ const writeBack = (gpu: Gpu, args: DeviceCollectiveArgs) => (result: HostTensor)
 
 /** Sum of every rank's `source`. */
 export const allReduceBuffer = (gpu: Gpu, comm: Communicator, args: DeviceCollectiveArgs) =>
-  download(args).pipe(Effect.flatMap((t) => comm.allReduce(t)), Effect.flatMap(writeBack(gpu, args)));
+  download(args).pipe(
+    Effect.flatMap((t) => comm.allReduce(t)),
+    Effect.flatMap(writeBack(gpu, args)),
+  );
 
 /** Every rank's `source` concatenated along `axis`. */
 export const allGatherBuffer = (

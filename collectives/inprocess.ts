@@ -49,7 +49,12 @@ export class InProcessGroup implements CollectiveGroup {
       const key = `${c.step}:${c.seq}`;
       let rv = this.pending.get(key);
       if (!rv) {
-        rv = { op: c.op, arg: c.arg, arrived: new Array(this.worldSize).fill(undefined), waiters: [] };
+        rv = {
+          op: c.op,
+          arg: c.arg,
+          arrived: new Array(this.worldSize).fill(undefined),
+          waiters: [],
+        };
         this.pending.set(key, rv);
       }
       const waiter = Deferred.unsafeMake<TensorPayload, CollectiveFailure>(FiberId.none);
@@ -67,7 +72,11 @@ export class InProcessGroup implements CollectiveGroup {
       if (rv.op !== c.op || rv.arg !== c.arg) {
         this.finish(key, rv, Either.left(this.orderError(c, rv)));
       } else if (rv.arrived.every((t) => t !== undefined)) {
-        this.finish(key, rv, combine({ op: c.op, arg: c.arg, tensors: rv.arrived as HostTensor[] }));
+        this.finish(
+          key,
+          rv,
+          combine({ op: c.op, arg: c.arg, tensors: rv.arrived as HostTensor[] }),
+        );
       }
       return Deferred.await(waiter).pipe(
         Effect.timeoutFail({

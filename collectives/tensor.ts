@@ -16,8 +16,7 @@ export const tensor = (shape: readonly number[], data: Float32Array): HostTensor
   return { dtype: "f32", shape: [...shape], data };
 };
 
-export const elementCount = (shape: readonly number[]): number =>
-  shape.reduce((a, b) => a * b, 1);
+export const elementCount = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
 
 export const describe = (t: { dtype: string; shape: readonly number[] }): string =>
   `${t.dtype}[${t.shape.join("×")}]`;
@@ -61,7 +60,12 @@ export const slice = (t: HostTensor, axis: number, rank: number, world: number):
 };
 
 /** Elements [start, start + size) of `t` along `axis`. */
-export const sliceRange = (t: HostTensor, axis: number, start: number, size: number): HostTensor => {
+export const sliceRange = (
+  t: HostTensor,
+  axis: number,
+  start: number,
+  size: number,
+): HostTensor => {
   const shape = [...t.shape];
   shape[axis] = size;
   const outer = elementCount(t.shape.slice(0, axis));

@@ -17,21 +17,40 @@ export const createStorageBuffer = (
   sizeOrData: number | ArrayBufferView,
 ): GPUBuffer => {
   const bytes = typeof sizeOrData === "number" ? sizeOrData : sizeOrData.byteLength;
-  const buffer = gpu.device.createBuffer({ label, size: align4(Math.max(bytes, 4)), usage: STORAGE });
+  const buffer = gpu.device.createBuffer({
+    label,
+    size: align4(Math.max(bytes, 4)),
+    usage: STORAGE,
+  });
   if (typeof sizeOrData !== "number") writeBuffer(gpu, buffer, sizeOrData);
   return buffer;
 };
 
 /** A small uniform buffer holding `u32` parameters, written once. */
 export const createUniformBuffer = (gpu: Gpu, label: string, words: Uint32Array): GPUBuffer => {
-  const buffer = gpu.device.createBuffer({ label, size: align4(Math.max(words.byteLength, 16)), usage: UNIFORM });
+  const buffer = gpu.device.createBuffer({
+    label,
+    size: align4(Math.max(words.byteLength, 16)),
+    usage: UNIFORM,
+  });
   writeBuffer(gpu, buffer, words);
   return buffer;
 };
 
 /** Queues a host-to-device copy (ordered before later submits). */
-export const writeBuffer = (gpu: Gpu, buffer: GPUBuffer, data: ArrayBufferView, offset = 0): void => {
-  gpu.device.queue.writeBuffer(buffer, offset, data.buffer as ArrayBuffer, data.byteOffset, align4(data.byteLength));
+export const writeBuffer = (
+  gpu: Gpu,
+  buffer: GPUBuffer,
+  data: ArrayBufferView,
+  offset = 0,
+): void => {
+  gpu.device.queue.writeBuffer(
+    buffer,
+    offset,
+    data.buffer as ArrayBuffer,
+    data.byteOffset,
+    align4(data.byteLength),
+  );
 };
 
 /** Waits for a GPU promise, failing with `DeviceLostError` instead of hanging on a lost device. */
@@ -51,7 +70,11 @@ export const awaitGpu = <A>(gpu: Gpu, operation: string, promise: () => Promise<
 export class Readback {
   private readonly staging: GPUBuffer;
   constructor(private readonly gpu: Gpu, readonly byteLength: number, label = "readback") {
-    this.staging = gpu.device.createBuffer({ label, size: align4(Math.max(byteLength, 4)), usage: MAP_READ });
+    this.staging = gpu.device.createBuffer({
+      label,
+      size: align4(Math.max(byteLength, 4)),
+      usage: MAP_READ,
+    });
   }
 
   /**
@@ -92,7 +115,9 @@ export const readF32 = (gpu: Gpu, source: GPUBuffer, length: number) =>
   Effect.gen(function* () {
     const readback = new Readback(gpu, length * 4);
     const out = new Float32Array(length);
-    yield* readback.read(source, new Uint8Array(out.buffer)).pipe(Effect.ensuring(Effect.sync(() => readback.destroy())));
+    yield* readback.read(source, new Uint8Array(out.buffer)).pipe(
+      Effect.ensuring(Effect.sync(() => readback.destroy())),
+    );
     return out;
   });
 

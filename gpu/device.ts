@@ -5,7 +5,7 @@
  * built-in `navigator.gpu` on lavapipe, and collectives wait on readbacks. Deno's built-in is the
  * automatic fallback when Dawn cannot load or finds no adapter.
  */
-import { Effect, Scope } from "effect";
+import { Effect, type Scope } from "effect";
 import { DeviceLostError, GpuOperationError, NoAdapterError } from "./errors.ts";
 
 export type Backend = "dawn" | "deno";

@@ -38,7 +38,10 @@ export const prepareDispatch = (
 };
 
 /** Encodes dispatches in order into one compute pass. */
-export const encodeDispatches = (encoder: GPUCommandEncoder, dispatches: readonly Dispatch[]): void => {
+export const encodeDispatches = (
+  encoder: GPUCommandEncoder,
+  dispatches: readonly Dispatch[],
+): void => {
   const pass = encoder.beginComputePass();
   for (const d of dispatches) {
     pass.setPipeline(d.pipeline);

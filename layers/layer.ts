@@ -3,7 +3,7 @@
  * splits) and a rank-side forward over the rank's own shards.
  */
 import { Effect } from "effect";
-import type { Communicator, CollectiveFailure } from "../collectives/communicator.ts";
+import type { CollectiveFailure, Communicator } from "../collectives/communicator.ts";
 import { describe, type HostTensor } from "../collectives/tensor.ts";
 import type { DeviceLostError, GpuOperationError } from "../gpu/errors.ts";
 import type { Gpu } from "../gpu/device.ts";

@@ -24,27 +24,31 @@ type ColumnSpec = typeof ColumnParallelSpec.Type;
 type RowSpec = typeof RowParallelSpec.Type;
 
 /** Device buffers for one batch size of a single matmul y[M, n] = x[M, k]·w[k, n]. */
-const matmulBatch = (gpu: Gpu, label: string, weight: GPUBuffer, k: number, n: number) =>
-(rows: number) => {
-  const x = createStorageBuffer(gpu, `${label}.x`, rows * k * 4);
-  const y = createStorageBuffer(gpu, `${label}.y`, rows * n * 4);
-  const readback = new Readback(gpu, rows * n * 4, `${label}.readback`);
-  const dispatch = matmul(gpu, { a: x, b: weight, out: y, m: rows, k, n, label });
-  return {
-    x,
-    y,
-    readback,
-    dispatch,
-    destroy: () => {
-      x.destroy();
-      y.destroy();
-      readback.destroy();
-    },
+const matmulBatch =
+  (gpu: Gpu, label: string, weight: GPUBuffer, k: number, n: number) => (rows: number) => {
+    const x = createStorageBuffer(gpu, `${label}.x`, rows * k * 4);
+    const y = createStorageBuffer(gpu, `${label}.y`, rows * n * 4);
+    const readback = new Readback(gpu, rows * n * 4, `${label}.readback`);
+    const dispatch = matmul(gpu, { a: x, b: weight, out: y, m: rows, k, n, label });
+    return {
+      x,
+      y,
+      readback,
+      dispatch,
+      destroy: () => {
+        x.destroy();
+        y.destroy();
+        readback.destroy();
+      },
+    };
   };
-};
 
 /** Uploads `input` and encodes the matmul; the caller adds the readback or collective. */
-const encodeMatmul = (gpu: Gpu, batch: ReturnType<ReturnType<typeof matmulBatch>>, input: HostTensor) => {
+const encodeMatmul = (
+  gpu: Gpu,
+  batch: ReturnType<ReturnType<typeof matmulBatch>>,
+  input: HostTensor,
+) => {
   writeBuffer(gpu, batch.x, input.data);
   const encoder = gpu.device.createCommandEncoder();
   encodeDispatches(encoder, [batch.dispatch]);
@@ -76,8 +80,15 @@ export const ColumnParallelLinear: ParallelLayerKind<ColumnSpec> = {
             const rows = yield* expectRows(spec.name, input, spec.inFeatures);
             const batch = batches.get(rows);
             const encoder = encodeMatmul(gpu, batch, input);
-            const local = { encoder, source: batch.y, shape: [rows, outLocal], readback: batch.readback };
-            if (spec.gatherOutput) return yield* allGatherBuffer(gpu, ctx.comm, { ...local, axis: 1 });
+            const local = {
+              encoder,
+              source: batch.y,
+              shape: [rows, outLocal],
+              readback: batch.readback,
+            };
+            if (spec.gatherOutput) {
+              return yield* allGatherBuffer(gpu, ctx.comm, { ...local, axis: 1 });
+            }
             const out = new Float32Array(rows * outLocal);
             yield* batch.readback.read(batch.y, new Uint8Array(out.buffer), { encoder });
             return tensor([rows, outLocal], out);

@@ -84,7 +84,15 @@ const mlpBatch = (
   const dispatches = [
     matmul(gpu, { a: x, b: up, out: h, m: rows, k: spec.dim, n: local, label: `${spec.name}.A` }),
     activations[spec.activation](gpu, { target: h, length: rows * local }),
-    matmul(gpu, { a: h, b: down, out: partial, m: rows, k: local, n: spec.dim, label: `${spec.name}.B` }),
+    matmul(gpu, {
+      a: h,
+      b: down,
+      out: partial,
+      m: rows,
+      k: local,
+      n: spec.dim,
+      label: `${spec.name}.B`,
+    }),
   ];
   return {
     x,

@@ -72,8 +72,10 @@ Deno.test("broadcast copies the root's tensor to all ranks; barrier returns on a
   for (const world of WORLDS) {
     const root = world - 1;
     const inputs = Array.from({ length: world }, (_, r) => rankTensor(r, [9]));
-    const results = await onAllRanks(world, (c) =>
-      Effect.zipLeft(c.broadcast(inputs[c.rank], root), c.barrier()));
+    const results = await onAllRanks(
+      world,
+      (c) => Effect.zipLeft(c.broadcast(inputs[c.rank], root), c.barrier()),
+    );
     for (const out of results) assert.deepEqual(out.data, inputs[root].data);
   }
 });
@@ -88,7 +90,10 @@ Deno.test("collectives in sequence within a step pair up by call order", async (
   for (const r of results) assert.deepEqual([...r], [30, 31, 32]);
 });
 
-const failureOf = async (world: number, body: (c: Communicator) => Effect.Effect<HostTensor, unknown>) => {
+const failureOf = async (
+  world: number,
+  body: (c: Communicator) => Effect.Effect<HostTensor, unknown>,
+) => {
   const group = new InProcessGroup(world, { timeout: "1 second" });
   const outcomes = await Effect.runPromise(
     Effect.all(
@@ -100,8 +105,10 @@ const failureOf = async (world: number, body: (c: Communicator) => Effect.Effect
 };
 
 Deno.test("a shape mismatch is a CollectiveError on every rank naming ranks and shapes", async () => {
-  const errors = await failureOf(3, (c) =>
-    c.allReduce(tensor(c.rank === 1 ? [4] : [5], new Float32Array(c.rank === 1 ? 4 : 5))));
+  const errors = await failureOf(
+    3,
+    (c) => c.allReduce(tensor(c.rank === 1 ? [4] : [5], new Float32Array(c.rank === 1 ? 4 : 5))),
+  );
   for (const e of errors) {
     assert.equal((e as { _tag: string })._tag, "CollectiveError");
     const message = (e as Error).message;
@@ -112,9 +119,17 @@ Deno.test("a shape mismatch is a CollectiveError on every rank naming ranks and 
 });
 
 Deno.test("allGather rejects mismatch off the gather axis", async () => {
-  const errors = await failureOf(2, (c) =>
-    c.allGather(tensor(c.rank === 0 ? [2, 3] : [2, 4], new Float32Array(c.rank === 0 ? 6 : 8)), 0));
-  for (const e of errors) assert.match((e as Error).message, /shapes differ.*f32\[2×3\].*f32\[2×4\]/);
+  const errors = await failureOf(
+    2,
+    (c) =>
+      c.allGather(
+        tensor(c.rank === 0 ? [2, 3] : [2, 4], new Float32Array(c.rank === 0 ? 6 : 8)),
+        0,
+      ),
+  );
+  for (const e of errors) {
+    assert.match((e as Error).message, /shapes differ.*f32\[2×3\].*f32\[2×4\]/);
+  }
 });
 
 Deno.test("ranks calling different collectives fail instead of pairing up wrongly", async () => {
@@ -124,8 +139,13 @@ Deno.test("ranks calling different collectives fail instead of pairing up wrongl
 });
 
 Deno.test("a rank that never arrives times the collective out, naming it", async () => {
-  const errors = await failureOf(3, (c) =>
-    c.rank === 2 ? Effect.succeed(tensor([1], new Float32Array(1))) : c.allReduce(tensor([1], new Float32Array(1))));
+  const errors = await failureOf(
+    3,
+    (c) =>
+      c.rank === 2
+        ? Effect.succeed(tensor([1], new Float32Array(1)))
+        : c.allReduce(tensor([1], new Float32Array(1))),
+  );
   assert.equal(errors[2], undefined);
   for (const e of errors.slice(0, 2)) {
     assert.equal((e as { _tag: string })._tag, "CollectiveError");

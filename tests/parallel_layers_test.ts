@@ -16,7 +16,13 @@ const mlpB = tensor([HIDDEN, K], randomFloats(HIDDEN * K, 5, 0.2));
 
 const y = reference.matmul(x.data, w.data, M, K, N); // [M, N]
 const yRow = reference.matmul(y, wRow.data, M, N, K); // [M, K]
-const mlpRef = reference.matmul(reference.gelu(reference.matmul(x.data, mlpA.data, M, K, HIDDEN)), mlpB.data, M, HIDDEN, K);
+const mlpRef = reference.matmul(
+  reference.gelu(reference.matmul(x.data, mlpA.data, M, K, HIDDEN)),
+  mlpB.data,
+  M,
+  HIDDEN,
+  K,
+);
 
 const run = <A, E>(tp: number, body: (s: Supervisor) => Effect.Effect<A, E>) =>
   Effect.runPromise(
@@ -29,17 +35,50 @@ for (const tp of [1, 2, 3, 4, 8]) {
   Deno.test(`tp=${tp}: column (gather and not), row (parallel and not) and MLP equal the unsharded CPU result`, async () => {
     await run(tp, (s) =>
       Effect.gen(function* () {
-        yield* s.load({ _tag: "ColumnParallelLinear", name: "col", inFeatures: K, outFeatures: N, gatherOutput: false }, [w]);
-        yield* s.load({ _tag: "ColumnParallelLinear", name: "colGather", inFeatures: K, outFeatures: N, gatherOutput: true }, [w]);
-        yield* s.load({ _tag: "RowParallelLinear", name: "row", inFeatures: N, outFeatures: K, inputIsParallel: true }, [wRow]);
-        yield* s.load({ _tag: "RowParallelLinear", name: "rowFull", inFeatures: N, outFeatures: K, inputIsParallel: false }, [wRow]);
-        yield* s.load({ _tag: "ParallelMlp", name: "mlp", dim: K, hidden: HIDDEN, activation: "gelu" }, [mlpA, mlpB]);
+        yield* s.load({
+          _tag: "ColumnParallelLinear",
+          name: "col",
+          inFeatures: K,
+          outFeatures: N,
+          gatherOutput: false,
+        }, [w]);
+        yield* s.load({
+          _tag: "ColumnParallelLinear",
+          name: "colGather",
+          inFeatures: K,
+          outFeatures: N,
+          gatherOutput: true,
+        }, [w]);
+        yield* s.load({
+          _tag: "RowParallelLinear",
+          name: "row",
+          inFeatures: N,
+          outFeatures: K,
+          inputIsParallel: true,
+        }, [wRow]);
+        yield* s.load({
+          _tag: "RowParallelLinear",
+          name: "rowFull",
+          inFeatures: N,
+          outFeatures: K,
+          inputIsParallel: false,
+        }, [wRow]);
+        yield* s.load({
+          _tag: "ParallelMlp",
+          name: "mlp",
+          dim: K,
+          hidden: HIDDEN,
+          activation: "gelu",
+        }, [mlpA, mlpB]);
 
         const slices = yield* s.forward("col", x);
         assert.equal(slices.length, tp);
         const widths = slices.map((t) => t.shape[1]);
         assert.equal(widths.reduce((a, b) => a + b), N);
-        assert.ok(Math.max(...widths) - Math.min(...widths) <= 1, `even-as-possible split ${widths}`);
+        assert.ok(
+          Math.max(...widths) - Math.min(...widths) <= 1,
+          `even-as-possible split ${widths}`,
+        );
         assertClose(concat(slices, 1).data, y, { atol: 1e-4, what: "column slices" });
 
         for (const gathered of yield* s.forward("colGather", x)) {
@@ -54,7 +93,9 @@ for (const tp of [1, 2, 3, 4, 8]) {
         }
         const mlpOut = yield* s.forward("mlp", x);
         for (const out of mlpOut) assertClose(out.data, mlpRef, { atol: 1e-4, what: "mlp" });
-        for (const out of mlpOut) assert.deepEqual(out.data, mlpOut[0].data, "replicated output is identical");
+        for (const out of mlpOut) {
+          assert.deepEqual(out.data, mlpOut[0].data, "replicated output is identical");
+        }
 
         const ops = Object.fromEntries(s.collectiveStats().map((e) => [e.op, e.calls]));
         // One gather (colGather) and three reduces (row, rowFull, mlp): nothing else communicates.
@@ -66,15 +107,32 @@ for (const tp of [1, 2, 3, 4, 8]) {
 Deno.test("the MLP costs exactly one all-reduce and no all-gather", async () => {
   await run(4, (s) =>
     Effect.gen(function* () {
-      yield* s.load({ _tag: "ParallelMlp", name: "mlp", dim: K, hidden: HIDDEN, activation: "gelu" }, [mlpA, mlpB]);
+      yield* s.load({
+        _tag: "ParallelMlp",
+        name: "mlp",
+        dim: K,
+        hidden: HIDDEN,
+        activation: "gelu",
+      }, [mlpA, mlpB]);
       yield* s.forward("mlp", x);
       assert.deepEqual(s.collectiveStats().map((e) => [e.op, e.calls]), [["allReduce", 1]]);
     }));
 });
 
 Deno.test("a plan that cannot split is a PlanError before any weight moves", async () => {
-  const outcome = await run(8, (s) =>
-    Effect.either(s.load({ _tag: "ColumnParallelLinear", name: "narrow", inFeatures: K, outFeatures: 5, gatherOutput: true }, [tensor([K, 5], new Float32Array(K * 5))])));
+  const outcome = await run(
+    8,
+    (s) =>
+      Effect.either(
+        s.load({
+          _tag: "ColumnParallelLinear",
+          name: "narrow",
+          inFeatures: K,
+          outFeatures: 5,
+          gatherOutput: true,
+        }, [tensor([K, 5], new Float32Array(K * 5))]),
+      ),
+  );
   assert.ok(Either.isLeft(outcome));
   assert.equal(outcome.left._tag, "PlanError");
   assert.match(outcome.left.message, /narrow: cannot split out_features = 5 over tp = 8/);
@@ -83,19 +141,36 @@ Deno.test("a plan that cannot split is a PlanError before any weight moves", asy
 Deno.test("a wrong input shape fails the step with a typed error naming the rank", async () => {
   const outcome = await run(2, (s) =>
     Effect.gen(function* () {
-      yield* s.load({ _tag: "ParallelMlp", name: "mlp", dim: K, hidden: HIDDEN, activation: "gelu" }, [mlpA, mlpB]);
-      return yield* Effect.either(s.forward("mlp", tensor([M, K - 1], new Float32Array(M * (K - 1)))));
+      yield* s.load({
+        _tag: "ParallelMlp",
+        name: "mlp",
+        dim: K,
+        hidden: HIDDEN,
+        activation: "gelu",
+      }, [mlpA, mlpB]);
+      return yield* Effect.either(
+        s.forward("mlp", tensor([M, K - 1], new Float32Array(M * (K - 1)))),
+      );
     }));
   assert.ok(Either.isLeft(outcome));
   assert.equal(outcome.left._tag, "RankFailed");
   assert.equal(outcome.left.reason, "InvalidInput");
-  assert.match(outcome.left.message, /^rank \d: mlp: expected an input of f32\[M×48\], got f32\[5×47\]/);
+  assert.match(
+    outcome.left.message,
+    /^rank \d: mlp: expected an input of f32\[M×48\], got f32\[5×47\]/,
+  );
 });
 
 Deno.test("a rank whose device is lost fails the step naming it; the others do not hang", async () => {
   const outcome = await run(3, (s) =>
     Effect.gen(function* () {
-      yield* s.load({ _tag: "ParallelMlp", name: "mlp", dim: K, hidden: HIDDEN, activation: "gelu" }, [mlpA, mlpB]);
+      yield* s.load({
+        _tag: "ParallelMlp",
+        name: "mlp",
+        dim: K,
+        hidden: HIDDEN,
+        activation: "gelu",
+      }, [mlpA, mlpB]);
       yield* s.forward("mlp", x);
       s.localGpu(1)?.device.destroy();
       const started = performance.now();

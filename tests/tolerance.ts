@@ -16,9 +16,14 @@ export const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>): number =
 export const assertClose = (
   actual: ArrayLike<number>,
   expected: ArrayLike<number>,
-  { atol = 1e-5, rtol = 1e-5, what = "values" }: { atol?: number; rtol?: number; what?: string } = {},
+  { atol = 1e-5, rtol = 1e-5, what = "values" }: { atol?: number; rtol?: number; what?: string } =
+    {},
 ): void => {
-  assert.equal(actual.length, expected.length, `${what}: length ${actual.length} != ${expected.length}`);
+  assert.equal(
+    actual.length,
+    expected.length,
+    `${what}: length ${actual.length} != ${expected.length}`,
+  );
   for (let i = 0; i < actual.length; i++) {
     const limit = atol + rtol * Math.abs(expected[i]);
     const diff = Math.abs(actual[i] - expected[i]);

@@ -1,0 +1,49 @@
+/**
+ * Tessera: tensor-parallel LLM inference for Deno on WebGPU.
+ *
+ * ```ts
+ * import { Effect } from "effect";
+ * import { InProcessTransport, Supervisor, tensor } from "jsr:@tessera/tp";
+ *
+ * const program = Effect.gen(function* () {
+ *   const supervisor = yield* Supervisor.make({ tp: 2 });
+ *   yield* supervisor.load({ _tag: "ParallelMlp", name: "mlp", dim: 4, hidden: 8, activation: "gelu" }, [
+ *     tensor([4, 8], new Float32Array(32).fill(0.1)),
+ *     tensor([8, 4], new Float32Array(32).fill(0.1)),
+ *   ]);
+ *   const [y] = yield* supervisor.forward("mlp", tensor([1, 4], new Float32Array([1, 2, 3, 4])));
+ *   return y.data;
+ * });
+ * console.log(await Effect.runPromise(Effect.scoped(program).pipe(Effect.provide(InProcessTransport()))));
+ * ```
+ *
+ * @module
+ */
+export { Supervisor, type SupervisorOptions } from "./actors/supervisor.ts";
+export { type InProcessOptions, InProcessTransport } from "./actors/inprocess.ts";
+export { type RankGroup, type RankHandle, Transport } from "./actors/transport.ts";
+export { InvalidInput, PlanError, RankFailed } from "./actors/errors.ts";
+export {
+  ColumnParallelSpec,
+  LayerSpec,
+  ParallelMlpSpec,
+  RankCommand,
+  RankReply,
+  RowParallelSpec,
+} from "./actors/protocol.ts";
+export { CollectiveError, RankDied } from "./collectives/errors.ts";
+export { type Communicator, stepCommunicator } from "./collectives/communicator.ts";
+export { InProcessGroup } from "./collectives/inprocess.ts";
+export { CollectiveOp, Contribution, TensorPayload } from "./collectives/protocol.ts";
+export {
+  concat,
+  type HostTensor,
+  partRange,
+  slice,
+  splitSizes,
+  tensor,
+} from "./collectives/tensor.ts";
+export { acquireGpu, type Backend, type Gpu } from "./gpu/device.ts";
+export { DeviceLostError, GpuOperationError, NoAdapterError } from "./gpu/errors.ts";
+export { ColumnParallelLinear, RowParallelLinear } from "./layers/linear.ts";
+export { ParallelMlp } from "./layers/mlp.ts";
