@@ -1,0 +1,40 @@
+/** The shape of a Llama-family model, independent of the file format it came from. */
+
+/**
+ * How RoPE pairs the dimensions of a head: llama2.c/Meta rotate adjacent pairs (2i, 2i+1);
+ * Hugging Face checkpoints (whose q/k rows are permuted on export) rotate (i, i + headDim/2).
+ */
+export type RopeLayout = "interleaved" | "half";
+
+export interface LlamaConfig {
+  /** Width of the residual stream. */
+  readonly dim: number;
+  /** Width of the SwiGLU feed-forward layer (w1/w3 outputs, w2 input). */
+  readonly hiddenDim: number;
+  readonly nLayers: number;
+  /** Query heads. */
+  readonly nHeads: number;
+  /** Key/value heads (GQA when fewer than `nHeads`; must divide it). */
+  readonly nKvHeads: number;
+  readonly vocabSize: number;
+  /** Longest sequence the KV cache holds. */
+  readonly seqLen: number;
+  /** Width of one head; `dim / nHeads` for llama2.c. */
+  readonly headDim: number;
+  /** RMSNorm epsilon (1e-5 in llama2.c). */
+  readonly normEps: number;
+  /** RoPE base (10000 in llama2.c). */
+  readonly ropeTheta: number;
+  readonly ropeLayout: RopeLayout;
+  /** The classifier (LM head) is the token-embedding matrix. */
+  readonly sharedClassifier: boolean;
+}
+
+/** Width of the key (and value) projection: all kv heads together. */
+export const kvDim = (config: LlamaConfig): number => config.nKvHeads * config.headDim;
+
+/** Width of the query projection: all query heads together (equals `dim` for llama2.c). */
+export const qDim = (config: LlamaConfig): number => config.nHeads * config.headDim;
+
+/** How many query heads share one kv head. */
+export const kvGroupSize = (config: LlamaConfig): number => config.nHeads / config.nKvHeads;

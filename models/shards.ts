@@ -1,0 +1,86 @@
+/**
+ * The weight loader beside the sharding rule: each rank reads only its own slice of every Llama
+ * tensor (stored [out, in] as in llama2.c and Hugging Face) and keeps it as [in, out] for the
+ * kernels. One line per tensor says which dimension is split.
+ */
+import { Effect } from "effect";
+import type { LlamaConfig } from "./config.ts";
+import type { LoadError } from "./errors.ts";
+import type { RankPlan } from "./plan.ts";
+
+/** Ranged reads of named [out, in] tensors, whatever the file format. */
+export interface WeightSource {
+  /** Rows [start, start + count) as [count, cols]. */
+  rows(name: string, start: number, count: number): Effect.Effect<Float32Array, LoadError>;
+  /** Columns [start, start + count) of every row as [rows, count]. */
+  columns(name: string, start: number, count: number): Effect.Effect<Float32Array, LoadError>;
+  /** A whole vector (norm weights). */
+  vector(name: string, length: number): Effect.Effect<Float32Array, LoadError>;
+}
+
+export interface LayerShards {
+  readonly attentionNorm: Float32Array; // [dim], replicated
+  readonly wq: Float32Array; // [dim, heads·hd]
+  readonly wk: Float32Array; // [dim, kvHeads·hd]
+  readonly wv: Float32Array; // [dim, kvHeads·hd]
+  readonly wo: Float32Array; // [heads·hd, dim]
+  readonly ffnNorm: Float32Array; // [dim], replicated
+  readonly w1: Float32Array; // gate [dim, hidden_r]
+  readonly w3: Float32Array; // up [dim, hidden_r]
+  readonly w2: Float32Array; // down [hidden_r, dim]
+}
+
+export interface RankShards {
+  readonly embedding: Float32Array; // [vocab_r, dim]: rows of the table (gathered, not multiplied)
+  readonly layers: readonly LayerShards[];
+  readonly norm: Float32Array; // [dim]
+  readonly output: Float32Array; // [dim, vocab_r]
+}
+
+/** [rows, cols] → [cols, rows]. */
+export const transpose = (data: Float32Array, rows: number, cols: number): Float32Array => {
+  const out = new Float32Array(data.length);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) out[c * rows + r] = data[r * cols + c];
+  }
+  return out;
+};
+
+/** Reads rank `plan.rank`'s shards of every tensor. */
+export const loadRankShards = (
+  source: WeightSource,
+  config: LlamaConfig,
+  plan: RankPlan,
+): Effect.Effect<RankShards, LoadError> =>
+  Effect.gen(function* () {
+    const { dim, headDim: hd } = config;
+    const { heads, kvHeads, hidden, vocab } = plan;
+    // Column-parallel: rows of [out, in] are output features; read them, then transpose.
+    const column = (name: string, start: number, count: number) =>
+      Effect.map(source.rows(name, start, count), (d) => transpose(d, count, dim));
+    // Row-parallel: columns of [out, in] are input features.
+    const row = (name: string, start: number, count: number) =>
+      Effect.map(source.columns(name, start, count), (d) => transpose(d, dim, count));
+
+    const layers: LayerShards[] = [];
+    for (let l = 0; l < config.nLayers; l++) {
+      const p = `layers.${l}.`;
+      layers.push({
+        attentionNorm: yield* source.vector(`${p}attention_norm`, dim),
+        wq: yield* column(`${p}wq`, heads.start * hd, heads.count * hd), // split by query heads
+        wk: yield* column(`${p}wk`, kvHeads.start * hd, kvHeads.count * hd), // by kv heads
+        wv: yield* column(`${p}wv`, kvHeads.start * hd, kvHeads.count * hd), // by kv heads
+        wo: yield* row(`${p}wo`, heads.start * hd, heads.count * hd), // rows of the local heads
+        ffnNorm: yield* source.vector(`${p}ffn_norm`, dim),
+        w1: yield* column(`${p}w1`, hidden.start, hidden.count), // gate: split over hidden
+        w3: yield* column(`${p}w3`, hidden.start, hidden.count), // up: split over hidden
+        w2: yield* row(`${p}w2`, hidden.start, hidden.count), // down: rows over hidden
+      });
+    }
+    return {
+      embedding: yield* source.rows("tok_embeddings", vocab.start, vocab.count), // vocab-parallel
+      layers,
+      norm: yield* source.vector("norm", dim),
+      output: yield* column("output", vocab.start, vocab.count), // LM head split over vocab
+    };
+  });
