@@ -36,6 +36,13 @@ export const ParallelMlpSpec = Schema.TaggedStruct("ParallelMlp", {
 export const LayerSpec = Schema.Union(ColumnParallelSpec, RowParallelSpec, ParallelMlpSpec);
 export type LayerSpec = typeof LayerSpec.Type;
 
+/** Where a rank finds the model weights; it reads only its own slices. */
+export const ModelSource = Schema.Struct({
+  format: Schema.Literal("llama2c", "huggingface"),
+  path: Name,
+});
+export type ModelSource = typeof ModelSource.Type;
+
 /** Supervisor → rank. */
 export const RankCommand = Schema.Union(
   Schema.TaggedStruct("LoadLayer", {
@@ -50,6 +57,31 @@ export const RankCommand = Schema.Union(
     input: TensorPayload,
   }),
   Schema.TaggedStruct("Ping", { step: Schema.NonNegativeInt }),
+  /** Load this rank's shards of a Llama model and allocate its KV cache and buffers. */
+  Schema.TaggedStruct("LoadModel", {
+    step: Schema.NonNegativeInt,
+    source: ModelSource,
+    /** Most tokens one step may carry (a prefill chunk). */
+    maxBatchTokens: Size,
+  }),
+  /** Vocab-parallel embedding of `tokens` at positions startPos…, then all-reduce. */
+  Schema.TaggedStruct("Embed", {
+    step: Schema.NonNegativeInt,
+    tokens: Schema.Array(Schema.NonNegativeInt).pipe(Schema.minItems(1)),
+    startPos: Schema.NonNegativeInt,
+  }),
+  /** One decoder layer on the current tokens: two all-reduces. */
+  Schema.TaggedStruct("DecoderLayer", {
+    step: Schema.NonNegativeInt,
+    layer: Schema.NonNegativeInt,
+  }),
+  /** Final norm and the rank's vocabulary slice of the LM head for the last token. */
+  Schema.TaggedStruct("LmHead", {
+    step: Schema.NonNegativeInt,
+    /** Candidates to return; 0 returns the whole local logits slice (for checks). */
+    topK: Schema.NonNegativeInt,
+    temperature: Schema.NonNegative,
+  }),
 );
 export type RankCommand = typeof RankCommand.Type;
 
@@ -65,6 +97,22 @@ export const RankReply = Schema.Union(
     rank: Schema.NonNegativeInt,
     backend: Schema.String,
     adapter: Schema.String,
+  }),
+  Schema.TaggedStruct("ModelLoaded", {
+    rank: Schema.NonNegativeInt,
+    bytes: Schema.NonNegativeInt,
+    kvCacheBytes: Schema.NonNegativeInt,
+  }),
+  Schema.TaggedStruct("Done", { rank: Schema.NonNegativeInt }),
+  /** The rank's top-k of its vocabulary slice: f32 values and i32 global ids as bytes. */
+  Schema.TaggedStruct("Candidates", {
+    rank: Schema.NonNegativeInt,
+    values: Schema.Uint8ArrayFromSelf,
+    indices: Schema.Uint8ArrayFromSelf,
+    /** log Σ exp(logit / T) over the slice, so the sampler can normalise exactly. */
+    logSumExp: Schema.optional(Schema.Number),
+    /** First global token id of this rank's slice. */
+    vocabStart: Schema.NonNegativeInt,
   }),
   Schema.TaggedStruct("Failed", {
     rank: Schema.NonNegativeInt,

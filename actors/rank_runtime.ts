@@ -11,6 +11,11 @@ import type { Gpu } from "../gpu/device.ts";
 import { layerKind } from "../layers/kinds.ts";
 import type { RankLayer } from "../layers/layer.ts";
 import { InvalidInput } from "./errors.ts";
+import { RankLlama } from "../models/llama_rank.ts";
+import { planLlama } from "../models/plan.ts";
+import { shardCandidates } from "../models/sampler.ts";
+import { loadRankShards } from "../models/shards.ts";
+import { openModelSource } from "../models/source.ts";
 import type { RankCommand, RankReply } from "./protocol.ts";
 
 export interface RankRuntime {
@@ -41,6 +46,10 @@ export const makeRankRuntime = (
   group: CollectiveGroup,
 ): RankRuntime => {
   const layers = new Map<string, RankLayer>();
+  let model: RankLlama | undefined;
+  const loadedModel = Effect.suspend(() =>
+    model ? Effect.succeed(model) : Effect.fail(new InvalidInput({ message: "no model loaded" }))
+  );
 
   const execute = (command: RankCommand) =>
     Effect.gen(function* () {
@@ -65,6 +74,70 @@ export const makeRankRuntime = (
           const output = yield* layer.forward({ step: command.step, comm }, input);
           return { _tag: "Output", rank, output: payload(output) } as const;
         }
+        case "LoadModel": {
+          const loaded = yield* Effect.scoped(Effect.gen(function* () {
+            const { config, source } = yield* openModelSource(command.source);
+            const plans = yield* planLlama(config, tp);
+            const shards = yield* loadRankShards(source, config, plans[rank]);
+            return yield* RankLlama.create(
+              gpu,
+              config,
+              plans[rank],
+              shards,
+              command.maxBatchTokens,
+            );
+          }));
+          model?.release();
+          model = loaded;
+          return {
+            _tag: "ModelLoaded",
+            rank,
+            bytes: loaded.weightBytes,
+            kvCacheBytes: loaded.kvCacheBytes,
+          } as const;
+        }
+        case "Embed": {
+          const m = yield* loadedModel;
+          yield* m.embed(
+            stepCommunicator(group, rank, command.step),
+            command.tokens,
+            command.startPos,
+          );
+          return { _tag: "Done", rank } as const;
+        }
+        case "DecoderLayer": {
+          const m = yield* loadedModel;
+          yield* m.layer(stepCommunicator(group, rank, command.step), command.layer);
+          return { _tag: "Done", rank } as const;
+        }
+        case "LmHead": {
+          const m = yield* loadedModel;
+          const result = yield* m.head(command.topK, command.temperature);
+          const vocabStart = m.plan.vocab.start;
+          if (command.topK === 0 && result.logits) {
+            const output = tensor([1, result.logits.length], result.logits);
+            return { _tag: "Output", rank, output: payload(output) } as const;
+          }
+          const list = result.logits
+            ? shardCandidates(result.logits, command.topK, vocabStart, command.temperature)
+            : result;
+          return {
+            _tag: "Candidates",
+            rank,
+            values: new Uint8Array(
+              list.values.buffer,
+              list.values.byteOffset,
+              list.values.byteLength,
+            ),
+            indices: new Uint8Array(
+              list.indices.buffer,
+              list.indices.byteOffset,
+              list.indices.byteLength,
+            ),
+            logSumExp: "logSumExp" in list ? list.logSumExp : undefined,
+            vocabStart,
+          } as const;
+        }
       }
     });
 
@@ -86,6 +159,8 @@ export const makeRankRuntime = (
       );
     }),
     release: () => {
+      model?.release();
+      model = undefined;
       for (const layer of layers.values()) layer.destroy();
       layers.clear();
     },

@@ -21,19 +21,20 @@ export interface SupervisorOptions {
 const payload = (t: HostTensor) => ({ dtype: t.dtype, shape: [...t.shape], data: toBytes(t) });
 
 /** Narrows each reply to `tag`; any other reply is a protocol violation by that rank. */
-const expectReplies = <T extends RankReply["_tag"]>(tag: T) => (replies: readonly RankReply[]) =>
-  Effect.forEach(
-    replies,
-    (reply) =>
-      reply._tag === tag ? Effect.succeed(reply as Extract<RankReply, { _tag: T }>) : Effect.fail(
-        new RankFailed({
-          rank: reply.rank,
-          step: -1,
-          reason: "ProtocolError",
-          message: `rank ${reply.rank} answered ${reply._tag} where ${tag} was expected`,
-        }),
-      ),
-  );
+export const expectReplies =
+  <T extends RankReply["_tag"]>(tag: T) => (replies: readonly RankReply[]) =>
+    Effect.forEach(
+      replies,
+      (reply) =>
+        reply._tag === tag ? Effect.succeed(reply as Extract<RankReply, { _tag: T }>) : Effect.fail(
+          new RankFailed({
+            rank: reply.rank,
+            step: -1,
+            reason: "ProtocolError",
+            message: `rank ${reply.rank} answered ${reply._tag} where ${tag} was expected`,
+          }),
+        ),
+    );
 
 export class Supervisor {
   private nextStep = 0;
@@ -66,7 +67,7 @@ export class Supervisor {
     ReadonlyArray<{ rank: number; backend: string; adapter: string }>,
     RankFailed
   > {
-    return this.runStep((_, step) => ({ _tag: "Ping", step })).pipe(
+    return this.step((_, step) => ({ _tag: "Ping", step })).pipe(
       Effect.flatMap(expectReplies("Pong")),
     );
   }
@@ -85,7 +86,7 @@ export class Supervisor {
     const kind = layerKind(spec);
     return kind.plan(spec, this.tp).pipe(
       Effect.zipRight(
-        this.runStep((rank, step) => ({
+        this.step((rank, step) => ({
           _tag: "LoadLayer",
           step,
           spec,
@@ -107,7 +108,7 @@ export class Supervisor {
     const inputFor = (
       rank: number,
     ) => ("data" in input ? input : (input as readonly HostTensor[])[rank]);
-    return this.runStep((rank, step) => ({
+    return this.step((rank, step) => ({
       _tag: "Forward",
       step,
       layer,
@@ -130,8 +131,11 @@ export class Supervisor {
     return this.group.collectiveStats();
   }
 
-  /** Sends one command per rank for a new step and waits for all replies. */
-  private runStep(
+  /**
+   * Sends one command per rank (built from the rank and a fresh step number) and waits for all
+   * replies. The building block model drivers use to run a model layer by layer.
+   */
+  step(
     command: (rank: number, step: number) => RankCommand,
   ): Effect.Effect<RankReply[], RankFailed> {
     return Effect.suspend(() => {

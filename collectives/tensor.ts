@@ -87,3 +87,6 @@ export const f32FromBytes = (bytes: Uint8Array): Float32Array =>
   bytes.byteOffset % 4 === 0
     ? new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4)
     : new Float32Array(bytes.slice().buffer);
+
+/** Reads i32 elements from payload bytes (a copy, so alignment never matters). */
+export const i32FromBytes = (bytes: Uint8Array): Int32Array => new Int32Array(bytes.slice().buffer);

@@ -35,7 +35,9 @@ export const planLlama = (config: LlamaConfig, tp: number): Effect.Effect<RankPl
   Effect.gen(function* () {
     const { nHeads, nKvHeads, hiddenDim, vocabSize } = config;
     const fail = (message: string) => Effect.fail(new PlanError({ message }));
-    if (!Number.isInteger(tp) || tp < 1) return yield* fail(`tp must be a positive integer, got ${tp}`);
+    if (!Number.isInteger(tp) || tp < 1) {
+      return yield* fail(`tp must be a positive integer, got ${tp}`);
+    }
     if (nHeads % tp !== 0) {
       return yield* fail(`tp = ${tp} does not divide n_heads = ${nHeads}`);
     }
@@ -47,7 +49,9 @@ export const planLlama = (config: LlamaConfig, tp: number): Effect.Effect<RankPl
       );
     }
     if (hiddenDim < tp || vocabSize < tp) {
-      return yield* fail(`hidden_dim = ${hiddenDim} and vocab_size = ${vocabSize} must be ≥ tp = ${tp}`);
+      return yield* fail(
+        `hidden_dim = ${hiddenDim} and vocab_size = ${vocabSize} must be ≥ tp = ${tp}`,
+      );
     }
     return Array.from({ length: tp }, (_, rank) => ({
       rank,

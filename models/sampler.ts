@@ -38,6 +38,15 @@ export class XorShift64Star {
     return Number(((s * 0x2545f4914f6cdd1dn) & MASK64) >> 32n);
   }
 
+  /** The generator state, to replay a draw (see `Sampler.replay`). */
+  get snapshot(): bigint {
+    return this.state;
+  }
+
+  set snapshot(state: bigint) {
+    this.state = state;
+  }
+
   /** run.c `random_f32`: 24 random bits as a float in [0, 1). */
   nextF32(): number {
     return (this.nextU32() >>> 8) / 16777216;
@@ -200,6 +209,19 @@ export class Sampler {
       return fail("sampler seed must not be 0 (xorshift would stay at 0)");
     }
     return Effect.succeed(new Sampler(options));
+  }
+
+  /**
+   * Runs `draw` and rewinds the RNG to before it, so a candidate draw that turned out inexact
+   * can be redone on the full logits with the same coin.
+   */
+  replay<A>(draw: (sampler: Sampler) => A): A {
+    const state = this.rng.snapshot;
+    try {
+      return draw(this);
+    } finally {
+      this.rng.snapshot = state;
+    }
   }
 
   private get toppOn(): boolean {

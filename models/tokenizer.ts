@@ -20,7 +20,22 @@ export interface StreamDecoder {
   flush(): string;
 }
 
-export interface Tokenizer {
+/**
+ * What generation needs from a tokenizer, whatever its format: llama2.c `tokenizer.bin`
+ * (`Tokenizer` below) or Hugging Face `tokenizer.json` (models/huggingface.ts).
+ */
+export interface TextTokenizer {
+  readonly vocabSize: number;
+  readonly bosId: number;
+  readonly eosId: number;
+  encode(text: string, options: { readonly bos: boolean; readonly eos: boolean }): number[];
+  /** Text of a token sequence; BOS, EOS and other control tokens produce no text. */
+  decode(tokens: readonly number[]): string;
+  /** Streaming detokenizer; `prev` is the token before the first pushed one. */
+  streamDecoder(prev?: number): StreamDecoder;
+}
+
+export interface Tokenizer extends TextTokenizer {
   readonly vocabSize: number;
   readonly maxTokenLength: number;
   readonly scores: Float32Array;
@@ -54,6 +69,8 @@ const EMPTY = new Uint8Array(0);
 
 class Llama2cTokenizer implements Tokenizer {
   readonly vocabSize: number;
+  readonly bosId = BOS_ID;
+  readonly eosId = EOS_ID;
   /** Byte-string key of each token. */
   private readonly keys: string[];
   /** Byte string → lowest id with that string (run.c's bsearch picks an arbitrary duplicate). */

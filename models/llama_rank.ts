@@ -1,0 +1,417 @@
+/**
+ * One rank's share of a Llama model on its own device, in llama2.c's shape: weights (this
+ * rank's shards) apart from run state (activations, KV cache), every buffer allocated once, and
+ * a forward pass that reads top to bottom. Each method is one supervisor step; each step's
+ * dispatches go into one command encoder, submitted together with the readback that feeds the
+ * step's collective.
+ */
+import { Effect } from "effect";
+import { allReduceBuffer } from "../collectives/device.ts";
+import type { Communicator } from "../collectives/communicator.ts";
+import { createStorageBuffer, Readback, writeBuffer } from "../gpu/buffers.ts";
+import type { Gpu } from "../gpu/device.ts";
+import { type Dispatch, encodeDispatches } from "../gpu/dispatch.ts";
+import { attention, writeKvCache } from "../kernels/attention.ts";
+import { siluMul } from "../kernels/elementwise.ts";
+import { embedding } from "../kernels/embedding.ts";
+import { matmul } from "../kernels/matmul.ts";
+import { createPositionBuffer, writePosition } from "../kernels/position.ts";
+import { rmsnorm } from "../kernels/rmsnorm.ts";
+import { rope } from "../kernels/rope.ts";
+import { MAX_TOPK, topk } from "../kernels/topk.ts";
+import { InvalidInput } from "../actors/errors.ts";
+import type { StepFailure } from "../layers/layer.ts";
+import type { LlamaConfig } from "./config.ts";
+import type { RankPlan } from "./plan.ts";
+import type { RankShards } from "./shards.ts";
+
+interface LayerWeights {
+  readonly attentionNorm: GPUBuffer;
+  readonly wq: GPUBuffer;
+  readonly wk: GPUBuffer;
+  readonly wv: GPUBuffer;
+  readonly wo: GPUBuffer;
+  readonly ffnNorm: GPUBuffer;
+  readonly w1: GPUBuffer;
+  readonly w3: GPUBuffer;
+  readonly w2: GPUBuffer;
+  readonly kCache: GPUBuffer; // [seqLen, kvHeads_r, headDim]
+  readonly vCache: GPUBuffer;
+}
+
+/** Activations for up to `maxTokens` tokens per step. */
+interface RunState {
+  readonly ids: GPUBuffer; // u32 [T]
+  readonly position: GPUBuffer; // u32 [1]: position of the step's first token
+  readonly x: GPUBuffer; // [T, dim]: the residual stream (a device copy of hostX)
+  readonly h: GPUBuffer; // [T, dim]: normed x
+  readonly q: GPUBuffer; // [T, heads_r·hd]
+  readonly k: GPUBuffer; // [T, kvHeads_r·hd]
+  readonly v: GPUBuffer;
+  readonly att: GPUBuffer; // [T, heads_r·hd]
+  readonly gate: GPUBuffer; // [T, hidden_r]
+  readonly up: GPUBuffer;
+  readonly act: GPUBuffer; // silu(gate)·up
+  readonly partial: GPUBuffer; // [T, dim]: this rank's share of a row-parallel sum
+  readonly last: GPUBuffer; // [1, dim]: the last token's x, for the LM head
+  readonly lastNormed: GPUBuffer;
+  readonly logits: GPUBuffer; // [1, vocab_r]
+  readonly candidates: GPUBuffer; // MAX_TOPK × (f32, u32)
+  readonly partialReadback: Readback;
+  readonly logitsReadback: Readback;
+  /** The residual stream on the host: every rank holds the same x after each all-reduce. */
+  readonly hostX: Float32Array;
+}
+
+/** Prepared dispatches for a step of T tokens. */
+interface Segments {
+  readonly embed: Dispatch[];
+  readonly attention: Dispatch[][]; // per layer, up to the row-parallel output projection
+  readonly mlp: Dispatch[][]; // per layer, up to the row-parallel down projection
+}
+
+export interface HeadResult {
+  readonly values: Float32Array;
+  readonly indices: Int32Array;
+  /** Set when the whole slice was read back (temperature > 0 or topK = 0). */
+  readonly logits?: Float32Array;
+}
+
+export class RankLlama {
+  private readonly segments = new Map<number, Segments>();
+  private headDispatches = new Map<number, Dispatch[]>();
+  /** Tokens of the step in flight (set by `embed`). */
+  private rows = 0;
+
+  private constructor(
+    private readonly gpu: Gpu,
+    readonly config: LlamaConfig,
+    readonly plan: RankPlan,
+    readonly maxTokens: number,
+    private readonly embedding: GPUBuffer,
+    private readonly layers: readonly LayerWeights[],
+    private readonly norm: GPUBuffer,
+    private readonly output: GPUBuffer,
+    private readonly run: RunState,
+    readonly weightBytes: number,
+    readonly kvCacheBytes: number,
+  ) {}
+
+  /** Uploads the shards and allocates the KV cache and run state once. */
+  static create(
+    gpu: Gpu,
+    config: LlamaConfig,
+    plan: RankPlan,
+    shards: RankShards,
+    maxTokens: number,
+  ): Effect.Effect<RankLlama, InvalidInput> {
+    return Effect.gen(function* () {
+      const limit = gpu.limits.maxStorageBufferBindingSize;
+      let weightBytes = 0;
+      const upload = (label: string, data: Float32Array) =>
+        data.byteLength > limit
+          ? Effect.fail(
+            new InvalidInput({
+              message: `${label}: shard of ${data.byteLength} bytes exceeds this adapter's ` +
+                `maxStorageBufferBindingSize ${limit}; use a larger tp`,
+            }),
+          )
+          : Effect.sync(() => {
+            weightBytes += data.byteLength;
+            return createStorageBuffer(gpu, label, data);
+          });
+      const { seqLen, headDim: hd, dim } = config;
+      const { heads, kvHeads, hidden, vocab } = plan;
+      const cacheBytes = seqLen * kvHeads.count * hd * 4;
+      const layers: LayerWeights[] = [];
+      for (const [l, s] of shards.layers.entries()) {
+        layers.push({
+          attentionNorm: yield* upload(`layers.${l}.attention_norm`, s.attentionNorm),
+          wq: yield* upload(`layers.${l}.wq`, s.wq),
+          wk: yield* upload(`layers.${l}.wk`, s.wk),
+          wv: yield* upload(`layers.${l}.wv`, s.wv),
+          wo: yield* upload(`layers.${l}.wo`, s.wo),
+          ffnNorm: yield* upload(`layers.${l}.ffn_norm`, s.ffnNorm),
+          w1: yield* upload(`layers.${l}.w1`, s.w1),
+          w3: yield* upload(`layers.${l}.w3`, s.w3),
+          w2: yield* upload(`layers.${l}.w2`, s.w2),
+          kCache: createStorageBuffer(gpu, `layers.${l}.kCache`, cacheBytes),
+          vCache: createStorageBuffer(gpu, `layers.${l}.vCache`, cacheBytes),
+        });
+      }
+      const T = maxTokens;
+      const f32 = (label: string, elements: number) =>
+        createStorageBuffer(gpu, label, elements * 4);
+      const run: RunState = {
+        ids: f32("ids", T),
+        position: createPositionBuffer(gpu),
+        x: f32("x", T * dim),
+        h: f32("h", T * dim),
+        q: f32("q", T * heads.count * hd),
+        k: f32("k", T * kvHeads.count * hd),
+        v: f32("v", T * kvHeads.count * hd),
+        att: f32("att", T * heads.count * hd),
+        gate: f32("gate", T * hidden.count),
+        up: f32("up", T * hidden.count),
+        act: f32("act", T * hidden.count),
+        partial: f32("partial", T * dim),
+        last: f32("last", dim),
+        lastNormed: f32("lastNormed", dim),
+        logits: f32("logits", vocab.count),
+        candidates: f32("candidates", 2 * MAX_TOPK),
+        partialReadback: new Readback(gpu, T * dim * 4, "partial.readback"),
+        logitsReadback: new Readback(
+          gpu,
+          Math.max(vocab.count, 2 * MAX_TOPK) * 4,
+          "logits.readback",
+        ),
+        hostX: new Float32Array(T * dim),
+      };
+      return new RankLlama(
+        gpu,
+        config,
+        plan,
+        maxTokens,
+        yield* upload("tok_embeddings", shards.embedding),
+        layers,
+        yield* upload("norm", shards.norm),
+        yield* upload("output", shards.output),
+        run,
+        weightBytes,
+        cacheBytes * 2 * layers.length,
+      );
+    });
+  }
+
+  /** Step 1: the vocab-parallel embedding of `tokens` at positions startPos…, summed over ranks. */
+  embed(comm: Communicator, tokens: readonly number[], startPos: number) {
+    return Effect.gen(this, function* () {
+      const T = tokens.length;
+      if (T > this.maxTokens || startPos + T > this.config.seqLen) {
+        return yield* new InvalidInput({
+          message: `cannot run ${T} tokens at position ${startPos}: at most ${this.maxTokens} ` +
+            `tokens per step and ${this.config.seqLen} positions (seq_len)`,
+        });
+      }
+      this.rows = T;
+      writeBuffer(this.gpu, this.run.ids, Uint32Array.from(tokens));
+      writePosition(this.gpu, this.run.position, startPos);
+      const x = yield* this.allReduceSegment(comm, this.segmentsFor(T).embed);
+      this.run.hostX.set(x);
+      writeBuffer(this.gpu, this.run.x, this.run.hostX.subarray(0, T * this.config.dim));
+    });
+  }
+
+  /** Step 2…L+1: one decoder layer; x += attention(x), then x += mlp(x): two all-reduces. */
+  layer(comm: Communicator, l: number) {
+    return Effect.gen(this, function* () {
+      if (this.rows === 0) return yield* new InvalidInput({ message: "DecoderLayer before Embed" });
+      if (!(l < this.layers.length)) {
+        return yield* new InvalidInput({
+          message: `no layer ${l}: the model has ${this.layers.length}`,
+        });
+      }
+      const segments = this.segmentsFor(this.rows);
+      yield* this.residual(comm, segments.attention[l]);
+      yield* this.residual(comm, segments.mlp[l]);
+    });
+  }
+
+  /**
+   * Last step: final norm and this rank's vocabulary slice of the LM head for the last token.
+   * Greedy sampling needs only the top-k candidates (8 bytes each); temperature > 0 (or topK 0)
+   * reads the slice back so the sampler can normalise exactly.
+   */
+  head(topK: number, temperature: number): Effect.Effect<HeadResult, StepFailure> {
+    return Effect.gen(this, function* () {
+      if (this.rows === 0) return yield* new InvalidInput({ message: "LmHead before Embed" });
+      const { dim } = this.config;
+      const vocabCount = this.plan.vocab.count;
+      const k = Math.min(topK, MAX_TOPK, vocabCount);
+      const wholeSlice = temperature > 0 || k === 0;
+      const start = (this.rows - 1) * dim;
+      writeBuffer(this.gpu, this.run.last, this.run.hostX.subarray(start, start + dim));
+      const encoder = this.gpu.device.createCommandEncoder();
+      encodeDispatches(encoder, this.headFor(wholeSlice ? 0 : k));
+      if (wholeSlice) {
+        const logits = new Float32Array(vocabCount);
+        yield* this.run.logitsReadback.read(this.run.logits, new Uint8Array(logits.buffer), {
+          encoder,
+        });
+        return { values: new Float32Array(0), indices: new Int32Array(0), logits };
+      }
+      const raw = new Uint32Array(2 * k);
+      yield* this.run.logitsReadback.read(this.run.candidates, new Uint8Array(raw.buffer), {
+        encoder,
+      });
+      const floats = new Float32Array(raw.buffer);
+      return {
+        values: Float32Array.from({ length: k }, (_, i) => floats[2 * i]),
+        indices: Int32Array.from({ length: k }, (_, i) => raw[2 * i + 1]),
+      };
+    });
+  }
+
+  /** Frees every buffer (the device belongs to the rank's scope). */
+  release(): void {
+    const buffers = [this.embedding, this.norm, this.output, ...this.layers.flatMap(Object.values)];
+    for (const value of Object.values(this.run)) {
+      if (value instanceof Readback) value.destroy();
+      else if (!(value instanceof Float32Array)) buffers.push(value);
+    }
+    for (const b of buffers) b.destroy();
+  }
+
+  /** Runs `dispatches`, all-reduces `partial`, and returns the sum (host). */
+  private allReduceSegment(comm: Communicator, dispatches: Dispatch[]) {
+    return Effect.suspend(() => {
+      const encoder = this.gpu.device.createCommandEncoder();
+      encodeDispatches(encoder, dispatches);
+      return allReduceBuffer(this.gpu, comm, {
+        encoder,
+        source: this.run.partial,
+        shape: [this.rows, this.config.dim],
+        readback: this.run.partialReadback,
+      });
+    }).pipe(Effect.map((t) => t.data));
+  }
+
+  /** x += Σ_ranks segment(x), on the host (every rank gets the same sum), then back to x. */
+  private residual(comm: Communicator, dispatches: Dispatch[]) {
+    return Effect.gen(this, function* () {
+      const sum = yield* this.allReduceSegment(comm, dispatches);
+      const x = this.run.hostX;
+      for (let i = 0; i < sum.length; i++) x[i] += sum[i];
+      writeBuffer(this.gpu, this.run.x, x.subarray(0, sum.length));
+    });
+  }
+
+  private segmentsFor(T: number): Segments {
+    let segments = this.segments.get(T);
+    if (segments) return segments;
+    const { gpu, config, plan, run } = this;
+    const { dim, headDim: hd } = config;
+    const nh = plan.heads.count, nkv = plan.kvHeads.count, hid = plan.hidden.count;
+    const mm = (a: GPUBuffer, b: GPUBuffer, out: GPUBuffer, k: number, n: number, label: string) =>
+      matmul(gpu, { a, b, out, m: T, k, n, label });
+    const ropeFor = (qk: GPUBuffer, nHeads: number) =>
+      rope(gpu, {
+        qk,
+        position: run.position,
+        rows: T,
+        nHeads,
+        headDim: hd,
+        theta: config.ropeTheta,
+        layout: config.ropeLayout,
+      });
+    segments = {
+      embed: [
+        embedding(gpu, {
+          table: this.embedding,
+          ids: run.ids,
+          out: run.partial,
+          rows: T,
+          dim,
+          vocabStart: plan.vocab.start,
+          vocabCount: plan.vocab.count,
+        }),
+      ],
+      attention: this.layers.map((w, l) => [
+        rmsnorm(gpu, {
+          input: run.x,
+          weight: w.attentionNorm,
+          out: run.h,
+          rows: T,
+          dim,
+          eps: config.normEps,
+        }),
+        mm(run.h, w.wq, run.q, dim, nh * hd, `layers.${l}.wq`),
+        mm(run.h, w.wk, run.k, dim, nkv * hd, `layers.${l}.wk`),
+        mm(run.h, w.wv, run.v, dim, nkv * hd, `layers.${l}.wv`),
+        ropeFor(run.q, nh),
+        ropeFor(run.k, nkv),
+        writeKvCache(gpu, {
+          k: run.k,
+          v: run.v,
+          kCache: w.kCache,
+          vCache: w.vCache,
+          position: run.position,
+          rows: T,
+          nKvHeads: nkv,
+          headDim: hd,
+          maxSeq: config.seqLen,
+        }),
+        attention(gpu, {
+          q: run.q,
+          kCache: w.kCache,
+          vCache: w.vCache,
+          position: run.position,
+          out: run.att,
+          rows: T,
+          nHeads: nh,
+          nKvHeads: nkv,
+          headDim: hd,
+          maxSeq: config.seqLen,
+        }),
+        mm(run.att, w.wo, run.partial, nh * hd, dim, `layers.${l}.wo`),
+      ]),
+      mlp: this.layers.map((w, l) => [
+        rmsnorm(gpu, {
+          input: run.x,
+          weight: w.ffnNorm,
+          out: run.h,
+          rows: T,
+          dim,
+          eps: config.normEps,
+        }),
+        mm(run.h, w.w1, run.gate, dim, hid, `layers.${l}.w1`),
+        mm(run.h, w.w3, run.up, dim, hid, `layers.${l}.w3`),
+        siluMul(gpu, { gate: run.gate, up: run.up, out: run.act, length: T * hid }),
+        mm(run.act, w.w2, run.partial, hid, dim, `layers.${l}.w2`),
+      ]),
+    };
+    this.segments.set(T, segments);
+    return segments;
+  }
+
+  /** The head's dispatches; k = 0 stops at the logits (the whole slice is read back). */
+  private headFor(k: number): Dispatch[] {
+    let dispatches = this.headDispatches.get(k);
+    if (dispatches) return dispatches;
+    const { gpu, config, plan, run } = this;
+    const vocab = plan.vocab.count;
+    dispatches = [
+      rmsnorm(gpu, {
+        input: run.last,
+        weight: this.norm,
+        out: run.lastNormed,
+        rows: 1,
+        dim: config.dim,
+        eps: config.normEps,
+      }),
+      matmul(gpu, {
+        a: run.lastNormed,
+        b: this.output,
+        out: run.logits,
+        m: 1,
+        k: config.dim,
+        n: vocab,
+        label: "output",
+      }),
+      ...(k > 0
+        ? [
+          topk(gpu, {
+            logits: run.logits,
+            out: run.candidates,
+            rows: 1,
+            n: vocab,
+            k,
+            indexOffset: plan.vocab.start,
+          }),
+        ]
+        : []),
+    ];
+    this.headDispatches.set(k, dispatches);
+    return dispatches;
+  }
+}

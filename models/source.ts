@@ -1,0 +1,19 @@
+/** Opens a model's weights by format; each rank then reads only its own slices. */
+import type { Effect, Scope } from "effect";
+import type { ModelSource } from "../actors/protocol.ts";
+import type { LlamaConfig } from "./config.ts";
+import type { LoadError } from "./errors.ts";
+import { openHuggingFace } from "./huggingface.ts";
+import { openLlama2c } from "./llama2c.ts";
+import type { WeightSource } from "./shards.ts";
+
+export const openModelSource = (
+  source: ModelSource,
+): Effect.Effect<{ config: LlamaConfig; source: WeightSource }, LoadError, Scope.Scope> => {
+  switch (source.format) {
+    case "llama2c":
+      return openLlama2c(source.path);
+    case "huggingface":
+      return openHuggingFace(source.path);
+  }
+};

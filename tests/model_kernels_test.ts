@@ -1,0 +1,364 @@
+/** Phase 2 (Llama) kernels against their CPU references in kernels/reference.ts. */
+import assert from "node:assert/strict";
+import { Effect } from "effect";
+import { acquireGpu, type Gpu } from "../gpu/device.ts";
+import { createStorageBuffer, readF32, submitAndWait, writeBuffer } from "../gpu/buffers.ts";
+import { type Dispatch, encodeDispatches } from "../gpu/dispatch.ts";
+import { rmsnorm } from "../kernels/rmsnorm.ts";
+import { rope, type RopeLayout } from "../kernels/rope.ts";
+import { attention, writeKvCache } from "../kernels/attention.ts";
+import { embedding } from "../kernels/embedding.ts";
+import { argmax, decodeCandidates, MAX_TOPK, topk } from "../kernels/topk.ts";
+import { createPositionBuffer, writePosition } from "../kernels/position.ts";
+import * as reference from "../kernels/reference.ts";
+import { assertClose, randomFloats } from "./tolerance.ts";
+
+/** Runs `body` with one device for the whole file, destroyed when it finishes. */
+const withGpu = (body: (gpu: Gpu) => Promise<void>) =>
+  Effect.runPromise(
+    Effect.scoped(
+      Effect.flatMap(acquireGpu({ label: "test" }), (gpu) => Effect.promise(() => body(gpu))),
+    ),
+  );
+
+/** Encodes prepared dispatches, runs them and fails on any WebGPU validation error. */
+const run = async (gpu: Gpu, dispatches: readonly Dispatch[]): Promise<void> => {
+  gpu.device.pushErrorScope("validation");
+  const encoder = gpu.device.createCommandEncoder();
+  encodeDispatches(encoder, dispatches);
+  await Effect.runPromise(submitAndWait(gpu, encoder));
+  const error = await gpu.device.popErrorScope();
+  assert.equal(error?.message ?? null, null, "WebGPU validation error");
+};
+
+/** Prepares under a validation error scope, so a bad shader fails here rather than later. */
+const prepare = async <A>(gpu: Gpu, build: () => A): Promise<A> => {
+  gpu.device.pushErrorScope("validation");
+  const result = build();
+  const error = await gpu.device.popErrorScope();
+  assert.equal(error?.message ?? null, null, "WebGPU validation error");
+  return result;
+};
+
+const read = (gpu: Gpu, buffer: GPUBuffer, length: number) =>
+  Effect.runPromise(readF32(gpu, buffer, length));
+
+const upload = (gpu: Gpu, data: ArrayBufferView) => createStorageBuffer(gpu, "data", data);
+
+Deno.test("model kernels", (t) =>
+  withGpu(async (gpu) => {
+    await t.step("rmsnorm", async () => {
+      const cases = [[1, 1], [1, 4097], [3, 64], [33, 300], [7, 256], [2, 5000]];
+      for (const [rows, dim] of cases) {
+        for (const eps of [1e-5, 1e-6]) {
+          const x = randomFloats(rows * dim, rows * 31 + dim, 3);
+          const w = randomFloats(dim, dim + 5, 2);
+          const [xBuf, wBuf] = [upload(gpu, x), upload(gpu, w)];
+          const out = createStorageBuffer(gpu, "out", rows * dim * 4);
+          const d = await prepare(
+            gpu,
+            () => rmsnorm(gpu, { input: xBuf, weight: wBuf, out, rows, dim, eps }),
+          );
+          await run(gpu, [d]);
+          assertClose(await read(gpu, out, rows * dim), reference.rmsnorm(x, w, rows, dim, eps), {
+            atol: 1e-5,
+            rtol: 1e-5,
+            what: `rmsnorm ${rows}×${dim}`,
+          });
+          for (const b of [xBuf, wBuf, out]) b.destroy();
+        }
+      }
+    });
+
+    await t.step("rope, both layouts, position rewritten without re-preparing", async () => {
+      const position = createPositionBuffer(gpu);
+      const cases = [
+        { rows: 1, nHeads: 4, headDim: 64, theta: 10000 },
+        { rows: 5, nHeads: 3, headDim: 128, theta: 500000 },
+        { rows: 17, nHeads: 2, headDim: 6, theta: 10000 },
+        { rows: 2, nHeads: 32, headDim: 128, theta: 10000 },
+      ];
+      for (const { rows, nHeads, headDim, theta } of cases) {
+        for (const layout of ["interleaved", "half"] as RopeLayout[]) {
+          const x = randomFloats(rows * nHeads * headDim, headDim + rows);
+          const qk = upload(gpu, x);
+          const d = await prepare(
+            gpu,
+            () => rope(gpu, { qk, position, rows, nHeads, headDim, theta, layout }),
+          );
+          for (const start of [0, 7, 4000]) {
+            writeBuffer(gpu, qk, x);
+            writePosition(gpu, position, start);
+            await run(gpu, [d]);
+            const expected = reference.rope(x, start, rows, nHeads, headDim, theta, layout);
+            // The angle start·freq is rounded to f32, so error grows with the position.
+            assertClose(await read(gpu, qk, x.length), expected, {
+              atol: 2e-5 + (start + rows) * 2e-7,
+              rtol: 1e-5,
+              what: `rope.${layout} ${rows}×${nHeads}×${headDim} @${start}`,
+            });
+          }
+          qk.destroy();
+        }
+      }
+      // Position 0 is the identity in either layout.
+      const x = randomFloats(64, 9);
+      const qk = upload(gpu, x);
+      writePosition(gpu, position, 0);
+      await run(gpu, [
+        rope(gpu, { qk, position, rows: 1, nHeads: 1, headDim: 64, layout: "half" }),
+      ]);
+      assertClose(await read(gpu, qk, 64), x, { what: "rope @0" });
+      // The layouts differ, so mixing them up would be caught.
+      writePosition(gpu, position, 3);
+      await run(gpu, [
+        rope(gpu, { qk, position, rows: 1, nHeads: 1, headDim: 64, layout: "half" }),
+      ]);
+      const halfRotated = await read(gpu, qk, 64);
+      assert.throws(() =>
+        assertClose(halfRotated, reference.rope(x, 3, 1, 1, 64, 10000, "interleaved"))
+      );
+      qk.destroy();
+      position.destroy();
+    });
+
+    await t.step("writeKvCache + attention: decode steps with GQA", async () => {
+      const configs = [
+        { nHeads: 4, nKvHeads: 4, headDim: 16 },
+        { nHeads: 8, nKvHeads: 2, headDim: 64 },
+        { nHeads: 6, nKvHeads: 1, headDim: 80 },
+        { nHeads: 2, nKvHeads: 1, headDim: 128 },
+      ];
+      const maxSeq = 150;
+      const steps = 140; // crosses the 64-key tiles twice
+      for (const { nHeads, nKvHeads, headDim } of configs) {
+        const rowWidth = nKvHeads * headDim;
+        const kAll = randomFloats(steps * rowWidth, headDim + 1, 2);
+        const vAll = randomFloats(steps * rowWidth, headDim + 2);
+        const qAll = randomFloats(steps * nHeads * headDim, headDim + 3, 2);
+        const kCache = createStorageBuffer(gpu, "kCache", maxSeq * rowWidth * 4);
+        const vCache = createStorageBuffer(gpu, "vCache", maxSeq * rowWidth * 4);
+        const [k, v] = [
+          createStorageBuffer(gpu, "k", rowWidth * 4),
+          createStorageBuffer(gpu, "v", rowWidth * 4),
+        ];
+        const q = createStorageBuffer(gpu, "q", nHeads * headDim * 4);
+        const out = createStorageBuffer(gpu, "out", nHeads * headDim * 4);
+        const position = createPositionBuffer(gpu);
+        const shape = { rows: 1, nKvHeads, headDim, maxSeq };
+        const dispatches = await prepare(gpu, () => [
+          writeKvCache(gpu, { k, v, kCache, vCache, position, ...shape }),
+          attention(gpu, { q, kCache, vCache, position, out, nHeads, ...shape }),
+        ]);
+        const kRef = new Float32Array(maxSeq * rowWidth);
+        const vRef = new Float32Array(maxSeq * rowWidth);
+        for (let pos = 0; pos < steps; pos++) {
+          const kRow = kAll.subarray(pos * rowWidth, (pos + 1) * rowWidth);
+          const vRow = vAll.subarray(pos * rowWidth, (pos + 1) * rowWidth);
+          const qRow = qAll.subarray(pos * nHeads * headDim, (pos + 1) * nHeads * headDim);
+          writeBuffer(gpu, k, kRow);
+          writeBuffer(gpu, v, vRow);
+          writeBuffer(gpu, q, qRow);
+          writePosition(gpu, position, pos);
+          await run(gpu, dispatches);
+          reference.writeKvCache(kRow, vRow, kRef, vRef, pos, 1, rowWidth, maxSeq);
+          if (pos % 23 !== 0 && pos !== 63 && pos !== 64 && pos !== steps - 1) continue;
+          const expected = reference.attention(qRow, kRef, vRef, {
+            start: pos,
+            rows: 1,
+            nHeads,
+            nKvHeads,
+            headDim,
+          });
+          assertClose(await read(gpu, out, nHeads * headDim), expected, {
+            atol: 2e-5,
+            rtol: 1e-4,
+            what: `attention ${nHeads}/${nKvHeads}×${headDim} @${pos}`,
+          });
+        }
+        assertClose(await read(gpu, kCache, maxSeq * rowWidth), kRef, { what: "kCache" });
+        assertClose(await read(gpu, vCache, maxSeq * rowWidth), vRef, { what: "vCache" });
+        for (const b of [kCache, vCache, k, v, q, out, position]) b.destroy();
+      }
+    });
+
+    await t.step("writeKvCache + attention: prefill, chunked prefill, custom scale", async () => {
+      const [nHeads, nKvHeads, headDim, maxSeq] = [8, 4, 32, 100];
+      const rowWidth = nKvHeads * headDim;
+      const kRef = new Float32Array(maxSeq * rowWidth);
+      const vRef = new Float32Array(maxSeq * rowWidth);
+      const kCache = createStorageBuffer(gpu, "kCache", kRef.byteLength);
+      const vCache = createStorageBuffer(gpu, "vCache", vRef.byteLength);
+      const position = createPositionBuffer(gpu);
+      // A 70-token prompt, then a 23-token chunk continuing it, then 7 rows filling the cache.
+      const chunks: Array<{ start: number; rows: number; scale?: number }> = [
+        { start: 0, rows: 70 },
+        { start: 70, rows: 23, scale: 0.3 },
+        { start: 93, rows: 7 },
+      ];
+      for (const { start, rows, scale } of chunks) {
+        const kNew = randomFloats(rows * rowWidth, start + 1);
+        const vNew = randomFloats(rows * rowWidth, start + 2);
+        const qNew = randomFloats(rows * nHeads * headDim, start + 3, 2);
+        const [k, v, q] = [upload(gpu, kNew), upload(gpu, vNew), upload(gpu, qNew)];
+        const out = createStorageBuffer(gpu, "out", qNew.byteLength);
+        const shape = { rows, nKvHeads, headDim, maxSeq };
+        writePosition(gpu, position, start);
+        await run(
+          gpu,
+          await prepare(gpu, () => [
+            writeKvCache(gpu, { k, v, kCache, vCache, position, ...shape }),
+            attention(gpu, { q, kCache, vCache, position, out, nHeads, scale, ...shape }),
+          ]),
+        );
+        reference.writeKvCache(kNew, vNew, kRef, vRef, start, rows, rowWidth, maxSeq);
+        const expected = reference.attention(qNew, kRef, vRef, {
+          start,
+          rows,
+          nHeads,
+          nKvHeads,
+          headDim,
+          scale,
+        });
+        assertClose(await read(gpu, out, qNew.length), expected, {
+          atol: 2e-5,
+          rtol: 1e-4,
+          what: `prefill ${rows} @${start}`,
+        });
+        for (const b of [k, v, q, out]) b.destroy();
+      }
+      assertClose(await read(gpu, kCache, kRef.length), kRef, { what: "kCache" });
+      assertClose(await read(gpu, vCache, vRef.length), vRef, { what: "vCache" });
+      // The overflowing write kept its first 7 rows and dropped nothing else into the cache.
+      const overflow = createStorageBuffer(gpu, "k", 20 * rowWidth * 4);
+      writePosition(gpu, position, maxSeq - 3);
+      await run(gpu, [
+        writeKvCache(gpu, {
+          k: overflow,
+          v: overflow,
+          kCache,
+          vCache,
+          position,
+          rows: 20,
+          nKvHeads,
+          headDim,
+          maxSeq,
+        }),
+      ]);
+      reference.writeKvCache(
+        new Float32Array(20 * rowWidth),
+        new Float32Array(20 * rowWidth),
+        kRef,
+        vRef,
+        maxSeq - 3,
+        20,
+        rowWidth,
+        maxSeq,
+      );
+      assertClose(await read(gpu, kCache, kRef.length), kRef, { what: "kCache after overflow" });
+      for (const b of [kCache, vCache, position, overflow]) b.destroy();
+    });
+
+    await t.step("attention rejects heads that do not divide into kv heads", () => {
+      const b = createStorageBuffer(gpu, "b", 4);
+      assert.throws(
+        () =>
+          attention(gpu, {
+            q: b,
+            kCache: b,
+            vCache: b,
+            position: b,
+            out: b,
+            rows: 1,
+            nHeads: 6,
+            nKvHeads: 4,
+            headDim: 8,
+            maxSeq: 1,
+          }),
+        RangeError,
+      );
+      b.destroy();
+    });
+
+    await t.step("embedding, vocab-parallel", async () => {
+      const [vocab, dim] = [50, 37];
+      const ids = Uint32Array.from([0, 49, 10, 19, 20, 39, 40, 5, 0xffffffff, 25]);
+      const table = randomFloats(vocab * dim, 77);
+      const idsBuf = upload(gpu, ids);
+      const out = createStorageBuffer(gpu, "out", ids.length * dim * 4);
+      const sum = new Float32Array(ids.length * dim);
+      for (const [vocabStart, vocabCount] of [[0, 20], [20, 20], [40, 10], [0, vocab]]) {
+        const shard = table.slice(vocabStart * dim, (vocabStart + vocabCount) * dim);
+        const tableBuf = upload(gpu, shard);
+        await run(gpu, [
+          await prepare(gpu, () =>
+            embedding(gpu, {
+              table: tableBuf,
+              ids: idsBuf,
+              out,
+              rows: ids.length,
+              dim,
+              vocabStart,
+              vocabCount,
+            })),
+        ]);
+        const actual = await read(gpu, out, ids.length * dim);
+        const expected = reference.embedding(shard, ids, dim, vocabStart, vocabCount);
+        assertClose(actual, expected, { atol: 0, rtol: 0, what: `embedding @${vocabStart}` });
+        if (vocabCount < vocab) actual.forEach((x, i) => sum[i] += x);
+        tableBuf.destroy();
+      }
+      // Summing the three shards' outputs (the all-reduce) gives the full lookup.
+      assertClose(sum, reference.embedding(table, ids, dim, 0, vocab), { what: "shard sum" });
+      idsBuf.destroy();
+      out.destroy();
+    });
+
+    await t.step("topk and argmax", async () => {
+      const cases = [
+        { rows: 1, n: 1, k: 1 },
+        { rows: 2, n: 5, k: 8 }, // padded
+        { rows: 3, n: 300, k: 5 },
+        { rows: 2, n: 32000, k: 40 },
+        { rows: 1, n: 50257, k: MAX_TOPK },
+        { rows: 4, n: 1000, k: 1 },
+      ];
+      for (const [c, { rows, n, k }] of cases.entries()) {
+        for (const ties of [false, true]) {
+          // With ties, values are coarse so many repeat: exercises the lower-index tie-break.
+          const logits = randomFloats(rows * n, c * 13 + n, 10).map((x) =>
+            ties ? Math.round(x) : x
+          );
+          if (n > 3) logits[1] = -Infinity;
+          const indexOffset = c * 1000;
+          const logitsBuf = upload(gpu, logits);
+          const out = createStorageBuffer(gpu, "out", rows * k * 8);
+          const d = await prepare(
+            gpu,
+            () => topk(gpu, { logits: logitsBuf, out, rows, n, k, indexOffset }),
+          );
+          await run(gpu, [d]);
+          const actual = decodeCandidates(await read(gpu, out, rows * k * 2));
+          const expected = reference.topk(logits, rows, n, k, indexOffset);
+          const what = `topk rows=${rows} n=${n} k=${k} ties=${ties}`;
+          assert.deepEqual(actual.indices, expected.indices, what);
+          assert.deepEqual(actual.values, expected.values, what);
+          await run(gpu, [argmax(gpu, { logits: logitsBuf, out, rows, n, indexOffset })]);
+          const best = decodeCandidates(await read(gpu, out, rows * 2));
+          const expectedBest = reference.argmax(logits, rows, n, indexOffset);
+          assert.deepEqual(best.indices, expectedBest.indices, `argmax: ${what}`);
+          assert.deepEqual(best.values, expectedBest.values, `argmax: ${what}`);
+          logitsBuf.destroy();
+          out.destroy();
+        }
+      }
+      assert.throws(() =>
+        topk(gpu, {
+          logits: createStorageBuffer(gpu, "x", 4),
+          out: createStorageBuffer(gpu, "x", 4),
+          rows: 1,
+          n: 1,
+          k: MAX_TOPK + 1,
+        }), RangeError);
+    });
+  }));
