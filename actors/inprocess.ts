@@ -1,16 +1,23 @@
 /**
  * The in-process transport: every rank is a fiber of this isolate reading a typed mailbox, with
  * its own device. Collectives meet in an `InProcessGroup`.
+ *
+ * Backend: dawn.node (the `webgpu` package) crashes or stalls inside its event processing when
+ * several of its devices work in one isolate (reproduced with two ranks doing nothing but
+ * readbacks and an all-reduce), so with tp > 1 the default here is Deno's built-in WebGPU:
+ * correct, but ~12 ms per submit-and-wait. The Workers transport gives each rank its own
+ * isolate and is the fast way to run tp > 1 with Dawn.
  */
 import { Deferred, type Duration, Effect, Exit, Fiber, Layer, Queue } from "effect";
 import { InProcessGroup } from "../collectives/inprocess.ts";
-import { acquireGpu, type BackendChoice } from "../gpu/device.ts";
+import { acquireGpu, type BackendChoice, backendFromEnv } from "../gpu/device.ts";
 import { RankFailed } from "./errors.ts";
 import type { RankCommand, RankReply } from "./protocol.ts";
 import { makeRankRuntime } from "./rank_runtime.ts";
 import { Transport } from "./transport.ts";
 
 export interface InProcessOptions {
+  /** Defaults to Dawn for one rank and Deno's built-in WebGPU for several (see above). */
   readonly backend?: BackendChoice;
   /** How long a collective waits for the slowest rank before failing. */
   readonly collectiveTimeout?: Duration.DurationInput;
@@ -21,9 +28,16 @@ interface Envelope {
   readonly reply: Deferred.Deferred<RankReply>;
 }
 
+/** The backend for `tp` ranks in one isolate: an explicit choice wins, else see the note above. */
+export const inProcessBackend = (tp: number, requested?: BackendChoice): BackendChoice => {
+  const choice = requested ?? backendFromEnv();
+  return choice === "auto" && tp > 1 ? "deno" : choice;
+};
+
 const spawnRank = (rank: number, tp: number, group: InProcessGroup, options: InProcessOptions) =>
   Effect.gen(function* () {
-    const gpu = yield* acquireGpu({ label: `rank ${rank}`, backend: options.backend });
+    const backend = inProcessBackend(tp, options.backend);
+    const gpu = yield* acquireGpu({ label: `rank ${rank}`, backend });
     const runtime = makeRankRuntime(rank, tp, gpu, group);
     yield* Effect.addFinalizer(() => Effect.sync(() => runtime.release()));
     const mailbox = yield* Queue.bounded<Envelope>(16);

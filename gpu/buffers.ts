@@ -56,12 +56,22 @@ export const writeBuffer = (
 /** Waits for a GPU promise, failing with `DeviceLostError` instead of hanging on a lost device. */
 export const awaitGpu = <A>(gpu: Gpu, operation: string, promise: () => Promise<A>) =>
   Effect.tryPromise({
-    try: () => Promise.race([promise(), gpu.whenLost.then((lost) => Promise.reject(lost))]),
+    try: () =>
+      Promise.race([promise(), gpu.whenLost.then((lost) => Promise.reject(lost))]).catch(
+        // Some backends reject the operation just before they report the loss: name the cause.
+        async (cause) => {
+          const lost = await Promise.race([gpu.whenLost, sleep(LOSS_GRACE_MS)]);
+          throw lost ?? cause;
+        },
+      ),
     catch: (cause) =>
       cause instanceof DeviceLostError
         ? cause
         : new GpuOperationError({ operation, message: `${operation} failed: ${String(cause)}` }),
   });
+
+const LOSS_GRACE_MS = 200;
+const sleep = (ms: number) => new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), ms));
 
 /**
  * A reusable staging buffer for reading `byteLength` bytes back to the host. Collectives and the
