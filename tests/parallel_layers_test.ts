@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { Effect, Either } from "effect";
 import { InProcessTransport } from "../actors/inprocess.ts";
+import { WorkersTransport } from "../actors/workers.ts";
 import { Supervisor } from "../actors/supervisor.ts";
 import { concat, tensor } from "../collectives/tensor.ts";
 import * as reference from "../kernels/reference.ts";
@@ -24,15 +25,30 @@ const mlpRef = reference.matmul(
   K,
 );
 
-const run = <A, E>(tp: number, body: (s: Supervisor) => Effect.Effect<A, E>) =>
+const TRANSPORTS = {
+  inprocess: InProcessTransport({ collectiveTimeout: "20 seconds" }),
+  workers: WorkersTransport({ collectiveTimeout: "20 seconds" }),
+};
+type TransportName = keyof typeof TRANSPORTS;
+
+const run = <A, E>(
+  tp: number,
+  body: (s: Supervisor) => Effect.Effect<A, E>,
+  transport: TransportName = "inprocess",
+) =>
   Effect.runPromise(
     Effect.scoped(Supervisor.make({ tp }).pipe(Effect.flatMap(body))).pipe(
-      Effect.provide(InProcessTransport({ collectiveTimeout: "20 seconds" })),
+      Effect.provide(TRANSPORTS[transport]),
     ),
   );
 
-for (const tp of [1, 2, 3, 4, 8]) {
-  Deno.test(`tp=${tp}: column (gather and not), row (parallel and not) and MLP equal the unsharded CPU result`, async () => {
+for (
+  const [transport, tp] of [
+    ...[1, 2, 3, 4, 8].map((tp) => ["inprocess", tp] as const),
+    ...[2, 3].map((tp) => ["workers", tp] as const),
+  ]
+) {
+  Deno.test(`${transport} tp=${tp}: column (gather and not), row (parallel and not) and MLP equal the unsharded CPU result`, async () => {
     await run(tp, (s) =>
       Effect.gen(function* () {
         yield* s.load({
@@ -100,7 +116,7 @@ for (const tp of [1, 2, 3, 4, 8]) {
         const ops = Object.fromEntries(s.collectiveStats().map((e) => [e.op, e.calls]));
         // One gather (colGather) and three reduces (row, rowFull, mlp): nothing else communicates.
         assert.deepEqual(ops, { allGather: 1, allReduce: 3 });
-      }));
+      }), transport);
   });
 }
 
@@ -138,28 +154,30 @@ Deno.test("a plan that cannot split is a PlanError before any weight moves", asy
   assert.match(outcome.left.message, /narrow: cannot split out_features = 5 over tp = 8/);
 });
 
-Deno.test("a wrong input shape fails the step with a typed error naming the rank", async () => {
-  const outcome = await run(2, (s) =>
-    Effect.gen(function* () {
-      yield* s.load({
-        _tag: "ParallelMlp",
-        name: "mlp",
-        dim: K,
-        hidden: HIDDEN,
-        activation: "gelu",
-      }, [mlpA, mlpB]);
-      return yield* Effect.either(
-        s.forward("mlp", tensor([M, K - 1], new Float32Array(M * (K - 1)))),
-      );
-    }));
-  assert.ok(Either.isLeft(outcome));
-  assert.equal(outcome.left._tag, "RankFailed");
-  assert.equal(outcome.left.reason, "InvalidInput");
-  assert.match(
-    outcome.left.message,
-    /^rank \d: mlp: expected an input of f32\[M×48\], got f32\[5×47\]/,
-  );
-});
+for (const transport of ["inprocess", "workers"] as const) {
+  Deno.test(`${transport}: a wrong input shape fails the step with a typed error naming the rank`, async () => {
+    const outcome = await run(2, (s) =>
+      Effect.gen(function* () {
+        yield* s.load({
+          _tag: "ParallelMlp",
+          name: "mlp",
+          dim: K,
+          hidden: HIDDEN,
+          activation: "gelu",
+        }, [mlpA, mlpB]);
+        return yield* Effect.either(
+          s.forward("mlp", tensor([M, K - 1], new Float32Array(M * (K - 1)))),
+        );
+      }), transport);
+    assert.ok(Either.isLeft(outcome));
+    assert.equal(outcome.left._tag, "RankFailed");
+    assert.equal(outcome.left.reason, "InvalidInput");
+    assert.match(
+      outcome.left.message,
+      /^rank \d: mlp: expected an input of f32\[M×48\], got f32\[5×47\]/,
+    );
+  });
+}
 
 Deno.test("a rank whose device is lost fails the step naming it; the others do not hang", async () => {
   const outcome = await run(3, (s) =>
