@@ -56,7 +56,9 @@ const serve = (rank: number, tp: number, backend: "auto" | "dawn" | "deno") =>
     }
   })).pipe(
     Effect.catchAll((error) =>
-      Effect.sync(() => post({ _tag: "StartFailed", rank, reason: error._tag, message: error.message }))
+      Effect.sync(() =>
+        post({ _tag: "StartFailed", rank, reason: error._tag, message: error.message })
+      )
     ),
   );
 
@@ -86,7 +88,9 @@ self.onmessage = (event: MessageEvent) => {
     }
     case "Stop":
       // Closing the scope frees the shards and destroys the device before the Worker exits.
-      Effect.runPromise(serving ? Fiber.interrupt(serving) : Effect.void).finally(() => self.close());
+      Effect.runPromise(serving ? Fiber.interrupt(serving) : Effect.void).finally(() =>
+        self.close()
+      );
       return;
   }
 };

@@ -38,7 +38,10 @@ const spawnWorker = (rank: number, tp: number, group: InProcessGroup, options: W
     const dead = (message: string) => {
       const failure = new RankFailed({ rank, step: -1, reason: "RankDied", message });
       Deferred.unsafeDone(died, Exit.fail(failure));
-      Deferred.unsafeDone(ready, Exit.fail(new GpuOperationError({ operation: "worker", message })));
+      Deferred.unsafeDone(
+        ready,
+        Exit.fail(new GpuOperationError({ operation: "worker", message })),
+      );
       group.rankDied(rank, message);
     };
 
@@ -104,7 +107,10 @@ const spawnWorker = (rank: number, tp: number, group: InProcessGroup, options: W
       Effect.timeoutFail({
         duration: options.startTimeout ?? "60 seconds",
         onTimeout: () =>
-          new GpuOperationError({ operation: "worker start", message: `rank ${rank} did not start` }),
+          new GpuOperationError({
+            operation: "worker start",
+            message: `rank ${rank} did not start`,
+          }),
       }),
     );
 

@@ -71,7 +71,8 @@ export const awaitGpu = <A>(gpu: Gpu, operation: string, promise: () => Promise<
   });
 
 const LOSS_GRACE_MS = 200;
-const sleep = (ms: number) => new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), ms));
+const sleep = (ms: number) =>
+  new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), ms));
 
 /**
  * A reusable staging buffer for reading `byteLength` bytes back to the host. Collectives and the
