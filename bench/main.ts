@@ -5,6 +5,9 @@
 import { Effect } from "effect";
 import { InProcessTransport } from "../actors/inprocess.ts";
 import { Supervisor } from "../actors/supervisor.ts";
+import { WorkersTransport } from "../actors/workers.ts";
+import { LlamaModel } from "../models/llama.ts";
+import { fileURLToPath } from "node:url";
 import { stepCommunicator } from "../collectives/communicator.ts";
 import { InProcessGroup } from "../collectives/inprocess.ts";
 import { tensor } from "../collectives/tensor.ts";
@@ -94,19 +97,54 @@ const mlpRows = Effect.gen(function* () {
   const x = tensor([rows, dim], new Float32Array(rows * dim).fill(0.01));
   const a = tensor([dim, hidden], new Float32Array(dim * hidden).fill(0.01));
   const b = tensor([hidden, dim], new Float32Array(hidden * dim).fill(0.01));
-  for (const tp of [1, 2, 4]) {
+  for (
+    const [transport, tp] of [["inprocess", 1], ["inprocess", 2], ["workers", 2], [
+      "workers",
+      4,
+    ]] as const
+  ) {
+    const layer = transport === "inprocess" ? InProcessTransport() : WorkersTransport();
     const t = yield* Effect.scoped(Effect.gen(function* () {
       const s = yield* Supervisor.make({ tp });
       yield* s.load({ _tag: "ParallelMlp", name: "mlp", dim, hidden, activation: "gelu" }, [a, b]);
       return yield* time(5, () => s.forward("mlp", x));
-    })).pipe(Effect.provide(InProcessTransport()));
-    out.push({ tp, ...t });
+    })).pipe(Effect.provide(layer));
+    out.push({ transport, tp, ...t });
   }
   return out;
 });
 
+/** Greedy decode of the shared stories260K: tok/s per tp and transport (prefill excluded). */
+const decodeRows = Effect.gen(function* () {
+  const path = fileURLToPath(new URL("../../shared/models/stories260K.bin", import.meta.url));
+  const rows = [];
+  for (
+    const [transport, tp] of [["inprocess", 1], ["workers", 1], ["workers", 2], [
+      "workers",
+      4,
+    ]] as const
+  ) {
+    const layer = transport === "inprocess" ? InProcessTransport() : WorkersTransport();
+    const tokPerS = yield* Effect.scoped(Effect.gen(function* () {
+      const model = yield* LlamaModel.load({ source: { format: "llama2c", path }, tp });
+      let token = 1;
+      const steps = 64;
+      let started = 0;
+      for (let pos = 0; pos < steps + 8; pos++) {
+        if (pos === 8) started = performance.now(); // the first steps compile pipelines
+        yield* model.forward([token], pos);
+        token = (yield* model.candidates(1, 0)).indices[0];
+      }
+      return steps / ((performance.now() - started) / 1000);
+    })).pipe(Effect.provide(layer));
+    rows.push({ transport, tp, tokPerS });
+  }
+  return rows;
+});
+
 const program = Effect.gen(function* () {
   const memcpy = hostMemcpy();
+  const decode = yield* decodeRows;
   const mm = yield* matmulRows;
   const coll = yield* collectiveRows;
   const mlp = yield* mlpRows;
@@ -142,9 +180,15 @@ const program = Effect.gen(function* () {
     "",
     "## Parallel MLP forward, X 64×1024, A 1024×4096, B 4096×1024 (p50 / p99 ms)",
     "",
-    "| tp | ms |",
-    "| --- | --- |",
-    ...mlp.map((r) => `| ${r.tp} | ${r.p50.toFixed(1)} / ${r.p99.toFixed(1)} |`),
+    "| transport | tp | ms |",
+    "| --- | --- | --- |",
+    ...mlp.map((r) => `| ${r.transport} | ${r.tp} | ${r.p50.toFixed(1)} / ${r.p99.toFixed(1)} |`),
+    "",
+    "## Greedy decode, stories260K (dim 64, 5 layers; 64 tokens after 8 warm-up steps)",
+    "",
+    "| transport | tp | tok/s |",
+    "| --- | --- | --- |",
+    ...decode.map((r) => `| ${r.transport} | ${r.tp} | ${r.tokPerS.toFixed(1)} |`),
     "",
     "All ranks share one physical adapter here (lavapipe on the CPU cores), so tp > 1 splits",
     "the same cores: these figures show overheads, not a multi-GPU speed-up.",
@@ -153,7 +197,10 @@ const program = Effect.gen(function* () {
   yield* Effect.promise(() => Deno.mkdir("docs", { recursive: true }));
   yield* Effect.promise(() => Deno.writeTextFile("docs/BENCHMARKS.md", md));
   yield* Effect.promise(() =>
-    Deno.writeTextFile("docs/benchmarks.json", JSON.stringify({ memcpy, mm, coll, mlp }, null, 2))
+    Deno.writeTextFile(
+      "docs/benchmarks.json",
+      JSON.stringify({ memcpy, mm, coll, mlp, decode }, null, 2),
+    )
   );
   console.log(md);
 });
