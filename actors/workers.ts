@@ -133,6 +133,30 @@ const spawnWorker = (rank: number, tp: number, group: InProcessGroup, options: W
     return { rank, call } satisfies RankHandle;
   });
 
+/**
+ * On a CPU renderer (lavapipe) every device starts one thread per core, so tp devices would
+ * oversubscribe the cores tp-fold. While the ranks create their devices, ask Mesa for
+ * cores / tp threads each (unless the user chose LP_NUM_THREADS), then restore the variable.
+ */
+const withCpuRendererThreads = (tp: number) => <A, E, R>(spawn: Effect.Effect<A, E, R>) =>
+  Effect.acquireUseRelease(
+    Effect.sync(() => {
+      const previous = Deno.env.get("LP_NUM_THREADS");
+      if (previous === undefined && tp > 1) {
+        const threads = Math.max(1, Math.floor(navigator.hardwareConcurrency / tp));
+        Deno.env.set("LP_NUM_THREADS", String(threads));
+      }
+      return previous;
+    }),
+    () => spawn,
+    (previous) =>
+      Effect.sync(() =>
+        previous === undefined
+          ? Deno.env.delete("LP_NUM_THREADS")
+          : Deno.env.set("LP_NUM_THREADS", previous)
+      ),
+  );
+
 /** Runs each rank in its own Worker with its own device. */
 export const WorkersTransport = (options: WorkersOptions = {}): Layer.Layer<Transport> =>
   Layer.succeed(Transport, {
@@ -144,7 +168,7 @@ export const WorkersTransport = (options: WorkersOptions = {}): Layer.Layer<Tran
           Array.from({ length: tp }, (_, r) => r),
           (r) => spawnWorker(r, tp, group, options),
           { concurrency: "unbounded" },
-        );
+        ).pipe(withCpuRendererThreads(tp));
         return {
           ranks,
           abortStep: (step, failure) => group.abortStep(step, failure),

@@ -10,7 +10,7 @@ import { expectReplies, Supervisor } from "../actors/supervisor.ts";
 import type { SpawnError, Transport } from "../actors/transport.ts";
 import { concat, f32FromBytes, i32FromBytes, tensor } from "../collectives/tensor.ts";
 import type { LlamaConfig } from "./config.ts";
-import type { LoadError } from "./errors.ts";
+import { ConfigError, type LoadError } from "./errors.ts";
 import { planLlama } from "./plan.ts";
 import { type CandidateList, mergeCandidates } from "./sampler.ts";
 import { openModelSource } from "./source.ts";
@@ -22,7 +22,7 @@ export interface LoadLlamaOptions {
   readonly maxBatchTokens?: number;
 }
 
-export type LoadLlamaError = LoadError | PlanError | RankFailed | SpawnError;
+export type LoadLlamaError = LoadError | ConfigError | PlanError | RankFailed | SpawnError;
 
 export class LlamaModel {
   private constructor(
@@ -42,7 +42,13 @@ export class LlamaModel {
     return Effect.gen(function* () {
       const { config } = yield* Effect.scoped(openModelSource(options.source));
       yield* planLlama(config, options.tp);
-      const maxBatchTokens = Math.min(options.maxBatchTokens ?? 64, config.seqLen);
+      const requested = options.maxBatchTokens ?? 64;
+      if (!Number.isInteger(requested) || requested < 1) {
+        return yield* new ConfigError({
+          message: `maxBatchTokens must be a positive integer, got ${requested}`,
+        });
+      }
+      const maxBatchTokens = Math.min(requested, config.seqLen);
       const supervisor = yield* Supervisor.make({ tp: options.tp });
       const loaded = yield* supervisor.step((_, step) => ({
         _tag: "LoadModel",
@@ -87,7 +93,9 @@ export class LlamaModel {
             indices: i32FromBytes(r.indices),
             logSumExp: r.logSumExp,
           })),
-          k * this.supervisor.tp,
+          // The global top k lies within the union of every rank's top k; beyond k the merged
+          // list would skip tokens that ranks did not send.
+          k,
         )
       ),
     );

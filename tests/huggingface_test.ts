@@ -15,7 +15,7 @@ import {
   loadHuggingFaceTokenizer,
   openHuggingFace,
 } from "../models/huggingface.ts";
-import { encodeLlama2cHeader, openLlama2c, planLlama2cLayout } from "../models/llama2c.ts";
+import { openLlama2c } from "../models/llama2c.ts";
 import { planLlama } from "../models/plan.ts";
 import { type LlamaWeights, ReferenceLlama } from "../models/reference.ts";
 import {
@@ -29,317 +29,29 @@ import {
   parseSafetensorsHeader,
   readSafetensorsHeader,
   readSafetensorsRows,
-  type SafetensorsInput,
 } from "../models/safetensors.ts";
 import { loadRankShards, transpose, type WeightSource } from "../models/shards.ts";
 import { openForRead } from "../models/tensor_reader.ts";
+import {
+  hfPermute,
+  type HfVariant,
+  shardName,
+  TOKENIZER_CONFIG,
+  tokenizerJson,
+  VOCAB,
+  withHfModel,
+  writeJson,
+} from "./fixtures/hf_model.ts";
 import { assertClose, maxAbsDiff, randomFloats } from "./tolerance.ts";
 
 const run = <A, E>(effect: Effect.Effect<A, E>): Promise<A> => Effect.runPromise(effect);
 const failureOf = <A, E>(effect: Effect.Effect<A, E>): Promise<E> =>
   Effect.runPromise(Effect.flip(effect));
 
-type Dtype = "F32" | "F16" | "BF16";
-
-/** The model of every test, in Meta/llama2.c terms (interleaved RoPE). */
-const CONFIG: LlamaConfig = {
-  dim: 32,
-  hiddenDim: 72,
-  nLayers: 2,
-  nHeads: 4,
-  nKvHeads: 2,
-  vocabSize: 64,
-  seqLen: 32,
-  headDim: 8,
-  normEps: 1e-5,
-  ropeTheta: 10000,
-  ropeLayout: "interleaved",
-  sharedClassifier: false,
-};
-
+/** Prompt ids of every logit comparison. */
 const PROMPT = [1, 40, 7, 63, 22, 5, 17];
 
-/**
- * Random weights in Meta order by llama2.c name (fixed seeds), rounded through `dtype` so the
- * `.bin` holds exactly the values the HF file stores.
- */
-const makeWeights = (config: LlamaConfig, dtype: Dtype): Map<string, Float32Array> => {
-  const weights = new Map<string, Float32Array>();
-  planLlama2cLayout(config).stored.forEach((e, i) => {
-    if (e.name.startsWith("freq_cis")) return;
-    const n = e.byteLength / 4;
-    const isNorm = e.shape.length === 1;
-    const values = isNorm
-      ? randomFloats(n, 1000 + i, 0.2).map((v) => 1 + v)
-      : randomFloats(n, 1000 + i, 1 / Math.sqrt(e.shape[1]));
-    weights.set(e.name, decodeElements(dtype, encodeElements(dtype, values)));
-  });
-  return weights;
-};
-
-const concat = (parts: Uint8Array[]): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-};
-
-/** A llama2.c checkpoint of these weights (the unused RoPE tables zero). */
-const llama2cBytes = (config: LlamaConfig, weights: Map<string, Float32Array>): Uint8Array => {
-  const parts = [encodeLlama2cHeader(config)];
-  for (const e of planLlama2cLayout(config).stored) {
-    const data = weights.get(e.name) ?? new Float32Array(e.byteLength / 4);
-    parts.push(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-  }
-  return concat(parts);
-};
-
-/**
- * HF's q/k row order, written as convert_llama_weights_to_hf.py's `permute`:
- * `w.view(n_heads, rows / n_heads / 2, 2, cols).transpose(1, 2).reshape(rows, cols)`.
- */
-const hfPermute = (w: Float32Array, heads: number, rows: number, cols: number) => {
-  const half = rows / heads / 2;
-  const out = new Float32Array(w.length);
-  for (let h = 0; h < heads; h++) {
-    for (let a = 0; a < half; a++) {
-      for (let b = 0; b < 2; b++) {
-        const from = (h * half + a) * 2 + b; // index in the view [heads, half, 2]
-        const to = (h * 2 + b) * half + a; // index after transpose(1, 2): [heads, 2, half]
-        out.set(w.subarray(from * cols, (from + 1) * cols), to * cols);
-      }
-    }
-  }
-  return out;
-};
-
-/** The HF tensors of these Meta-order weights: HF names, q/k permuted, stored as `dtype`. */
-const hfTensors = (
-  config: LlamaConfig,
-  weights: Map<string, Float32Array>,
-  dtype: Dtype,
-): SafetensorsInput[] =>
-  huggingFaceTensors(config).map((t) => {
-    let data = weights.get(t.name)!;
-    if (t.name.endsWith(".wq")) data = hfPermute(data, config.nHeads, t.shape[0], t.shape[1]);
-    if (t.name.endsWith(".wk")) data = hfPermute(data, config.nKvHeads, t.shape[0], t.shape[1]);
-    return { name: t.hfName, dtype, shape: t.shape, data };
-  });
-
-const hfConfigJson = (config: LlamaConfig, dtype: Dtype) => ({
-  architectures: ["LlamaForCausalLM"],
-  model_type: "llama",
-  hidden_size: config.dim,
-  intermediate_size: config.hiddenDim,
-  num_hidden_layers: config.nLayers,
-  num_attention_heads: config.nHeads,
-  num_key_value_heads: config.nKvHeads,
-  vocab_size: config.vocabSize,
-  max_position_embeddings: config.seqLen,
-  rms_norm_eps: config.normEps,
-  rope_theta: config.ropeTheta,
-  rope_scaling: null,
-  tie_word_embeddings: config.sharedClassifier,
-  hidden_act: "silu",
-  attention_bias: false,
-  torch_dtype: { F32: "float32", F16: "float16", BF16: "bfloat16" }[dtype],
-  bos_token_id: 1,
-  eos_token_id: 2,
-});
-
-// ---------------------------------------------------------------------------------------------
-// A tiny Llama-2-style tokenizer.json: SentencePiece BPE with "▁" and byte fallback, 64 tokens.
-
-const LETTERS = "abcdefghijklmnopqrstuvwxyz".split("");
-const BYTE_TOKENS = ["<0xE6>", "<0x97>", "<0xA5>", "<0xC3>", "<0xA9>"]; // 日 and é
-const MERGES = [
-  "▁ t",
-  "h e",
-  "▁t he",
-  "i n",
-  "▁ a",
-  "e r",
-  "o n",
-  "r e",
-  "a t",
-  "e n",
-  "n d",
-  "▁ w",
-  "o r",
-  "▁ o",
-  "▁ s",
-  "l l",
-  "▁ h",
-  "i s",
-  "i t",
-  "o u",
-  "▁ c",
-  "▁ b",
-  "e d",
-  "in g",
-  "▁a nd",
-  "▁w or",
-];
-const SPECIAL = ["<unk>", "<s>", "</s>"];
-const VOCAB = [
-  ...SPECIAL,
-  "▁",
-  ...LETTERS,
-  ...BYTE_TOKENS,
-  ",",
-  ".",
-  "!",
-  ...MERGES.map((m) => m.replace(" ", "")),
-];
-
-const tokenizerJson = () => ({
-  version: "1.0",
-  truncation: null,
-  padding: null,
-  added_tokens: SPECIAL.map((content, id) => ({
-    id,
-    content,
-    single_word: false,
-    lstrip: false,
-    rstrip: false,
-    normalized: false,
-    special: true,
-  })),
-  normalizer: {
-    type: "Sequence",
-    normalizers: [
-      { type: "Prepend", prepend: "▁" },
-      { type: "Replace", pattern: { String: " " }, content: "▁" },
-    ],
-  },
-  pre_tokenizer: null,
-  post_processor: {
-    type: "TemplateProcessing",
-    single: [{ SpecialToken: { id: "<s>", type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }],
-    pair: [
-      { SpecialToken: { id: "<s>", type_id: 0 } },
-      { Sequence: { id: "A", type_id: 0 } },
-      { SpecialToken: { id: "<s>", type_id: 1 } },
-      { Sequence: { id: "B", type_id: 1 } },
-    ],
-    special_tokens: { "<s>": { id: "<s>", ids: [1], tokens: ["<s>"] } },
-  },
-  decoder: {
-    type: "Sequence",
-    decoders: [
-      { type: "Replace", pattern: { String: "▁" }, content: " " },
-      { type: "ByteFallback" },
-      { type: "Fuse" },
-      { type: "Strip", content: " ", start: 1, stop: 0 },
-    ],
-  },
-  model: {
-    type: "BPE",
-    dropout: null,
-    unk_token: "<unk>",
-    continuing_subword_prefix: null,
-    end_of_word_suffix: null,
-    fuse_unk: true,
-    byte_fallback: true,
-    vocab: Object.fromEntries(VOCAB.map((t, i) => [t, i])),
-    merges: MERGES,
-  },
-});
-
-const TOKENIZER_CONFIG = {
-  add_bos_token: true,
-  add_eos_token: false,
-  bos_token: {
-    __type: "AddedToken",
-    content: "<s>",
-    lstrip: false,
-    normalized: false,
-    rstrip: false,
-    single_word: false,
-  },
-  eos_token: "</s>",
-  unk_token: "<unk>",
-  clean_up_tokenization_spaces: false,
-  legacy: false,
-  model_max_length: 32,
-  tokenizer_class: "LlamaTokenizer",
-};
-
-// ---------------------------------------------------------------------------------------------
-// Writing model directories
-
-interface HfVariant {
-  readonly dtype: Dtype;
-  /** 1: `model.safetensors`; 2: two shards with `model.safetensors.index.json`. */
-  readonly shards: 1 | 2;
-  readonly tied: boolean;
-}
-
-const writeJson = (path: string, value: unknown) =>
-  Deno.writeTextFile(path, JSON.stringify(value, null, 2));
-
-const shardName = (i: number, n: number) =>
-  `model-${String(i + 1).padStart(5, "0")}-of-${String(n).padStart(5, "0")}.safetensors`;
-
-/**
- * Writes the HF directory of `weights` into `dir`: config.json, weights (one file, or two
- * shards — the second in reverse order — plus the index), tokenizer.json, tokenizer_config.json.
- */
-const writeHfDir = async (
-  dir: string,
-  config: LlamaConfig,
-  weights: Map<string, Float32Array>,
-  variant: HfVariant,
-) => {
-  await writeJson(join(dir, "config.json"), hfConfigJson(config, variant.dtype));
-  await writeJson(join(dir, "tokenizer.json"), tokenizerJson());
-  await writeJson(join(dir, "tokenizer_config.json"), TOKENIZER_CONFIG);
-  const tensors = hfTensors(config, weights, variant.dtype);
-  if (variant.shards === 1) {
-    await Deno.writeFile(
-      join(dir, "model.safetensors"),
-      encodeSafetensors(tensors, { format: "pt" }),
-    );
-    return;
-  }
-  const cut = Math.ceil(tensors.length / 2);
-  const parts = [tensors.slice(0, cut), tensors.slice(cut).reverse()];
-  const weightMap: Record<string, string> = {};
-  let total = 0;
-  for (const [i, part] of parts.entries()) {
-    const name = shardName(i, parts.length);
-    await Deno.writeFile(join(dir, name), encodeSafetensors(part, { format: "pt" }));
-    for (const t of part) {
-      weightMap[t.name] = name;
-      total += t.data.length * (variant.dtype === "F32" ? 4 : 2);
-    }
-  }
-  await writeJson(join(dir, "model.safetensors.index.json"), {
-    metadata: { total_size: total },
-    weight_map: weightMap,
-  });
-};
-
-/** A temp dir with the HF directory and the `.bin` of the same weights; removed afterwards. */
-const withModel = async <T>(
-  variant: HfVariant,
-  f: (paths: { dir: string; bin: string; config: LlamaConfig }) => Promise<T>,
-): Promise<T> => {
-  const dir = await Deno.makeTempDir({ prefix: "tessera-hf-" });
-  try {
-    const config = { ...CONFIG, sharedClassifier: variant.tied };
-    const weights = makeWeights(config, variant.dtype);
-    await writeHfDir(dir, config, weights, variant);
-    const bin = join(dir, "model.bin");
-    await Deno.writeFile(bin, llama2cBytes(config, weights));
-    return await f({ dir, bin, config });
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-};
+const withModel = withHfModel;
 
 /** Every weight of a model, whole, through a `WeightSource` (names as `loadRankShards` uses). */
 const readAllWeights = (
