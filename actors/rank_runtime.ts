@@ -5,8 +5,8 @@
 import { Effect } from "effect";
 import type { CollectiveGroup } from "../collectives/communicator.ts";
 import { stepCommunicator } from "../collectives/communicator.ts";
-import type { TensorPayload } from "../collectives/protocol.ts";
-import { f32FromBytes, type HostTensor, tensor, toBytes } from "../collectives/tensor.ts";
+import { fromPayload, type TensorPayload, toPayload } from "../collectives/protocol.ts";
+import { type HostTensor, tensor } from "../collectives/tensor.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { layerKind } from "../layers/kinds.ts";
 import type { RankLayer } from "../layers/layer.ts";
@@ -29,15 +29,9 @@ export interface RankRuntime {
 
 const toHost = (p: TensorPayload): Effect.Effect<HostTensor, InvalidInput> =>
   Effect.try({
-    try: () => tensor(p.shape, f32FromBytes(p.data)),
+    try: () => fromPayload(p),
     catch: (e) => new InvalidInput({ message: `bad tensor payload: ${(e as Error).message}` }),
   });
-
-const payload = (t: HostTensor): TensorPayload => ({
-  dtype: t.dtype,
-  shape: [...t.shape],
-  data: toBytes(t),
-});
 
 export const makeRankRuntime = (
   rank: number,
@@ -72,7 +66,7 @@ export const makeRankRuntime = (
           const input = yield* toHost(command.input);
           const comm = stepCommunicator(group, rank, command.step);
           const output = yield* layer.forward({ step: command.step, comm }, input);
-          return { _tag: "Output", rank, output: payload(output) } as const;
+          return { _tag: "Output", rank, output: toPayload(output) } as const;
         }
         case "LoadModel": {
           const loaded = yield* Effect.scoped(Effect.gen(function* () {
@@ -116,7 +110,7 @@ export const makeRankRuntime = (
           const vocabStart = m.plan.vocab.start;
           if (command.topK === 0 && result.logits) {
             const output = tensor([1, result.logits.length], result.logits);
-            return { _tag: "Output", rank, output: payload(output) } as const;
+            return { _tag: "Output", rank, output: toPayload(output) } as const;
           }
           const list = result.logits
             ? shardCandidates(result.logits, command.topK, vocabStart, command.temperature)

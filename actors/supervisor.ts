@@ -5,7 +5,8 @@
  */
 import { Duration, Effect, type Scope } from "effect";
 import { CollectiveError } from "../collectives/errors.ts";
-import { f32FromBytes, type HostTensor, tensor, toBytes } from "../collectives/tensor.ts";
+import { fromPayload, toPayload } from "../collectives/protocol.ts";
+import type { HostTensor } from "../collectives/tensor.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { layerKind } from "../layers/kinds.ts";
 import { type PlanError, RankFailed } from "./errors.ts";
@@ -17,8 +18,6 @@ export interface SupervisorOptions {
   /** Upper bound on any one step, so even a wedged rank cannot hang the caller. */
   readonly stepTimeout?: Duration.DurationInput;
 }
-
-const payload = (t: HostTensor) => ({ dtype: t.dtype, shape: [...t.shape], data: toBytes(t) });
 
 /** Narrows each reply to `tag`; any other reply is a protocol violation by that rank. */
 export const expectReplies =
@@ -90,7 +89,7 @@ export class Supervisor {
           _tag: "LoadLayer",
           step,
           spec,
-          shards: kind.shard(spec, weights, rank, this.tp).map(payload),
+          shards: kind.shard(spec, weights, rank, this.tp).map(toPayload),
         })),
       ),
       Effect.flatMap(expectReplies("Loaded")),
@@ -112,12 +111,10 @@ export class Supervisor {
       _tag: "Forward",
       step,
       layer,
-      input: payload(inputFor(rank)),
+      input: toPayload(inputFor(rank)),
     })).pipe(
       Effect.flatMap(expectReplies("Output")),
-      Effect.map((replies) =>
-        replies.map((r) => tensor(r.output.shape, f32FromBytes(r.output.data)))
-      ),
+      Effect.map((replies) => replies.map((r) => fromPayload(r.output))),
     );
   }
 

@@ -5,8 +5,8 @@
  */
 import { Effect } from "effect";
 import type { CollectiveError, RankDied } from "./errors.ts";
-import { Contribution, type TensorPayload } from "./protocol.ts";
-import { f32FromBytes, type HostTensor, tensor, toBytes } from "./tensor.ts";
+import { Contribution, fromPayload, type TensorPayload, toPayload } from "./protocol.ts";
+import { type HostTensor, tensor } from "./tensor.ts";
 
 /** Carries contributions between ranks; one per transport (in-process, Workers, TCP). */
 export interface CollectiveGroup {
@@ -31,14 +31,6 @@ export interface Communicator {
   barrier(): Effect.Effect<void, CollectiveFailure>;
 }
 
-const payload = (t: HostTensor): TensorPayload => ({
-  dtype: t.dtype,
-  shape: [...t.shape],
-  data: toBytes(t),
-});
-
-const fromPayload = (p: TensorPayload): HostTensor => tensor(p.shape, f32FromBytes(p.data));
-
 /** The communicator of `rank` for one step; collectives are numbered in call order. */
 export const stepCommunicator = (
   group: CollectiveGroup,
@@ -48,7 +40,7 @@ export const stepCommunicator = (
   let seq = 0;
   const call = (op: Contribution["op"], t: HostTensor, arg = 0) =>
     Effect.suspend(() =>
-      group.exchange(new Contribution({ step, seq: seq++, rank, op, arg, tensor: payload(t) }))
+      group.exchange(new Contribution({ step, seq: seq++, rank, op, arg, tensor: toPayload(t) }))
     ).pipe(Effect.map(fromPayload));
   return {
     rank,

@@ -3,6 +3,7 @@
  * tensor data is a binary payload, never a JSON array.
  */
 import { Schema } from "effect";
+import { f32FromBytes, type HostTensor, tensor, toBytes } from "./tensor.ts";
 
 export const DTypeSchema = Schema.Literal("f32");
 
@@ -41,3 +42,13 @@ export class CollectiveResult extends Schema.TaggedClass<CollectiveResult>()("Co
   seq: Schema.NonNegativeInt,
   tensor: TensorPayload,
 }) {}
+
+/** A host tensor as a payload (a view of its bytes, no copy). */
+export const toPayload = (t: HostTensor): TensorPayload => ({
+  dtype: t.dtype,
+  shape: [...t.shape],
+  data: toBytes(t),
+});
+
+/** A payload as a host tensor; throws a RangeError when shape and bytes disagree. */
+export const fromPayload = (p: TensorPayload): HostTensor => tensor(p.shape, f32FromBytes(p.data));

@@ -8,7 +8,8 @@ import type { PlanError, RankFailed } from "../actors/errors.ts";
 import type { ModelSource } from "../actors/protocol.ts";
 import { expectReplies, Supervisor } from "../actors/supervisor.ts";
 import type { SpawnError, Transport } from "../actors/transport.ts";
-import { concat, f32FromBytes, i32FromBytes, tensor } from "../collectives/tensor.ts";
+import { fromPayload } from "../collectives/protocol.ts";
+import { concat, f32FromBytes, i32FromBytes } from "../collectives/tensor.ts";
 import type { LlamaConfig } from "./config.ts";
 import { ConfigError, type LoadError } from "./errors.ts";
 import { planLlama } from "./plan.ts";
@@ -106,9 +107,7 @@ export class LlamaModel {
     return this.supervisor.step((_, step) => ({ _tag: "LmHead", step, topK: 0, temperature: 0 }))
       .pipe(
         Effect.flatMap(expectReplies("Output")),
-        Effect.map((replies) =>
-          concat(replies.map((r) => tensor(r.output.shape, f32FromBytes(r.output.data))), 1).data
-        ),
+        Effect.map((replies) => concat(replies.map((r) => fromPayload(r.output)), 1).data),
       );
   }
 }
