@@ -55,3 +55,12 @@ export { openLlama2c } from "./models/llama2c.ts";
 export { loadHuggingFaceTokenizer, openHuggingFace } from "./models/huggingface.ts";
 export { loadLlama2cTokenizer, type TextTokenizer } from "./models/tokenizer.ts";
 export { Sampler, type SamplerOptions } from "./models/sampler.ts";
+export {
+  generate,
+  type GeneratedToken,
+  type GenerateError,
+  GenerateInputError,
+  type GenerateOptions,
+  loadTokenizer,
+  modelSourceOf,
+} from "./models/generate.ts";

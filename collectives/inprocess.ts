@@ -30,7 +30,7 @@ export class InProcessGroup implements CollectiveGroup {
   private readonly timeout: Duration.Duration;
 
   constructor(readonly worldSize: number, options: InProcessGroupOptions = {}) {
-    this.timeout = Duration.decode(options.timeout ?? "60 seconds");
+    this.timeout = Duration.decode(options.timeout ?? "5 minutes");
   }
 
   exchange(c: Contribution): Effect.Effect<TensorPayload, CollectiveFailure> {

@@ -1,0 +1,228 @@
+/**
+ * Text generation as an Effect `Stream`, following llama2.c `run.c`'s `generate`: the prompt is
+ * encoded with BOS (an empty prompt is BOS alone) and prefilled in one `forward`, then each step
+ * samples the next token, emits it, and feeds it back at the next position.
+ *
+ * Sampling never changes with the number of ranks: greedy takes the merged top-1 candidate
+ * (8 bytes per rank); with temperature > 0 each rank sends its top `CANDIDATES_PER_RANK` and the
+ * log-sum-exp of its slice, and the draw is only taken from them when the sampler says it is
+ * exactly the draw full logits would give; otherwise the full logits are fetched and the same
+ * coin is used on them. So a seed gives the tokens of run.c's full-logit sampler at every tp.
+ *
+ * Stream elements: `{ token, text }` where `text` is what `token` completed (byte-fallback
+ * tokens can split one character, so a token may carry "" and a later one the whole character).
+ * The stream ends
+ * - after `maxTokens` tokens,
+ * - when the next token would have to be fed at position `seqLen` (the KV cache is full; as in
+ *   run.c, up to `seqLen - promptLength + 1` tokens), or
+ * - with `stopAtEos`, on EOS or BOS (llama2.c's sequence delimiter). That stop token is the last
+ *   element, with no text of its own: control tokens print nothing.
+ * Whatever the streaming decoder still holds at the end (only an unfinished UTF-8 character,
+ * as U+FFFD) is appended to the last element's text, so no element with a fake token is needed.
+ */
+import { Data, Effect, Option, Stream } from "effect";
+import { dirname, join } from "node:path";
+import type { RankFailed } from "../actors/errors.ts";
+import type { ModelSource } from "../actors/protocol.ts";
+import { ConfigError, type LoadError, loadError } from "./errors.ts";
+import { loadHuggingFaceTokenizer } from "./huggingface.ts";
+import { readLlama2cHeader } from "./llama2c.ts";
+import type { LlamaModel } from "./llama.ts";
+import { Sampler } from "./sampler.ts";
+import { loadLlama2cTokenizer, type StreamDecoder, type TextTokenizer } from "./tokenizer.ts";
+
+/** Generation options that cannot work (checked before any rank is asked for anything). */
+export class GenerateInputError extends Data.TaggedError("GenerateInputError")<{
+  readonly message: string;
+}> {}
+
+export type GenerateError = RankFailed | ConfigError | GenerateInputError;
+
+export interface GenerateOptions {
+  readonly prompt: string;
+  /** Most tokens to generate (the prompt not counted); at least 1. */
+  readonly maxTokens: number;
+  /** 0 (the default) is greedy. */
+  readonly temperature?: number;
+  /** Nucleus mass, run.c semantics: on inside (0, 1), off otherwise. Default 0.9. */
+  readonly topP?: number;
+  /** xorshift64* seed (not 0); default: the current time. Unused when greedy. */
+  readonly seed?: number | bigint;
+  /** End at EOS or BOS. Default true. */
+  readonly stopAtEos?: boolean;
+}
+
+export interface GeneratedToken {
+  readonly token: number;
+  /** Text this token completed, plus the decoder's remainder on the last element. */
+  readonly text: string;
+}
+
+/** Candidates each rank sends when sampling; enough to hold the nucleus almost always. */
+export const CANDIDATES_PER_RANK = 64;
+
+const inputError = (message: string) => Effect.fail(new GenerateInputError({ message }));
+
+/** The options with defaults applied, or the first one that cannot work. */
+const checkOptions = (model: LlamaModel, promptLength: number, options: GenerateOptions) => {
+  const { maxTokens, temperature = 0, topP = 0.9 } = options;
+  const { seqLen } = model.config;
+  if (!(Number.isSafeInteger(maxTokens) && maxTokens >= 1)) {
+    return inputError(`maxTokens must be a positive integer, got ${maxTokens}`);
+  }
+  if (!(Number.isFinite(temperature) && temperature >= 0)) {
+    return inputError(`temperature must be a finite number >= 0, got ${temperature}`);
+  }
+  if (!Number.isFinite(topP)) return inputError(`topP must be a finite number, got ${topP}`);
+  if (promptLength > seqLen) {
+    return inputError(
+      `the prompt is ${promptLength} tokens (with BOS), longer than the model's seq_len ${seqLen}`,
+    );
+  }
+  return Effect.succeed({ maxTokens, temperature, topP });
+};
+
+/** The ids that end generation with `stopAtEos`: BOS, EOS, and any further EOS ids (HF). */
+const stopIds = (tokenizer: TextTokenizer): ReadonlySet<number> => {
+  const extra = (tokenizer as { eosIds?: readonly number[] }).eosIds ?? [];
+  return new Set([tokenizer.bosId, tokenizer.eosId, ...extra]);
+};
+
+/** Runs the tokenizer's decoder, turning an id it does not know into a typed error. */
+const decodeWith = (decoder: StreamDecoder, f: (d: StreamDecoder) => string) =>
+  Effect.try({
+    try: () => f(decoder),
+    catch: (e) =>
+      new ConfigError({
+        message: `the tokenizer cannot decode a generated token (${
+          e instanceof Error ? e.message : e
+        }): does it belong to this model?`,
+      }),
+  });
+
+/** Where the step loop stands. */
+interface State {
+  readonly generated: number;
+  /** Position the token sampled at this step will be fed at (its logits come from pos - 1). */
+  readonly pos: number;
+  /** The previous step's token, fed lazily so it is emitted before the model runs again. */
+  readonly feed: Option.Option<number>;
+}
+
+/**
+ * Generates from `prompt` on a loaded model. Nothing runs until the stream is pulled; stopping
+ * early (e.g. `Stream.take`) simply stops feeding the model.
+ */
+export const generate = (
+  model: LlamaModel,
+  tokenizer: TextTokenizer,
+  options: GenerateOptions,
+): Stream.Stream<GeneratedToken, GenerateError> =>
+  Stream.unwrap(Effect.gen(function* () {
+    const prompt = tokenizer.encode(options.prompt, { bos: true, eos: false });
+    const { maxTokens, temperature, topP } = yield* checkOptions(model, prompt.length, options);
+    const { seqLen, vocabSize } = model.config;
+    const sampler = temperature > 0
+      ? yield* Sampler.make({
+        vocabSize,
+        temperature,
+        topp: topP,
+        seed: options.seed ?? Date.now(),
+      })
+      : undefined;
+    const stops = (options.stopAtEos ?? true) ? stopIds(tokenizer) : new Set<number>();
+    const decoder = tokenizer.streamDecoder(prompt[prompt.length - 1]);
+
+    /** The next token from the logits of the last position fed. */
+    const nextToken: Effect.Effect<number, RankFailed> = sampler === undefined
+      ? Effect.map(model.candidates(1, 0), (c) => c.indices[0])
+      : Effect.gen(function* () {
+        const candidates = yield* model.candidates(CANDIDATES_PER_RANK, temperature);
+        if (sampler.replay((s) => s.sampleCandidates(candidates)).exact) {
+          return sampler.sampleCandidates(candidates).token;
+        }
+        return sampler.sample(yield* model.logits());
+      });
+
+    const step = (state: State) =>
+      Effect.gen(function* () {
+        if (Option.isSome(state.feed)) yield* model.forward([state.feed.value], state.pos - 1);
+        const token = yield* nextToken;
+        const generated = state.generated + 1;
+        const stop = stops.has(token);
+        const last = stop || generated >= maxTokens || state.pos >= seqLen;
+        const text = (stop ? "" : yield* decodeWith(decoder, (d) => d.push(token))) +
+          (last ? yield* decodeWith(decoder, (d) => d.flush()) : "");
+        const next: Option.Option<State> = last
+          ? Option.none()
+          : Option.some({ generated, pos: state.pos + 1, feed: Option.some(token) });
+        return [{ token, text }, next] as const;
+      });
+
+    yield* model.forward(prompt, 0);
+    return Stream.paginateEffect<State, GeneratedToken, GenerateError, never>(
+      { generated: 0, pos: prompt.length, feed: Option.none() },
+      step,
+    );
+  }));
+
+// ---------------------------------------------------------------------------------------------
+// Loading by path
+
+/** What a path holds: a directory, a file, or nothing. */
+const statPath = (path: string) =>
+  Effect.tryPromise({
+    try: () => Deno.stat(path),
+    catch: (e) =>
+      loadError(
+        path,
+        e instanceof Deno.errors.NotFound
+          ? "no such file or directory"
+          : `cannot read it (${e instanceof Error ? e.message : e})`,
+      ),
+  });
+
+/** A model path as a source: a directory is Hugging Face, a file is a llama2.c checkpoint. */
+export const modelSourceOf = (path: string): Effect.Effect<ModelSource, LoadError> =>
+  Effect.map(
+    statPath(path),
+    (info): ModelSource => ({ format: info.isDirectory ? "huggingface" : "llama2c", path }),
+  );
+
+/**
+ * The tokenizer for the model at `modelPath`. A Hugging Face directory uses its own
+ * `tokenizer.json` (or `tokenizerPath`, a directory or its `tokenizer.json`); a llama2.c
+ * checkpoint needs a llama2.c `tokenizer.bin`: `tokenizerPath`, else `tokenizer.bin` beside the
+ * model (llama2.c's convention). The vocabulary size comes from the checkpoint's header.
+ */
+export const loadTokenizer = (
+  modelPath: string,
+  tokenizerPath?: string,
+): Effect.Effect<TextTokenizer, LoadError> =>
+  Effect.gen(function* () {
+    const source = yield* modelSourceOf(modelPath);
+    if (source.format === "huggingface") {
+      const dir = tokenizerPath === undefined
+        ? modelPath
+        : (yield* statPath(tokenizerPath)).isDirectory
+        ? tokenizerPath
+        : dirname(tokenizerPath);
+      return yield* loadHuggingFaceTokenizer(dir);
+    }
+    const { config } = yield* readLlama2cHeader(modelPath);
+    const file = tokenizerPath ?? join(dirname(modelPath), "tokenizer.bin");
+    const info = yield* statPath(file).pipe(
+      Effect.mapError((e) =>
+        tokenizerPath === undefined
+          ? loadError(
+            file,
+            `a llama2.c model needs its tokenizer.bin: none beside ${modelPath}; pass its path`,
+          )
+          : e
+      ),
+    );
+    if (info.isDirectory) {
+      return yield* Effect.fail(loadError(file, "a llama2.c model needs a tokenizer.bin file"));
+    }
+    return yield* loadLlama2cTokenizer(file, config.vocabSize);
+  });
