@@ -9,7 +9,7 @@
  */
 import { Effect } from "effect";
 import { type LoadError, loadError } from "./errors.ts";
-import { fileSize, readBytesAt } from "./tensor_reader.ts";
+import { checkRange, fileSize, readBytesAt } from "./tensor_reader.ts";
 
 /** Element sizes of every dtype the format defines; only F32/F16/BF16 can be read as f32. */
 const DTYPE_BYTES = {
@@ -324,26 +324,6 @@ export const checkReadable = (
   file: string,
   entry: SafetensorsEntry,
 ): Effect.Effect<void, LoadError> => Effect.asVoid(readable(file, entry));
-
-const checkRange = (
-  file: string,
-  entry: SafetensorsEntry,
-  what: "rows" | "columns",
-  start: number,
-  count: number,
-  limit: number,
-): Effect.Effect<void, LoadError> =>
-  Number.isSafeInteger(start) && Number.isSafeInteger(count) && start >= 0 && count >= 0 &&
-    start + count <= limit
-    ? Effect.void
-    : Effect.fail(
-      loadError(
-        file,
-        `${what} ${start}..${start + count} are out of range: the tensor has ${limit} ${what} ` +
-          `(shape [${entry.shape.join(", ")}])`,
-        entry.name,
-      ),
-    );
 
 /** Rows `[start, start + count)` of a tensor as f32 `[count, cols]`: one contiguous read. */
 export const readSafetensorsRows = (

@@ -118,9 +118,10 @@ const toF32 = (bytes: Uint8Array): Float32Array => {
   return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
 };
 
-const checkRange = (
+/** Fails unless [start, start + count) lies within `limit` rows or columns of `entry`. */
+export const checkRange = (
   file: string,
-  entry: TensorEntry,
+  entry: { readonly name: string; readonly shape: readonly number[] },
   what: "rows" | "columns",
   start: number,
   count: number,
