@@ -151,26 +151,34 @@ export class Supervisor {
             }),
           );
         });
+      const finished = new Set<number>();
       return Effect.forEach(
         this.group.ranks,
         (handle) =>
           handle.call(command(handle.rank, step)).pipe(
-            Effect.timeoutFail({
-              duration: this.stepTimeout,
-              onTimeout: () =>
-                new RankFailed({
-                  rank: handle.rank,
-                  step,
-                  reason: "Timeout",
-                  message: `rank ${handle.rank} did not finish step ${step} within ${
-                    Duration.format(this.stepTimeout)
-                  }`,
-                }),
-            }),
+            Effect.tap(() => finished.add(handle.rank)),
             Effect.tapError(onFailure),
             Effect.either,
           ),
         { concurrency: "unbounded" },
+      ).pipe(
+        // One timer per step (not per rank); on expiry it blames the ranks still working.
+        Effect.timeoutFail({
+          duration: this.stepTimeout,
+          onTimeout: () => {
+            const slow = this.group.ranks.map((h) => h.rank).filter((r) => !finished.has(r));
+            const error = new RankFailed({
+              rank: slow[0] ?? 0,
+              step,
+              reason: "Timeout",
+              message: `ranks ${slow.join(", ")} did not finish step ${step} within ${
+                Duration.format(this.stepTimeout)
+              }`,
+            });
+            Effect.runSync(onFailure(error));
+            return error;
+          },
+        }),
       ).pipe(
         Effect.flatMap((outcomes) =>
           first

@@ -15,6 +15,7 @@ interface Rendezvous {
   readonly arg: number;
   readonly arrived: (HostTensor | undefined)[];
   readonly waiters: Deferred.Deferred<TensorPayload, CollectiveFailure>[];
+  readonly timer: ReturnType<typeof setTimeout>;
 }
 
 export interface InProcessGroupOptions {
@@ -49,12 +50,18 @@ export class InProcessGroup implements CollectiveGroup {
       const key = `${c.step}:${c.seq}`;
       let rv = this.pending.get(key);
       if (!rv) {
-        rv = {
+        const created: Rendezvous = {
           op: c.op,
           arg: c.arg,
           arrived: new Array(this.worldSize).fill(undefined),
           waiters: [],
+          // One timer per collective (not per rank): cheap enough for every decode step.
+          timer: setTimeout(
+            () => this.finish(key, created, Either.left(this.timeoutError(c, created))),
+            Duration.toMillis(this.timeout),
+          ),
         };
+        rv = created;
         this.pending.set(key, rv);
       }
       const waiter = Deferred.unsafeMake<TensorPayload, CollectiveFailure>(FiberId.none);
@@ -78,12 +85,7 @@ export class InProcessGroup implements CollectiveGroup {
           combine({ op: c.op, arg: c.arg, tensors: rv.arrived as HostTensor[] }),
         );
       }
-      return Deferred.await(waiter).pipe(
-        Effect.timeoutFail({
-          duration: this.timeout,
-          onTimeout: () => this.timeoutError(key, c),
-        }),
-      );
+      return Deferred.await(waiter);
     });
   }
 
@@ -107,6 +109,7 @@ export class InProcessGroup implements CollectiveGroup {
     result: Either.Either<readonly HostTensor[], CollectiveFailure>,
   ) {
     this.pending.delete(key);
+    clearTimeout(rv.timer);
     Either.match(result, {
       onLeft: (error) => {
         for (const w of rv.waiters) if (w) Deferred.unsafeDone(w, Exit.fail(error));
@@ -133,16 +136,13 @@ export class InProcessGroup implements CollectiveGroup {
     });
   }
 
-  private timeoutError(key: string, c: Contribution) {
-    const rv = this.pending.get(key);
-    const missing = rv ? [...rv.arrived.keys()].filter((r) => rv.arrived[r] === undefined) : [];
-    const error = new CollectiveError({
+  private timeoutError(c: Contribution, rv: Rendezvous) {
+    const missing = [...rv.arrived.keys()].filter((r) => rv.arrived[r] === undefined);
+    return new CollectiveError({
       op: c.op,
       ranks: missing,
       message: `${c.op} #${c.seq} of step ${c.step} timed out after ` +
         `${Duration.format(this.timeout)} waiting for ranks ${missing.join(", ")}`,
     });
-    if (rv) this.finish(key, rv, Either.left(error));
-    return error;
   }
 }
