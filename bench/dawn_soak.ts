@@ -1,0 +1,39 @@
+/**
+ * Soak test for the Dawn backend under Deno: one device, a copy and an async wait per iteration.
+ * On this machine kind it crashes or hangs after roughly 1–2 thousand waits (sooner with
+ * `--v8-flags=--expose-gc` and `--gc`), whichever wait is used (`mapAsync` or
+ * `onSubmittedWorkDone`); Deno's built-in WebGPU does not. Kept to check a fix or a new version.
+ *
+ *   deno run -A --v8-flags=--expose-gc bench/dawn_soak.ts [--gc] [--done] [--iterations N]
+ */
+import { parseArgs } from "node:util";
+import { create } from "webgpu";
+
+const { values } = parseArgs({
+  options: {
+    gc: { type: "boolean", default: false },
+    done: { type: "boolean", default: false },
+    iterations: { type: "string", default: "10000" },
+  },
+});
+const adapter = await create([]).requestAdapter();
+if (!adapter) throw new Error("no Dawn adapter");
+const device = await adapter.requestDevice();
+const source = device.createBuffer({ size: 4096, usage: 0x0080 | 0x0004 | 0x0008 });
+const staging = device.createBuffer({ size: 4096, usage: 0x0001 | 0x0008 });
+const collect = (globalThis as { gc?: () => void }).gc;
+for (let i = 1; i <= Number(values.iterations); i++) {
+  const encoder = device.createCommandEncoder();
+  encoder.copyBufferToBuffer(source, 0, staging, 0, 4096);
+  device.queue.submit([encoder.finish()]);
+  if (values.done) {
+    await device.queue.onSubmittedWorkDone();
+  } else {
+    await staging.mapAsync(1);
+    staging.unmap();
+  }
+  if (values.gc && i % 100 === 0) collect?.();
+  if (i % 500 === 0) console.log(`${i} waits`);
+}
+console.log("done");
+device.destroy();
