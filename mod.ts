@@ -21,8 +21,9 @@
  */
 export { Supervisor, type SupervisorOptions } from "./actors/supervisor.ts";
 export { type InProcessOptions, InProcessTransport } from "./actors/inprocess.ts";
+export { type WorkersOptions, WorkersTransport } from "./actors/workers.ts";
 export { type RankGroup, type RankHandle, Transport } from "./actors/transport.ts";
-export { InvalidInput, PlanError, RankFailed } from "./actors/errors.ts";
+export { InvalidInput, PlanError, RankFailed, type StepFailure } from "./actors/errors.ts";
 export {
   ColumnParallelSpec,
   LayerSpec,

@@ -1,4 +1,5 @@
 import { Data } from "effect";
+import type { RankDied } from "../collectives/errors.ts";
 
 /** A step (or load) failed on `rank`; `reason` is the tag of the underlying error. */
 export class RankFailed extends Data.TaggedError("RankFailed")<{
@@ -17,3 +18,6 @@ export class InvalidInput extends Data.TaggedError("InvalidInput")<{
 export class PlanError extends Data.TaggedError("PlanError")<{
   readonly message: string;
 }> {}
+
+/** Why a step failed: a rank reported an error, or a rank died. */
+export type StepFailure = RankFailed | RankDied;

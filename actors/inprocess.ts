@@ -9,6 +9,7 @@
  * Workers transport gives each rank its own isolate and is the fast way to run tp > 1 on Dawn.
  */
 import { Deferred, type Duration, Effect, Exit, Fiber, Layer, Queue } from "effect";
+import { RankDied } from "../collectives/errors.ts";
 import { InProcessGroup } from "../collectives/inprocess.ts";
 import { acquireGpu, type BackendChoice, backendFromEnv } from "../gpu/device.ts";
 import { RankFailed } from "./errors.ts";
@@ -61,14 +62,7 @@ const spawnRank = (rank: number, tp: number, group: InProcessGroup, options: InP
     const fiber = yield* Effect.forkScoped(loop);
     const stopped = Fiber.await(fiber).pipe(
       Effect.flatMap(() =>
-        Effect.fail(
-          new RankFailed({
-            rank,
-            step: -1,
-            reason: "RankDied",
-            message: `rank ${rank} has stopped`,
-          }),
-        )
+        Effect.fail(new RankDied({ rank, message: `rank ${rank} has stopped` }))
       ),
     );
     const call = (command: RankCommand) =>
@@ -81,7 +75,7 @@ const spawnRank = (rank: number, tp: number, group: InProcessGroup, options: InP
         }
         return result;
       });
-    return { rank, call, gpu };
+    return { rank, call, gpu, kill: Fiber.interrupt(fiber).pipe(Effect.asVoid) };
   });
 
 /** Runs all ranks as fibers of this isolate, one WebGPU device each. */
@@ -99,6 +93,7 @@ export const InProcessTransport = (options: InProcessOptions = {}) =>
         return {
           ranks,
           abortStep: (step, failure) => group.abortStep(step, failure),
+          kill: (rank) => ranks[rank]?.kill ?? Effect.void,
           localGpu: (rank) => ranks[rank]?.gpu,
           collectiveStats: () => group.stats.snapshot(),
         };

@@ -9,7 +9,7 @@ import { fromPayload, toPayload } from "../collectives/protocol.ts";
 import type { HostTensor } from "../collectives/tensor.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { layerKind } from "../layers/kinds.ts";
-import { type PlanError, RankFailed } from "./errors.ts";
+import { type PlanError, RankFailed, type StepFailure } from "./errors.ts";
 import type { LayerSpec, RankCommand, RankReply } from "./protocol.ts";
 import { type RankGroup, type SpawnError, Transport } from "./transport.ts";
 
@@ -64,7 +64,7 @@ export class Supervisor {
   /** Each rank's backend and adapter. */
   ranks(): Effect.Effect<
     ReadonlyArray<{ rank: number; backend: string; adapter: string }>,
-    RankFailed
+    StepFailure
   > {
     return this.step((_, step) => ({ _tag: "Ping", step })).pipe(
       Effect.flatMap(expectReplies("Pong")),
@@ -80,7 +80,7 @@ export class Supervisor {
     weights: readonly HostTensor[],
   ): Effect.Effect<
     ReadonlyArray<{ rank: number; bytes: number; shardShapes: readonly (readonly number[])[] }>,
-    PlanError | RankFailed
+    PlanError | StepFailure
   > {
     const kind = layerKind(spec);
     return kind.plan(spec, this.tp).pipe(
@@ -103,7 +103,7 @@ export class Supervisor {
   forward(
     layer: string,
     input: HostTensor | readonly HostTensor[],
-  ): Effect.Effect<HostTensor[], RankFailed> {
+  ): Effect.Effect<HostTensor[], StepFailure> {
     const inputFor = (
       rank: number,
     ) => ("data" in input ? input : (input as readonly HostTensor[])[rank]);
@@ -134,11 +134,11 @@ export class Supervisor {
    */
   step(
     command: (rank: number, step: number) => RankCommand,
-  ): Effect.Effect<RankReply[], RankFailed> {
+  ): Effect.Effect<RankReply[], StepFailure> {
     return Effect.suspend(() => {
       const step = this.nextStep++;
-      let first: RankFailed | undefined;
-      const onFailure = (error: RankFailed) =>
+      let first: StepFailure | undefined;
+      const onFailure = (error: StepFailure) =>
         Effect.sync(() => {
           if (first) return;
           first = error;
@@ -147,7 +147,9 @@ export class Supervisor {
             new CollectiveError({
               op: "step",
               ranks: [error.rank],
-              message: `step ${step} aborted because rank ${error.rank} failed: ${error.message}`,
+              message: `step ${step} aborted because rank ${error.rank} ${
+                error._tag === "RankDied" ? "died" : "failed"
+              }: ${error.message}`,
             }),
           );
         });
@@ -180,11 +182,14 @@ export class Supervisor {
           },
         }),
       ).pipe(
-        Effect.flatMap((outcomes) =>
-          first
+        Effect.flatMap((outcomes) => {
+          // A death explains the survivors' failed collectives, so it is the step's error.
+          const death = outcomes.find((o) => o._tag === "Left" && o.left._tag === "RankDied");
+          if (death?._tag === "Left") return Effect.fail(death.left);
+          return first
             ? Effect.fail(first)
-            : Effect.succeed(outcomes.flatMap((o) => (o._tag === "Right" ? [o.right] : [])))
-        ),
+            : Effect.succeed(outcomes.flatMap((o) => (o._tag === "Right" ? [o.right] : [])));
+        }),
       );
     });
   }

@@ -6,13 +6,13 @@ import { Context, type Effect, type Scope } from "effect";
 import type { CollectiveFailure } from "../collectives/communicator.ts";
 import type { Gpu } from "../gpu/device.ts";
 import type { GpuOperationError, NoAdapterError } from "../gpu/errors.ts";
-import type { RankFailed } from "./errors.ts";
+import type { StepFailure } from "./errors.ts";
 import type { RankCommand, RankReply } from "./protocol.ts";
 
 export interface RankHandle {
   readonly rank: number;
   /** Sends one command and waits for its reply; a `Failed` reply or a dead rank fails. */
-  call(command: RankCommand): Effect.Effect<RankReply, RankFailed>;
+  call(command: RankCommand): Effect.Effect<RankReply, StepFailure>;
 }
 
 /** A running group of ranks; closing the scope that spawned it shuts every rank down. */
@@ -22,6 +22,11 @@ export interface RankGroup {
   abortStep(step: number, failure: CollectiveFailure): void;
   /** The rank's device when it lives in this isolate (diagnostics and tests), else undefined. */
   localGpu(rank: number): Gpu | undefined;
+  /**
+   * Stops `rank` abruptly, as a crash would (Worker terminated, process killed, connection
+   * dropped), for fault drills and tests; the group then reports it dead like any other death.
+   */
+  kill(rank: number): Effect.Effect<void>;
   /** Calls and bytes per collective so far (for examples and benchmarks). */
   collectiveStats(): ReadonlyArray<{ op: string; calls: number; bytes: number }>;
 }

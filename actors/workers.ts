@@ -1,18 +1,23 @@
 /**
  * The Workers transport: each rank runs in its own Deno Worker with its own WebGPU device (Dawn
- * gets one native event loop per isolate). Commands, replies and collective traffic are Schema
- * messages; contributions meet in an `InProcessGroup` in the supervisor's isolate, which sends
- * each rank its result.
+ * gets one native event loop per isolate). Commands and replies are Schema messages over the
+ * Worker's port; collective data meets in one SharedArrayBuffer (collectives/shared_memory.ts),
+ * and only contributions too large for its slots go through the hub in this isolate.
  */
-import { Deferred, type Duration, Effect, Exit, FiberId, Layer, Schema } from "effect";
-import type { CollectiveFailure } from "../collectives/communicator.ts";
+import { Duration, Effect, Layer, Schema } from "effect";
 import { InProcessGroup } from "../collectives/inprocess.ts";
+import {
+  abortSharedStep,
+  createSharedRegion,
+  markRankDead,
+  type SharedRegionOptions,
+  sharedStats,
+} from "../collectives/shared_memory.ts";
 import type { BackendChoice } from "../gpu/device.ts";
-import { GpuOperationError, NoAdapterError } from "../gpu/errors.ts";
-import { RankFailed } from "./errors.ts";
-import type { RankCommand, RankReply } from "./protocol.ts";
-import { type RankHandle, type SpawnError, Transport } from "./transport.ts";
-import { FromRank, ToRank } from "./worker_protocol.ts";
+import { GpuOperationError } from "../gpu/errors.ts";
+import { linkRank } from "./rank_link.ts";
+import { FromRank, ToRank } from "./remote_protocol.ts";
+import { Transport } from "./transport.ts";
 
 export interface WorkersOptions {
   readonly backend?: BackendChoice;
@@ -20,90 +25,56 @@ export interface WorkersOptions {
   readonly collectiveTimeout?: Duration.DurationInput;
   /** How long a Worker may take to start and acquire its device. */
   readonly startTimeout?: Duration.DurationInput;
+  /** Shared-memory slot size and one-shot threshold (see collectives/shared_memory.ts). */
+  readonly sharedMemory?: SharedRegionOptions;
 }
 
 const encode = Schema.encodeSync(ToRank);
-
 const decode = Schema.decodeUnknownEither(FromRank);
 
-const spawnWorker = (rank: number, tp: number, group: InProcessGroup, options: WorkersOptions) =>
+const spawnWorker = (
+  rank: number,
+  tp: number,
+  hub: InProcessGroup,
+  shared: SharedArrayBuffer,
+  options: WorkersOptions,
+) =>
   Effect.gen(function* () {
     const worker = new Worker(new URL("./rank_worker.ts", import.meta.url), { type: "module" });
-    const send = (message: ToRank) => worker.postMessage(encode(message));
-    const ready = yield* Deferred.make<void, SpawnError>();
-    const died = yield* Deferred.make<never, RankFailed>();
-    const pending = new Map<number, Deferred.Deferred<RankReply>>();
-    let nextId = 0;
-
-    const dead = (message: string) => {
-      const failure = new RankFailed({ rank, step: -1, reason: "RankDied", message });
-      Deferred.unsafeDone(died, Exit.fail(failure));
-      Deferred.unsafeDone(
-        ready,
-        Exit.fail(new GpuOperationError({ operation: "worker", message })),
-      );
-      group.rankDied(rank, message);
-    };
-
+    const link = linkRank(
+      rank,
+      (message) => worker.postMessage(encode(message)),
+      hub,
+      () => markRankDead(shared, tp, rank),
+    );
     worker.onerror = (event) => {
       event.preventDefault();
-      dead(`rank ${rank}'s Worker crashed: ${event.message}`);
+      link.died(`rank ${rank}'s Worker crashed: ${event.message}`);
     };
     worker.onmessage = (event: MessageEvent) => {
       const decoded = decode(event.data);
       if (decoded._tag === "Left") {
-        return dead(`rank ${rank} sent a malformed message: ${decoded.left.message}`);
+        worker.terminate();
+        return link.died(`rank ${rank} sent a malformed message: ${decoded.left.message}`);
       }
-      const message = decoded.right;
-      switch (message._tag) {
-        case "Ready":
-          return Deferred.unsafeDone(ready, Exit.void);
-        case "StartFailed":
-          return Deferred.unsafeDone(
-            ready,
-            Exit.fail(
-              message.reason === "NoAdapterError"
-                ? new NoAdapterError({ message: message.message })
-                : new GpuOperationError({ operation: "worker start", message: message.message }),
-            ),
-          );
-        case "Reply": {
-          const waiter = pending.get(message.id);
-          pending.delete(message.id);
-          if (waiter) Deferred.unsafeDone(waiter, Exit.succeed(message.reply));
-          return;
-        }
-        case "Contribution":
-          // The hub answers every contribution, with a result or a typed failure.
-          return Effect.runFork(
-            group.exchange(message).pipe(
-              Effect.match({
-                onSuccess: (tensor) =>
-                  send({ _tag: "CollectiveDone", step: message.step, seq: message.seq, tensor }),
-                onFailure: (failure: CollectiveFailure) =>
-                  send({
-                    _tag: "CollectiveFailed",
-                    step: message.step,
-                    seq: message.seq,
-                    reason: failure._tag,
-                    ranks: failure._tag === "RankDied" ? [failure.rank] : [...failure.ranks],
-                    message: failure.message,
-                  }),
-              }),
-            ),
-          );
-      }
+      link.receive(decoded.right);
     };
-
     yield* Effect.addFinalizer(() =>
-      Effect.sync(() => send({ _tag: "Stop" })).pipe(
+      Effect.sync(() => worker.postMessage(encode({ _tag: "Stop" }))).pipe(
         // Give the rank a moment to destroy its device, then make sure the Worker is gone.
-        Effect.zipRight(Effect.sleep("200 millis")),
+        Effect.zipRight(Effect.sleep(link.isDead() ? "0 millis" : "200 millis")),
         Effect.ensuring(Effect.sync(() => worker.terminate())),
       )
     );
-    send({ _tag: "Start", rank, tp, backend: options.backend ?? "auto" });
-    yield* Deferred.await(ready).pipe(
+    worker.postMessage(encode({
+      _tag: "Start",
+      rank,
+      tp,
+      backend: options.backend ?? "auto",
+      collectiveTimeoutMs: Duration.toMillis(options.collectiveTimeout ?? "5 minutes"),
+      shared,
+    }));
+    yield* link.ready.pipe(
       Effect.timeoutFail({
         duration: options.startTimeout ?? "60 seconds",
         onTimeout: () =>
@@ -113,24 +84,11 @@ const spawnWorker = (rank: number, tp: number, group: InProcessGroup, options: W
           }),
       }),
     );
-
-    const call = (command: RankCommand) =>
-      Effect.suspend(() => {
-        const id = nextId++;
-        const reply = Deferred.unsafeMake<RankReply>(FiberId.none);
-        pending.set(id, reply);
-        send({ _tag: "Command", id, command });
-        return Effect.raceFirst(Deferred.await(reply), Deferred.await(died)).pipe(
-          Effect.ensuring(Effect.sync(() => pending.delete(id))),
-        );
-      }).pipe(
-        Effect.flatMap((result) =>
-          result._tag === "Failed"
-            ? Effect.fail(new RankFailed({ ...result, message: `rank ${rank}: ${result.message}` }))
-            : Effect.succeed(result)
-        ),
-      );
-    return { rank, call } satisfies RankHandle;
+    const kill = Effect.sync(() => {
+      worker.terminate();
+      link.died(`rank ${rank}'s Worker was terminated`);
+    });
+    return { handle: link.handle, kill };
   });
 
 /**
@@ -138,7 +96,7 @@ const spawnWorker = (rank: number, tp: number, group: InProcessGroup, options: W
  * oversubscribe the cores tp-fold. While the ranks create their devices, ask Mesa for
  * cores / tp threads each (unless the user chose LP_NUM_THREADS), then restore the variable.
  */
-const withCpuRendererThreads = (tp: number) => <A, E, R>(spawn: Effect.Effect<A, E, R>) =>
+export const withCpuRendererThreads = (tp: number) => <A, E, R>(spawn: Effect.Effect<A, E, R>) =>
   Effect.acquireUseRelease(
     Effect.sync(() => {
       const previous = Deno.env.get("LP_NUM_THREADS");
@@ -163,17 +121,33 @@ export const WorkersTransport = (options: WorkersOptions = {}): Layer.Layer<Tran
     name: "workers",
     spawn: (tp) =>
       Effect.gen(function* () {
-        const group = new InProcessGroup(tp, { timeout: options.collectiveTimeout });
-        const ranks = yield* Effect.forEach(
+        const hub = new InProcessGroup(tp, { timeout: options.collectiveTimeout });
+        const shared = createSharedRegion(tp, options.sharedMemory);
+        const workers = yield* Effect.forEach(
           Array.from({ length: tp }, (_, r) => r),
-          (r) => spawnWorker(r, tp, group, options),
+          (r) => spawnWorker(r, tp, hub, shared, options),
           { concurrency: "unbounded" },
         ).pipe(withCpuRendererThreads(tp));
         return {
-          ranks,
-          abortStep: (step, failure) => group.abortStep(step, failure),
+          ranks: workers.map((w) => w.handle),
+          abortStep: (step, failure) => {
+            hub.abortStep(step, failure);
+            abortSharedStep(shared, tp, step);
+          },
+          kill: (rank) => workers[rank]?.kill ?? Effect.void,
           localGpu: () => undefined,
-          collectiveStats: () => group.stats.snapshot(),
+          collectiveStats: () => mergeStats(sharedStats(shared, tp), hub.stats.snapshot()),
         };
       }),
   });
+
+const mergeStats = (
+  ...sources: ReadonlyArray<ReadonlyArray<{ op: string; calls: number; bytes: number }>>
+) => {
+  const byOp = new Map<string, { op: string; calls: number; bytes: number }>();
+  for (const { op, calls, bytes } of sources.flat()) {
+    const entry = byOp.get(op) ?? { op, calls: 0, bytes: 0 };
+    byOp.set(op, { op, calls: entry.calls + calls, bytes: entry.bytes + bytes });
+  }
+  return [...byOp.values()];
+};

@@ -48,6 +48,10 @@ const sum = (tensors: readonly HostTensor[]): HostTensor => {
   return tensor(tensors[0].shape, out);
 };
 
+/** The shape check of an all-reduce, for transports that sum without `combine`. */
+export const checkAllReduce = (tensors: readonly HostTensor[]): CollectiveError | undefined =>
+  checkShapes("allReduce", tensors);
+
 /** Per-rank results of the collective, or a `CollectiveError` naming ranks and shapes. */
 export const combine = (
   { op, arg, tensors }: CombineInput,

@@ -22,7 +22,7 @@
  */
 import { Data, Effect, Option, Stream } from "effect";
 import { dirname, join } from "node:path";
-import type { RankFailed } from "../actors/errors.ts";
+import type { StepFailure } from "../actors/errors.ts";
 import type { ModelSource } from "../actors/protocol.ts";
 import { ConfigError, type LoadError, loadError } from "./errors.ts";
 import { loadHuggingFaceTokenizer } from "./huggingface.ts";
@@ -36,7 +36,7 @@ export class GenerateInputError extends Data.TaggedError("GenerateInputError")<{
   readonly message: string;
 }> {}
 
-export type GenerateError = RankFailed | ConfigError | GenerateInputError;
+export type GenerateError = StepFailure | ConfigError | GenerateInputError;
 
 export interface GenerateOptions {
   readonly prompt: string;
@@ -134,7 +134,7 @@ export const generate = (
     const decoder = tokenizer.streamDecoder(prompt[prompt.length - 1]);
 
     /** The next token from the logits of the last position fed. */
-    const nextToken: Effect.Effect<number, RankFailed> = sampler === undefined
+    const nextToken: Effect.Effect<number, StepFailure> = sampler === undefined
       ? Effect.map(model.candidates(1, 0), (c) => c.indices[0])
       : Effect.gen(function* () {
         const candidates = yield* model.candidates(CANDIDATES_PER_RANK, temperature);

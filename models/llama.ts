@@ -4,7 +4,7 @@
  * only communication is the all-reduces inside it.
  */
 import { Effect, type Scope } from "effect";
-import type { PlanError, RankFailed } from "../actors/errors.ts";
+import type { PlanError, StepFailure } from "../actors/errors.ts";
 import type { ModelSource } from "../actors/protocol.ts";
 import { expectReplies, Supervisor } from "../actors/supervisor.ts";
 import type { SpawnError, Transport } from "../actors/transport.ts";
@@ -23,7 +23,7 @@ export interface LoadLlamaOptions {
   readonly maxBatchTokens?: number;
 }
 
-export type LoadLlamaError = LoadError | ConfigError | PlanError | RankFailed | SpawnError;
+export type LoadLlamaError = LoadError | ConfigError | PlanError | StepFailure | SpawnError;
 
 export class LlamaModel {
   private constructor(
@@ -62,7 +62,7 @@ export class LlamaModel {
   }
 
   /** Runs `tokens` at positions startPos… through every layer (prefill in chunks, or decode). */
-  forward(tokens: readonly number[], startPos: number): Effect.Effect<void, RankFailed> {
+  forward(tokens: readonly number[], startPos: number): Effect.Effect<void, StepFailure> {
     const s = this.supervisor;
     return Effect.gen(this, function* () {
       for (let i = 0; i < tokens.length; i += this.maxBatchTokens) {
@@ -84,7 +84,7 @@ export class LlamaModel {
    * The top `k` next-token candidates after the last forward, merged over the ranks' vocabulary
    * slices; with temperature > 0 they carry the exact log-sum-exp for the sampler.
    */
-  candidates(k: number, temperature: number): Effect.Effect<CandidateList, RankFailed> {
+  candidates(k: number, temperature: number): Effect.Effect<CandidateList, StepFailure> {
     return this.supervisor.step((_, step) => ({ _tag: "LmHead", step, topK: k, temperature })).pipe(
       Effect.flatMap(expectReplies("Candidates")),
       Effect.map((replies) =>
@@ -103,7 +103,7 @@ export class LlamaModel {
   }
 
   /** The full logits of the last token, gathered from every rank's slice (checks, fallbacks). */
-  logits(): Effect.Effect<Float32Array, RankFailed> {
+  logits(): Effect.Effect<Float32Array, StepFailure> {
     return this.supervisor.step((_, step) => ({ _tag: "LmHead", step, topK: 0, temperature: 0 }))
       .pipe(
         Effect.flatMap(expectReplies("Output")),

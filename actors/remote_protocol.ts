@@ -1,6 +1,7 @@
 /**
- * Messages between the supervisor's isolate and a rank's Worker, defined once in Schema and
- * decoded on arrival: a malformed message is a typed protocol error, never evaluated.
+ * Messages between the supervisor and a rank that lives elsewhere (a Worker, or a process on
+ * this or another host), defined once in Schema and decoded on arrival: a malformed message is a
+ * typed protocol error, never evaluated. Over TCP each message is one binary frame (wire/).
  */
 import { Schema } from "effect";
 import { Contribution, TensorPayload } from "../collectives/protocol.ts";
@@ -8,12 +9,15 @@ import { RankCommand, RankReply } from "./protocol.ts";
 
 const Int = Schema.NonNegativeInt;
 
-/** Supervisor → rank Worker. */
+/** Supervisor → rank. */
 export const ToRank = Schema.Union(
   Schema.TaggedStruct("Start", {
     rank: Int,
     tp: Int,
     backend: Schema.Literal("auto", "dawn", "deno"),
+    collectiveTimeoutMs: Int,
+    /** Workers only: the region their collectives meet in (collectives/shared_memory.ts). */
+    shared: Schema.optional(Schema.instanceOf(SharedArrayBuffer)),
   }),
   Schema.TaggedStruct("Command", { id: Int, command: RankCommand }),
   Schema.TaggedStruct("CollectiveDone", { step: Int, seq: Int, tensor: TensorPayload }),
@@ -29,11 +33,13 @@ export const ToRank = Schema.Union(
 );
 export type ToRank = typeof ToRank.Type;
 
-/** Rank Worker → supervisor. */
+/** Rank → supervisor. */
 export const FromRank = Schema.Union(
   Schema.TaggedStruct("Ready", { rank: Int, backend: Schema.String, adapter: Schema.String }),
   Schema.TaggedStruct("StartFailed", { rank: Int, reason: Schema.String, message: Schema.String }),
   Schema.TaggedStruct("Reply", { id: Int, reply: RankReply }),
+  /** Sent on an interval by rank processes, so a silent connection is noticed. */
+  Schema.TaggedStruct("Heartbeat", { rank: Int }),
   Contribution,
 );
 export type FromRank = typeof FromRank.Type;
