@@ -21,3 +21,8 @@ export class PlanError extends Data.TaggedError("PlanError")<{
 
 /** Why a step failed: a rank reported an error, or a rank died. */
 export type StepFailure = RankFailed | RankDied;
+
+/** Ranks could not be reached or started: a bad address, a refused connection, a wrong secret. */
+export class TransportError extends Data.TaggedError("TransportError")<{
+  readonly message: string;
+}> {}

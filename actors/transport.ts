@@ -6,7 +6,7 @@ import { Context, type Effect, type Scope } from "effect";
 import type { CollectiveFailure } from "../collectives/communicator.ts";
 import type { Gpu } from "../gpu/device.ts";
 import type { GpuOperationError, NoAdapterError } from "../gpu/errors.ts";
-import type { StepFailure } from "./errors.ts";
+import type { StepFailure, TransportError } from "./errors.ts";
 import type { RankCommand, RankReply } from "./protocol.ts";
 
 export interface RankHandle {
@@ -31,7 +31,7 @@ export interface RankGroup {
   collectiveStats(): ReadonlyArray<{ op: string; calls: number; bytes: number }>;
 }
 
-export type SpawnError = NoAdapterError | GpuOperationError;
+export type SpawnError = NoAdapterError | GpuOperationError | TransportError;
 
 export class Transport extends Context.Tag("tessera/Transport")<Transport, {
   readonly name: string;

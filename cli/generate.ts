@@ -14,21 +14,24 @@
  * unknown flag or a flag value that is not allowed).
  */
 import { parseArgs } from "node:util";
-import { Cause, Data, Effect, Exit, type Layer, Option, Stream } from "effect";
+import { Cause, Data, Effect, Exit, Layer, Option, Stream } from "effect";
 import { InProcessTransport } from "../actors/inprocess.ts";
 import type { Transport } from "../actors/transport.ts";
+import { TcpTransport } from "../actors/tcp.ts";
 import { WorkersTransport } from "../actors/workers.ts";
+import type { SecretError } from "../wire/errors.ts";
+import { loadSecret } from "../wire/handshake.ts";
 import { generate, loadTokenizer, modelSourceOf } from "../models/generate.ts";
 import { LlamaModel } from "../models/llama.ts";
 
 const USAGE = "usage: deno task generate --model PATH [--tokenizer PATH] [--tp N] " +
   "[--prompt TEXT] [--max-tokens K] [--temperature T] [--top-p P] [--seed S] " +
-  "[--transport inprocess|workers] [--json]";
+  "[--transport inprocess|workers|tcp] [--ranks HOST:PORT,...] [--secret-file F] [--json]";
 
 /** A flag the CLI cannot accept; exit code 2. */
 class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string }> {}
 
-type TransportName = "inprocess" | "workers";
+type TransportName = "inprocess" | "workers" | "tcp";
 
 interface CliOptions {
   readonly model: string;
@@ -40,6 +43,9 @@ interface CliOptions {
   readonly topP: number;
   readonly seed: number | bigint;
   readonly transport: TransportName;
+  /** tcp: rank addresses (else local rank processes) and the shared secret's file. */
+  readonly ranks?: readonly string[];
+  readonly secretFile?: string;
   readonly json: boolean;
 }
 
@@ -85,6 +91,8 @@ const parseCli = (args: string[]): Effect.Effect<CliOptions | "help", UsageError
             "top-p": { type: "string", default: "0.9" },
             seed: { type: "string" },
             transport: { type: "string" },
+            ranks: { type: "string" },
+            "secret-file": { type: "string" },
             json: { type: "boolean", default: false },
             help: { type: "boolean", short: "h", default: false },
           },
@@ -95,8 +103,16 @@ const parseCli = (args: string[]): Effect.Effect<CliOptions | "help", UsageError
     if (values.model === undefined) return yield* usage("--model PATH is required");
     const tp = yield* positiveInt("tp", values.tp);
     const transport = values.transport ?? (tp > 1 ? "workers" : "inprocess");
-    if (transport !== "inprocess" && transport !== "workers") {
-      return yield* usage(`--transport must be inprocess or workers, got ${transport}`);
+    if (transport !== "inprocess" && transport !== "workers" && transport !== "tcp") {
+      return yield* usage(`--transport must be inprocess, workers or tcp, got ${transport}`);
+    }
+    const ranks = values.ranks?.split(",").map((a) => a.trim());
+    if ((ranks || values["secret-file"]) && transport !== "tcp") {
+      return yield* usage("--ranks and --secret-file go with --transport tcp");
+    }
+    if (ranks && !values["secret-file"]) return yield* usage("--ranks needs --secret-file");
+    if (ranks && ranks.length !== tp) {
+      return yield* usage(`--tp is ${tp} but --ranks lists ${ranks.length} addresses`);
     }
     return {
       model: values.model,
@@ -113,6 +129,8 @@ const parseCli = (args: string[]): Effect.Effect<CliOptions | "help", UsageError
       topP: yield* numberIn("top-p", values["top-p"], (p) => p >= 0 && p <= 1, "in [0, 1]"),
       seed: values.seed === undefined ? Date.now() : yield* seedOf(values.seed),
       transport,
+      ranks,
+      secretFile: values["secret-file"],
       json: values.json,
     };
   });
@@ -122,8 +140,22 @@ const parseCli = (args: string[]): Effect.Effect<CliOptions | "help", UsageError
  * isolate, so with tp > 1 `InProcessTransport` picks Deno's built-in WebGPU (several Dawn devices
  * in one isolate crash under load): correct but slow, for comparison and debugging.
  */
-const transportLayer = (name: TransportName): Layer.Layer<Transport> =>
-  name === "workers" ? WorkersTransport() : InProcessTransport();
+const transportLayer = (options: CliOptions): Layer.Layer<Transport, SecretError> => {
+  switch (options.transport) {
+    case "workers":
+      return WorkersTransport();
+    case "tcp":
+      // Given addresses: ranks someone started with `deno task rank`; else local rank processes.
+      return options.secretFile === undefined ? TcpTransport() : Layer.unwrapEffect(
+        Effect.map(
+          loadSecret(options.secretFile),
+          (key) => TcpTransport({ ranks: options.ranks, key }),
+        ),
+      );
+    case "inprocess":
+      return InProcessTransport();
+  }
+};
 
 const encoder = new TextEncoder();
 
@@ -163,7 +195,7 @@ const run = (options: CliOptions) =>
         (tokens.length / seconds).toFixed(1)
       } tok/s), tp ${options.tp}, ${options.transport} transport`,
     );
-  }).pipe(Effect.scoped, Effect.provide(transportLayer(options.transport)));
+  }).pipe(Effect.scoped, Effect.provide(transportLayer(options)));
 
 /** One line for any failure: typed errors by their message, defects by theirs. */
 const describe = (cause: Cause.Cause<{ readonly _tag: string; readonly message: string }>) => {

@@ -1,0 +1,101 @@
+/**
+ * Rank processes on this host for the TCP transport when no addresses are given: `tp` children
+ * running cli/rank.ts on loopback with free ports and a fresh random secret (a 0600 temp file).
+ * Closing the scope stops them (SIGTERM, then SIGKILL after 2 s) and removes the secret.
+ */
+import { Effect } from "effect";
+import type { BackendChoice } from "../gpu/device.ts";
+import { importSecret } from "../wire/handshake.ts";
+import { TransportError } from "./errors.ts";
+
+const RANK_CLI = new URL("../cli/rank.ts", import.meta.url).href;
+
+/** Reads the child's stdout until it says where it listens; the rest is drained unread. */
+const listeningAddress = async (stdout: ReadableStream<Uint8Array>) => {
+  const lines = stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (true) {
+    const { value, done } = await lines.read();
+    if (done) throw new Error("exited before listening");
+    text += value;
+    const match = /listening on (\S+)/.exec(text);
+    if (match) {
+      (async () => {
+        while (!(await lines.read()).done) { /* drain */ }
+      })().catch(() => {});
+      return match[1];
+    }
+  }
+};
+
+const spawnRankProcess = (rank: number, tp: number, secretFile: string, backend: BackendChoice) =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const threads = Math.max(1, Math.floor(navigator.hardwareConcurrency / tp));
+      const args = ["run", "-A", RANK_CLI, "--listen", "127.0.0.1:0", "--secret-file", secretFile];
+      if (backend !== "auto") args.push("--backend", backend);
+      return new Deno.Command(Deno.execPath(), {
+        args,
+        stdin: "null",
+        stdout: "piped",
+        stderr: "inherit",
+        // On a CPU renderer each device starts one thread per core; share the cores out.
+        env: Deno.env.get("LP_NUM_THREADS") ? {} : { LP_NUM_THREADS: String(threads) },
+      }).spawn();
+    }),
+    (child) =>
+      Effect.promise(async () => {
+        try {
+          child.kill("SIGTERM");
+        } catch { /* already gone */ }
+        const timer = setTimeout(() => {
+          try {
+            child.kill("SIGKILL");
+          } catch { /* already gone */ }
+        }, 2000);
+        await child.status;
+        clearTimeout(timer);
+      }),
+  ).pipe(
+    Effect.flatMap((child) =>
+      Effect.tryPromise({
+        try: () => listeningAddress(child.stdout),
+        catch: (e) =>
+          new TransportError({ message: `rank ${rank} process: ${(e as Error).message}` }),
+      }).pipe(Effect.map((address) => ({ child, address })))
+    ),
+  );
+
+export const startLocalRanks = (tp: number, options: { backend?: BackendChoice } = {}) =>
+  Effect.gen(function* () {
+    const secret = Array.from(crypto.getRandomValues(new Uint8Array(32)))
+      .map((b) => b.toString(16).padStart(2, "0")).join("");
+    const secretFile = yield* Effect.acquireRelease(
+      Effect.promise(async () => {
+        const path = await Deno.makeTempFile({ prefix: "tessera-secret-" });
+        await Deno.writeTextFile(path, secret, { mode: 0o600 });
+        return path;
+      }),
+      (path) => Effect.promise(() => Deno.remove(path).catch(() => {})),
+    );
+    const key = yield* importSecret(new TextEncoder().encode(secret)).pipe(
+      Effect.mapError((e) => new TransportError({ message: e.message })),
+    );
+    const ranks = yield* Effect.forEach(
+      Array.from({ length: tp }, (_, r) => r),
+      (r) => spawnRankProcess(r, tp, secretFile, options.backend ?? "auto"),
+      { concurrency: "unbounded" },
+    );
+    return {
+      key,
+      addresses: ranks.map((r) => r.address),
+      /** kill -9, as a crash would. */
+      kill: (rank: number) =>
+        Effect.sync(() => {
+          try {
+            ranks[rank]?.child.kill("SIGKILL");
+          } catch { /* already gone */ }
+        }),
+      pids: ranks.map((r) => r.child.pid),
+    };
+  });

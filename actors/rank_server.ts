@@ -1,0 +1,111 @@
+/**
+ * A rank as a process: listens on TCP, authenticates each connection with the shared-secret
+ * handshake, and serves one supervisor session at a time as a rank endpoint. Frames are
+ * Schema-typed binary messages (wire/frames.ts). An unauthenticated, slow or malformed peer is
+ * refused and logged; it cannot crash the rank or hold up the session being served. When the
+ * supervisor's connection ends, the rank frees its device and waits for the next session.
+ */
+import { Effect } from "effect";
+import type { BackendChoice } from "../gpu/device.ts";
+import type { WireError } from "../wire/errors.ts";
+import { encodeFrame, type FrameReader, makeFrameWriter } from "../wire/frames.ts";
+import { serverHandshake } from "../wire/handshake.ts";
+import { makeRankEndpoint } from "./rank_endpoint.ts";
+import { FromRank, ToRank } from "./remote_protocol.ts";
+
+export interface RankServerOptions {
+  readonly hostname: string;
+  readonly port: number;
+  readonly key: CryptoKey;
+  /** Overrides the backend the supervisor asks for (a host without Dawn, for example). */
+  readonly backend?: BackendChoice;
+  readonly handshakeDeadlineMs?: number;
+  readonly heartbeatMs?: number;
+  readonly log?: (line: string) => void;
+}
+
+const peerOf = (conn: Deno.Conn) => {
+  const addr = conn.remoteAddr as Deno.NetAddr;
+  return `${addr.hostname}:${addr.port}`;
+};
+
+const closeQuietly = (conn: Deno.Conn) => {
+  try {
+    conn.close();
+  } catch { /* already closed */ }
+};
+
+/** Serves one authenticated supervisor until its connection ends. */
+const session = (
+  conn: Deno.Conn,
+  reader: FrameReader,
+  peer: string,
+  options: RankServerOptions,
+) => {
+  const writer = makeFrameWriter(conn, peer);
+  const endpoint = makeRankEndpoint(
+    (message) => Effect.runFork(writer.write(encodeFrame(FromRank, message))),
+    { heartbeatMs: options.heartbeatMs ?? 250 },
+  );
+  return Effect.gen(function* () {
+    options.log?.(`session with ${peer} started`);
+    const why = yield* Effect.gen(function* () {
+      while (true) {
+        const message = yield* reader.next(ToRank);
+        endpoint.receive(
+          message._tag === "Start" && options.backend
+            ? { ...message, backend: options.backend }
+            : message,
+        );
+        if (message._tag === "Stop") return "stopped";
+      }
+    }).pipe(Effect.catchAll((error: WireError) => Effect.succeed(error.message)));
+    options.log?.(`session with ${peer} ended: ${why}`);
+  }).pipe(
+    // However the session ends (even by interruption), the shards and the device are freed.
+    Effect.ensuring(Effect.promise(() => endpoint.stop())),
+  );
+};
+
+/**
+ * Listens until interrupted. Prints nothing itself; `onListening` receives the bound address
+ * (port 0 picks a free port).
+ */
+export const serveRank = (
+  options: RankServerOptions,
+  onListening: (addr: Deno.NetAddr) => void,
+) =>
+  Effect.acquireRelease(
+    Effect.sync(() => Deno.listen({ hostname: options.hostname, port: options.port })),
+    (listener) => Effect.sync(() => listener.close()),
+  ).pipe(
+    Effect.flatMap((listener) =>
+      Effect.gen(function* () {
+        onListening(listener.addr as Deno.NetAddr);
+        let busy = false;
+        while (true) {
+          const conn = yield* Effect.promise(() => listener.accept());
+          const peer = peerOf(conn);
+          // Each connection authenticates on its own fiber, so a silent peer blocks no one.
+          yield* Effect.forkScoped(
+            Effect.gen(function* () {
+              const reader = yield* serverHandshake(conn, options.key, peer, {
+                deadlineMs: options.handshakeDeadlineMs,
+              });
+              if (busy) return options.log?.(`refused ${peer}: already serving a supervisor`);
+              busy = true;
+              yield* session(conn, reader, peer, options).pipe(
+                Effect.ensuring(Effect.sync(() => (busy = false))),
+              );
+            }).pipe(
+              Effect.catchAll((error) =>
+                Effect.sync(() => options.log?.(`refused ${peer}: ${error.message}`))
+              ),
+              Effect.ensuring(Effect.sync(() => closeQuietly(conn))),
+            ),
+          );
+        }
+      })
+    ),
+    Effect.scoped,
+  );

@@ -1,0 +1,158 @@
+/**
+ * The TCP transport: each rank is a process (`deno task rank`) on this or another host. The
+ * supervisor dials every rank, authenticates with the shared-secret handshake, then speaks the
+ * same protocol as with Workers, one binary frame per message. Collectives meet in the
+ * supervisor's hub (one-shot through a reducer): with WebGPU every collective is a host
+ * round trip anyway, and decode's all-reduces are a few KB, where one hop each way beats a
+ * ring's 2(N−1) hops; ranks need no connections to each other.
+ *
+ * Without rank addresses it starts `tp` rank processes on loopback itself, with a fresh secret.
+ *
+ * Liveness: a closed connection is a death at once; otherwise a rank sends a heartbeat every
+ * 250 ms and one silent for `heartbeatTimeout` (default 1.5 s) is declared dead.
+ */
+import { Duration, Effect, Layer, Schedule } from "effect";
+import { InProcessGroup } from "../collectives/inprocess.ts";
+import type { BackendChoice } from "../gpu/device.ts";
+import { GpuOperationError } from "../gpu/errors.ts";
+import { encodeFrame, makeFrameWriter } from "../wire/frames.ts";
+import { clientHandshake, importSecret } from "../wire/handshake.ts";
+import { TransportError } from "./errors.ts";
+import { linkRank } from "./rank_link.ts";
+import { FromRank, ToRank } from "./remote_protocol.ts";
+import { Transport } from "./transport.ts";
+import { startLocalRanks } from "./local_ranks.ts";
+
+export interface TcpOptions {
+  /** `host:port` of each rank, in rank order; omitted: start tp rank processes on loopback. */
+  readonly ranks?: readonly string[];
+  /** The shared secret's HMAC key (see `loadSecret`); required with `ranks`. */
+  readonly key?: CryptoKey;
+  readonly backend?: BackendChoice;
+  readonly collectiveTimeout?: Duration.DurationInput;
+  readonly heartbeatTimeout?: Duration.DurationInput;
+  /** Connecting, authenticating and acquiring the rank's device. */
+  readonly startTimeout?: Duration.DurationInput;
+}
+
+const parseAddress = (address: string) => {
+  const match = /^\[?([^\]]+?)\]?:(\d{1,5})$/.exec(address);
+  const port = match ? Number(match[2]) : NaN;
+  return match && port > 0 && port < 65536 ? { hostname: match[1], port } : undefined;
+};
+
+const connectRank = (
+  rank: number,
+  tp: number,
+  address: string,
+  key: CryptoKey,
+  hub: InProcessGroup,
+  options: TcpOptions,
+) =>
+  Effect.gen(function* () {
+    const target = parseAddress(address);
+    if (!target) {
+      return yield* new TransportError({ message: `rank ${rank}: bad address "${address}"` });
+    }
+    const conn = yield* Effect.acquireRelease(
+      Effect.tryPromise({
+        try: () => Deno.connect(target),
+        catch: (e) =>
+          new TransportError({
+            message: `rank ${rank}: cannot connect to ${address}: ${(e as Error).message}`,
+          }),
+      }),
+      (conn) => Effect.sync(() => closeQuietly(conn)),
+    );
+    const reader = yield* clientHandshake(conn, key, address).pipe(
+      Effect.mapError((e) => new TransportError({ message: `rank ${rank}: ${e.message}` })),
+    );
+    const writer = makeFrameWriter(conn, address);
+    const send = (message: ToRank) =>
+      Effect.runFork(writer.write(encodeFrame(ToRank, message)).pipe(Effect.ignore));
+    const link = linkRank(rank, send, hub, () => closeQuietly(conn));
+
+    // Every frame from the rank goes to its link; the connection ending is its death.
+    yield* Effect.forkScoped(
+      Effect.forever(
+        Effect.flatMap(reader.next(FromRank), (m) => Effect.sync(() => link.receive(m))),
+      )
+        .pipe(
+          Effect.catchAll((error) =>
+            Effect.sync(() => link.died(`rank ${rank} (${address}) is gone: ${error.message}`))
+          ),
+        ),
+    );
+    const silence = Duration.toMillis(options.heartbeatTimeout ?? "1.5 seconds");
+    yield* Effect.forkScoped(
+      Effect.sync(() => {
+        const quiet = performance.now() - link.lastHeard();
+        if (quiet > silence) {
+          link.died(`rank ${rank} (${address}) sent nothing for ${Math.round(quiet)} ms`);
+        }
+      }).pipe(Effect.repeat(Schedule.spaced("100 millis"))),
+    );
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        if (!link.isDead()) send({ _tag: "Stop" });
+      }).pipe(Effect.zipRight(Effect.sleep(link.isDead() ? "0 millis" : "100 millis")))
+    );
+
+    send({
+      _tag: "Start",
+      rank,
+      tp,
+      backend: options.backend ?? "auto",
+      collectiveTimeoutMs: Duration.toMillis(options.collectiveTimeout ?? "5 minutes"),
+    });
+    yield* link.ready;
+    return { handle: link.handle, dropConnection: Effect.sync(() => closeQuietly(conn)) };
+  });
+
+const closeQuietly = (conn: Deno.Conn) => {
+  try {
+    conn.close();
+  } catch { /* already closed */ }
+};
+
+/** Ranks as processes reached over TCP (see above). */
+export const TcpTransport = (options: TcpOptions = {}): Layer.Layer<Transport> =>
+  Layer.succeed(Transport, {
+    name: "tcp",
+    spawn: (tp) =>
+      Effect.gen(function* () {
+        const local = options.ranks === undefined
+          ? yield* startLocalRanks(tp, { backend: options.backend })
+          : undefined;
+        const addresses = local?.addresses ?? options.ranks ?? [];
+        const key = local?.key ?? options.key ??
+          (yield* new TransportError({ message: "the tcp transport needs the shared secret" }));
+        if (addresses.length !== tp) {
+          return yield* new TransportError({
+            message: `tp is ${tp} but ${addresses.length} rank addresses were given`,
+          });
+        }
+        const hub = new InProcessGroup(tp, { timeout: options.collectiveTimeout });
+        const ranks = yield* Effect.forEach(
+          addresses,
+          (address, r) => connectRank(r, tp, address, key, hub, options),
+          { concurrency: "unbounded" },
+        ).pipe(
+          Effect.timeoutFail({
+            duration: options.startTimeout ?? "60 seconds",
+            onTimeout: () =>
+              new GpuOperationError({ operation: "rank start", message: "ranks did not start" }),
+          }),
+        );
+        return {
+          ranks: ranks.map((r) => r.handle),
+          abortStep: (step, failure) => hub.abortStep(step, failure),
+          // A local rank is killed outright (SIGKILL); a remote one loses its connection.
+          kill: (rank) => local?.kill(rank) ?? ranks[rank]?.dropConnection ?? Effect.void,
+          localGpu: () => undefined,
+          collectiveStats: () => hub.stats.snapshot(),
+        };
+      }),
+  });
+
+export { importSecret };

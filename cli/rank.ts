@@ -1,0 +1,72 @@
+/**
+ * `deno task rank`: one rank as a process, for the TCP transport.
+ *
+ *   deno task rank --listen 127.0.0.1:7001 --secret-file ./tp.secret [--backend auto|dawn|deno]
+ *
+ * The rank listens (loopback unless told otherwise), authenticates each connection with the
+ * shared secret (HMAC challenge, both ways) and serves one supervisor at a time; the supervisor
+ * tells it its rank number and tp size. It prints `rank listening on HOST:PORT` on stdout once
+ * bound (`:0` picks a free port), logs refused peers and sessions on stderr, and exits 0 on
+ * SIGTERM or SIGINT after freeing its device.
+ */
+import { parseArgs } from "node:util";
+import { Effect, Fiber } from "effect";
+import { serveRank } from "../actors/rank_server.ts";
+import { loadSecret } from "../wire/handshake.ts";
+
+const USAGE =
+  "usage: deno task rank --listen HOST:PORT --secret-file FILE [--backend auto|dawn|deno]";
+
+const fail = (message: string): never => {
+  console.error(`error: ${message}\n${USAGE}`);
+  Deno.exit(2);
+};
+
+const { values } = (() => {
+  try {
+    return parseArgs({
+      args: Deno.args,
+      strict: true,
+      options: {
+        listen: { type: "string", default: "127.0.0.1:0" },
+        "secret-file": { type: "string" },
+        backend: { type: "string", default: "auto" },
+      },
+    });
+  } catch (e) {
+    return fail((e as Error).message);
+  }
+})();
+
+const listen = /^\[?([^\]]+?)\]?:(\d{1,5})$/.exec(values.listen);
+if (!listen || Number(listen[2]) > 65535) fail(`--listen must be HOST:PORT, got ${values.listen}`);
+if (!values["secret-file"]) fail("--secret-file is required");
+const backend = values.backend;
+if (backend !== "auto" && backend !== "dawn" && backend !== "deno") {
+  fail(`--backend must be auto, dawn or deno, got ${backend}`);
+}
+
+const program = Effect.gen(function* () {
+  const key = yield* loadSecret(values["secret-file"]!);
+  yield* serveRank(
+    {
+      hostname: listen![1],
+      port: Number(listen![2]),
+      key,
+      backend: backend === "auto" ? undefined : backend as "dawn" | "deno",
+      log: (line) => console.error(`rank ${Deno.pid}: ${line}`),
+    },
+    (addr) => console.log(`rank listening on ${addr.hostname}:${addr.port}`),
+  );
+});
+
+const fiber = Effect.runFork(program);
+const shutdown = () => Effect.runPromise(Fiber.interrupt(fiber)).then(() => Deno.exit(0));
+Deno.addSignalListener("SIGTERM", shutdown);
+Deno.addSignalListener("SIGINT", shutdown);
+const exit = await Effect.runPromise(Fiber.await(fiber));
+if (exit._tag === "Failure") {
+  const failure = exit.cause._tag === "Fail" ? exit.cause.error : undefined;
+  console.error(`error: ${failure?.message ?? String(exit.cause)}`);
+  Deno.exit(1);
+}
