@@ -4,14 +4,17 @@
  * Schema-typed binary messages (wire/frames.ts). An unauthenticated, slow or malformed peer is
  * refused and logged; it cannot crash the rank or hold up the session being served. When the
  * supervisor's connection ends, the rank frees its device and waits for the next session.
+ * The rank's device and shards live in a Worker (see `rankInWorker`).
  */
-import { Effect } from "effect";
+import { Effect, Schema } from "effect";
 import type { BackendChoice } from "../gpu/device.ts";
 import type { WireError } from "../wire/errors.ts";
 import { encodeFrame, type FrameReader, makeFrameWriter } from "../wire/frames.ts";
 import { serverHandshake } from "../wire/handshake.ts";
-import { makeRankEndpoint } from "./rank_endpoint.ts";
 import { FromRank, ToRank } from "./remote_protocol.ts";
+
+const encodeToRank = Schema.encodeSync(ToRank);
+const decodeFromRank = Schema.decodeUnknownEither(FromRank);
 
 export interface RankServerOptions {
   readonly hostname: string;
@@ -35,6 +38,37 @@ const closeQuietly = (conn: Deno.Conn) => {
   } catch { /* already closed */ }
 };
 
+/**
+ * The rank itself runs in a Worker of this process, and this thread only relays frames and sends
+ * heartbeats: a rank busy on its device (Dawn's event polling keeps its thread hot) must not
+ * starve the heartbeat that tells the supervisor it is alive.
+ */
+const rankInWorker = (post: (message: FromRank) => void, onCrash: (message: string) => void) => {
+  const worker = new Worker(new URL("./rank_worker.ts", import.meta.url), { type: "module" });
+  worker.onmessage = (event: MessageEvent) => {
+    const decoded = decodeFromRank(event.data);
+    if (decoded._tag === "Right") post(decoded.right);
+    else onCrash(`the rank sent a malformed message: ${decoded.left.message}`);
+  };
+  worker.onerror = (event) => {
+    event.preventDefault();
+    onCrash(`the rank's Worker crashed: ${event.message}`);
+  };
+  let stopped: Promise<void> | undefined;
+  return {
+    receive: (message: ToRank) => worker.postMessage(encodeToRank(message)),
+    // The Worker frees its shards and destroys its device on Stop; then make sure it is gone.
+    stop: () =>
+      stopped ??= new Promise<void>((resolve) => {
+        worker.postMessage(encodeToRank({ _tag: "Stop" }));
+        setTimeout(() => {
+          worker.terminate();
+          resolve();
+        }, 300);
+      }),
+  };
+};
+
 /** Serves one authenticated supervisor until its connection ends. */
 const session = (
   conn: Deno.Conn,
@@ -43,16 +77,25 @@ const session = (
   options: RankServerOptions,
 ) => {
   const writer = makeFrameWriter(conn, peer);
-  const endpoint = makeRankEndpoint(
-    (message) => Effect.runFork(writer.write(encodeFrame(FromRank, message))),
-    { heartbeatMs: options.heartbeatMs ?? 250 },
-  );
+  const post = (message: FromRank) => Effect.runFork(writer.write(encodeFrame(FromRank, message)));
+  const rank = rankInWorker(post, (why) => {
+    options.log?.(`session with ${peer} failed: ${why}`);
+    closeQuietly(conn); // the supervisor sees the rank die
+  });
+  let heartbeat: ReturnType<typeof setInterval> | undefined;
   return Effect.gen(function* () {
     options.log?.(`session with ${peer} started`);
     const why = yield* Effect.gen(function* () {
       while (true) {
         const message = yield* reader.next(ToRank);
-        endpoint.receive(
+        if (message._tag === "Start") {
+          const id = message.rank;
+          heartbeat ??= setInterval(
+            () => post({ _tag: "Heartbeat", rank: id }),
+            options.heartbeatMs ?? 250,
+          );
+        }
+        rank.receive(
           message._tag === "Start" && options.backend
             ? { ...message, backend: options.backend }
             : message,
@@ -63,7 +106,10 @@ const session = (
     options.log?.(`session with ${peer} ended: ${why}`);
   }).pipe(
     // However the session ends (even by interruption), the shards and the device are freed.
-    Effect.ensuring(Effect.promise(() => endpoint.stop())),
+    Effect.ensuring(Effect.promise(() => {
+      clearInterval(heartbeat);
+      return rank.stop();
+    })),
   );
 };
 
