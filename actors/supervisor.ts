@@ -123,6 +123,14 @@ export class Supervisor {
     return this.group.localGpu(rank);
   }
 
+  /**
+   * Fault drill: stops `rank` abruptly, as a crash would (Worker terminated, process killed
+   * with SIGKILL, or connection dropped). The next step fails with `RankDied` naming it.
+   */
+  kill(rank: number): Effect.Effect<void> {
+    return this.group.kill(rank);
+  }
+
   /** Calls and bytes per collective since the ranks started. */
   collectiveStats(): ReadonlyArray<{ op: string; calls: number; bytes: number }> {
     return this.group.collectiveStats();
