@@ -29,6 +29,13 @@ else
   echo "setup: not Debian; install a Vulkan driver (Mesa >= 25 lavapipe on CPU-only Linux) yourself"
 fi
 
+# `ip netns` for the cross-host test (two network namespaces joined by a veth pair).
+if [ -f /etc/debian_version ] && ! command -v ip >/dev/null; then
+  echo "setup: installing iproute2"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq iproute2 >/dev/null
+fi
+
 if ! command -v deno >/dev/null || [ "$(deno --version | head -1 | cut -d' ' -f2)" != "$DENO_VERSION" ]; then
   echo "setup: installing deno $DENO_VERSION from npm"
   npm install -g --silent "deno@$DENO_VERSION"
