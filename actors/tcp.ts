@@ -154,5 +154,3 @@ export const TcpTransport = (options: TcpOptions = {}): Layer.Layer<Transport> =
         };
       }),
   });
-
-export { importSecret };

@@ -10,6 +10,7 @@ import { Effect, Either, type Layer, type Scope } from "effect";
 import { InProcessTransport } from "../actors/inprocess.ts";
 import { startLocalRanks } from "../actors/local_ranks.ts";
 import { TcpTransport } from "../actors/tcp.ts";
+import { importSecret } from "../wire/handshake.ts";
 import type { Transport } from "../actors/transport.ts";
 import { WorkersTransport } from "../actors/workers.ts";
 import { LlamaModel } from "../models/llama.ts";
@@ -115,4 +116,39 @@ Deno.test("tcp: a dropped connection to a rank fails the step with RankDied", as
     }).pipe(Effect.scoped),
   );
   assertRankDied(outcome, "dropped connection");
+});
+
+Deno.test("tcp: silent, malformed and wrong-secret peers are refused; the ranks still serve", async () => {
+  const f = await fixture();
+  const outcome = await Effect.runPromise(
+    Effect.gen(function* () {
+      const ranks = yield* startLocalRanks(2);
+      const [host, port] = ranks.addresses[0].split(":");
+      const target = { hostname: host, port: Number(port) };
+      // One peer connects and says nothing; another speaks HTTP instead of the handshake.
+      const silent = yield* Effect.promise(() => Deno.connect(target));
+      const garbage = yield* Effect.promise(() => Deno.connect(target));
+      yield* Effect.promise(() =>
+        garbage.write(new TextEncoder().encode("GET / HTTP/1.1\r\n\r\n"))
+      );
+      const wrongKey = yield* importSecret(
+        new TextEncoder().encode("not the shared secret at all"),
+      );
+      const refused = yield* Effect.either(
+        Effect.scoped(stories(2)).pipe(
+          Effect.provide(TcpTransport({ ranks: ranks.addresses, key: wrongKey })),
+        ),
+      );
+      const tokens = yield* Effect.scoped(Effect.flatMap(stories(2), (m) => greedy(m, 8))).pipe(
+        Effect.provide(TcpTransport({ ranks: ranks.addresses, key: ranks.key })),
+      );
+      silent.close();
+      garbage.close();
+      return { refused, tokens };
+    }).pipe(Effect.scoped),
+  );
+  const error = Either.isLeft(outcome.refused) ? outcome.refused.left : undefined;
+  assert.equal(error?._tag, "TransportError");
+  assert.match(error?.message ?? "", /secret/);
+  assert.deepEqual(outcome.tokens, f.tokens.slice(0, 8));
 });
