@@ -2,11 +2,11 @@
  * The in-process transport: every rank is a fiber of this isolate reading a typed mailbox, with
  * its own device. Collectives meet in an `InProcessGroup`.
  *
- * Backend: under Deno, dawn.node (the `webgpu` package) crashes or hangs inside its event
- * processing after some thousands of async waits (bench/dawn_soak.ts reproduces it with one
- * device), and within a few steps when several of its devices share one isolate. So with tp > 1
- * the default here is Deno's built-in WebGPU: correct, but ~12 ms per submit-and-wait. The
- * Workers transport gives each rank its own isolate and is the fast way to run tp > 1 on Dawn.
+ * Backend: several dawn.node devices in one isolate crashed within a few steps under Deno (at a
+ * time when a dropped `GPU` object, since fixed, also crashed single devices; not re-tried). So
+ * with tp > 1 the default here is Deno's built-in WebGPU: correct, but ~12 ms per
+ * submit-and-wait. The Workers transport gives each rank its own isolate and is the fast way to
+ * run tp > 1 on Dawn.
  */
 import { Deferred, type Duration, Effect, Exit, Fiber, Layer, Queue } from "effect";
 import { RankDied } from "../collectives/errors.ts";

@@ -82,6 +82,13 @@ export const RankCommand = Schema.Union(
     topK: Schema.NonNegativeInt,
     temperature: Schema.NonNegative,
   }),
+  /** Diagnostics: `iterations` back-to-back collectives of `bytes` each, timed on the rank. */
+  Schema.TaggedStruct("TimeCollective", {
+    step: Schema.NonNegativeInt,
+    op: Schema.Literal("allReduce", "allGather"),
+    bytes: Schema.NonNegativeInt.pipe(Schema.lessThanOrEqualTo(64 * 1024 * 1024)),
+    iterations: Schema.Int.pipe(Schema.between(1, 1000)),
+  }),
 );
 export type RankCommand = typeof RankCommand.Type;
 
@@ -104,6 +111,11 @@ export const RankReply = Schema.Union(
     kvCacheBytes: Schema.NonNegativeInt,
   }),
   Schema.TaggedStruct("Done", { rank: Schema.NonNegativeInt }),
+  /** Milliseconds per collective, as this rank saw them. */
+  Schema.TaggedStruct("Timings", {
+    rank: Schema.NonNegativeInt,
+    millis: Schema.Array(Schema.Number),
+  }),
   /** The rank's top-k of its vocabulary slice: f32 values and i32 global ids as bytes. */
   Schema.TaggedStruct("Candidates", {
     rank: Schema.NonNegativeInt,

@@ -50,6 +50,17 @@ export const makeRankRuntime = (
       switch (command._tag) {
         case "Ping":
           return { _tag: "Pong", rank, backend: gpu.backend, adapter: gpu.adapterName } as const;
+        case "TimeCollective": {
+          const comm = stepCommunicator(group, rank, command.step);
+          const data = tensor([command.bytes / 4 | 0], new Float32Array(command.bytes / 4 | 0));
+          const millis: number[] = [];
+          for (let i = 0; i < command.iterations; i++) {
+            const started = performance.now();
+            yield* command.op === "allReduce" ? comm.allReduce(data) : comm.allGather(data, 0);
+            millis.push(performance.now() - started);
+          }
+          return { _tag: "Timings", rank, millis } as const;
+        }
         case "LoadLayer": {
           const shards = yield* Effect.forEach(command.shards, toHost);
           const layer = yield* layerKind(command.spec).load(gpu, command.spec, rank, tp, shards);

@@ -15,6 +15,8 @@ import { createStorageBuffer, submitAndWait } from "../gpu/buffers.ts";
 import { acquireGpu } from "../gpu/device.ts";
 import { encodeDispatches } from "../gpu/dispatch.ts";
 import { matmul } from "../kernels/matmul.ts";
+import { collectivesBench } from "./collectives.ts";
+import { writeSection } from "./report.ts";
 
 const percentile = (samples: number[], p: number) => {
   const sorted = [...samples].sort((a, b) => a - b);
@@ -150,7 +152,7 @@ const program = Effect.gen(function* () {
   const mlp = yield* mlpRows;
   const kb = (b: number) => (b >= 1 << 20 ? `${b >> 20} MiB` : `${b >> 10} KiB`);
   const md = [
-    "# Benchmarks",
+    "## Kernels, collectives in one isolate, MLP, decode (`deno task bench`)",
     "",
     `Written by \`deno task bench\` on ${
       new Date().toISOString().slice(0, 10)
@@ -159,7 +161,7 @@ const program = Effect.gen(function* () {
       memcpy.toFixed(1)
     } GB/s.`,
     "",
-    "## Matmul (one dispatch, submit + wait, p50)",
+    "### Matmul (one dispatch, submit + wait, p50)",
     "",
     "| shape | ms | GFLOP/s | weight GB/s |",
     "| --- | --- | --- | --- |",
@@ -167,7 +169,7 @@ const program = Effect.gen(function* () {
       `| ${r.shape} | ${r.ms.toFixed(2)} | ${r.gflops.toFixed(1)} | ${r.weightGBs.toFixed(2)} |`
     ),
     "",
-    "## In-process collectives (host combine, all ranks, p50 / p99 ms)",
+    "### In-process collectives (host combine, all ranks, p50 / p99 ms)",
     "",
     "| ranks | size | allReduce | allGather |",
     "| --- | --- | --- | --- |",
@@ -178,13 +180,13 @@ const program = Effect.gen(function* () {
       `${r.allGather.p50.toFixed(3)} / ${r.allGather.p99.toFixed(3)} |`
     ),
     "",
-    "## Parallel MLP forward, X 64×1024, A 1024×4096, B 4096×1024 (p50 / p99 ms)",
+    "### Parallel MLP forward, X 64×1024, A 1024×4096, B 4096×1024 (p50 / p99 ms)",
     "",
     "| transport | tp | ms |",
     "| --- | --- | --- |",
     ...mlp.map((r) => `| ${r.transport} | ${r.tp} | ${r.p50.toFixed(1)} / ${r.p99.toFixed(1)} |`),
     "",
-    "## Greedy decode, stories260K (dim 64, 5 layers; 64 tokens after 8 warm-up steps)",
+    "### Greedy decode, stories260K (dim 64, 5 layers; 64 tokens after 8 warm-up steps)",
     "",
     "| transport | tp | tok/s |",
     "| --- | --- | --- |",
@@ -194,15 +196,9 @@ const program = Effect.gen(function* () {
     "the same cores: these figures show overheads, not a multi-GPU speed-up.",
     "",
   ].join("\n");
-  yield* Effect.promise(() => Deno.mkdir("docs", { recursive: true }));
-  yield* Effect.promise(() => Deno.writeTextFile("docs/BENCHMARKS.md", md));
-  yield* Effect.promise(() =>
-    Deno.writeTextFile(
-      "docs/benchmarks.json",
-      JSON.stringify({ memcpy, mm, coll, mlp, decode }, null, 2),
-    )
-  );
+  yield* Effect.promise(() => writeSection("main", md, { memcpy, mm, coll, mlp, decode }));
   console.log(md);
 });
 
-await Effect.runPromise(program);
+if (Deno.args[0] === "collectives") await Effect.runPromise(collectivesBench);
+else await Effect.runPromise(program);

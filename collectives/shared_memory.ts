@@ -35,10 +35,11 @@ const SPIN_CHECKS = 200;
 const WAIT_SLICE_MS = 100;
 
 /**
- * Measured with `deno task bench collectives` (2 and 4 Workers, 2-core lavapipe host): at and
- * below this many bytes one-shot wins; above it the two-pass all-reduce does.
+ * From `deno task bench collectives` (docs/BENCHMARKS.md; 2-core host, so noisy): at 4 ranks the
+ * two-pass all-reduce is ahead from 64–256 KiB (0.73 vs 0.85 ms at 256 KiB, 2.4 vs 4.0 at 1 MiB);
+ * at 2 ranks the two are within noise up to 1 MiB and two-pass wins at 4 MiB.
  */
-export const DEFAULT_ONE_SHOT_MAX_BYTES = 256 * 1024;
+export const DEFAULT_ONE_SHOT_MAX_BYTES = 128 * 1024;
 
 export interface SharedRegionOptions {
   /** Largest contribution carried in shared memory; larger ones go through the fallback. */
