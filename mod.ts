@@ -22,8 +22,18 @@
 export { Supervisor, type SupervisorOptions } from "./actors/supervisor.ts";
 export { type InProcessOptions, InProcessTransport } from "./actors/inprocess.ts";
 export { type WorkersOptions, WorkersTransport } from "./actors/workers.ts";
+export { type TcpOptions, TcpTransport } from "./actors/tcp.ts";
+export { type RankServerOptions, serveRank } from "./actors/rank_server.ts";
+export { importSecret, loadSecret } from "./wire/handshake.ts";
+export { SecretError, WireError } from "./wire/errors.ts";
 export { type RankGroup, type RankHandle, Transport } from "./actors/transport.ts";
-export { InvalidInput, PlanError, RankFailed, type StepFailure } from "./actors/errors.ts";
+export {
+  InvalidInput,
+  PlanError,
+  RankFailed,
+  type StepFailure,
+  TransportError,
+} from "./actors/errors.ts";
 export {
   ColumnParallelSpec,
   LayerSpec,

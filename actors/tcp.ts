@@ -16,7 +16,7 @@ import { InProcessGroup } from "../collectives/inprocess.ts";
 import type { BackendChoice } from "../gpu/device.ts";
 import { GpuOperationError } from "../gpu/errors.ts";
 import { encodeFrame, makeFrameWriter } from "../wire/frames.ts";
-import { clientHandshake, importSecret } from "../wire/handshake.ts";
+import { clientHandshake } from "../wire/handshake.ts";
 import { TransportError } from "./errors.ts";
 import { linkRank } from "./rank_link.ts";
 import { FromRank, ToRank } from "./remote_protocol.ts";
