@@ -96,6 +96,5 @@ export const startLocalRanks = (tp: number, options: { backend?: BackendChoice }
             ranks[rank]?.child.kill("SIGKILL");
           } catch { /* already gone */ }
         }),
-      pids: ranks.map((r) => r.child.pid),
     };
   });

@@ -43,14 +43,10 @@ export interface RankEndpoint {
   stop(): Promise<void>;
 }
 
-export const makeRankEndpoint = (
-  post: (message: FromRank) => void,
-  options: { readonly heartbeatMs?: number } = {},
-): RankEndpoint => {
+export const makeRankEndpoint = (post: (message: FromRank) => void): RankEndpoint => {
   const commands = Effect.runSync(Queue.unbounded<{ id: number; command: RankCommand }>());
   let hub: HubGroup | undefined;
   let serving: Fiber.RuntimeFiber<void> | undefined;
-  let heartbeat: ReturnType<typeof setInterval> | undefined;
 
   const serve = (start: Extract<ToRank, { _tag: "Start" }>) =>
     Effect.scoped(Effect.gen(function* () {
@@ -85,7 +81,6 @@ export const makeRankEndpoint = (
 
   let stopped: Promise<void> | undefined;
   const stop = () => {
-    clearInterval(heartbeat);
     // Interrupting closes the scope: shards freed, device destroyed.
     stopped ??= Effect.runPromise(serving ? Fiber.interrupt(serving) : Effect.void).then(() => {});
     return stopped;
@@ -98,10 +93,6 @@ export const makeRankEndpoint = (
         case "Start":
           if (serving) return;
           serving = Effect.runFork(serve(message));
-          if (options.heartbeatMs) {
-            const rank = message.rank;
-            heartbeat = setInterval(() => post({ _tag: "Heartbeat", rank }), options.heartbeatMs);
-          }
           return;
         case "Command":
           Queue.unsafeOffer(commands, message);

@@ -35,10 +35,13 @@ export interface TcpOptions {
   readonly startTimeout?: Duration.DurationInput;
 }
 
-const parseAddress = (address: string) => {
+/** `host:port` or `[v6]:port`; undefined when malformed. Port 0 only where `anyPort`. */
+export const parseAddress = (address: string, anyPort = false) => {
   const match = /^\[?([^\]]+?)\]?:(\d{1,5})$/.exec(address);
   const port = match ? Number(match[2]) : NaN;
-  return match && port > 0 && port < 65536 ? { hostname: match[1], port } : undefined;
+  return match && port >= (anyPort ? 0 : 1) && port < 65536
+    ? { hostname: match[1], port }
+    : undefined;
 };
 
 const connectRank = (

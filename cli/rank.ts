@@ -12,6 +12,7 @@
 import { parseArgs } from "node:util";
 import { Effect, Fiber } from "effect";
 import { serveRank } from "../actors/rank_server.ts";
+import { parseAddress } from "../actors/tcp.ts";
 import { loadSecret } from "../wire/handshake.ts";
 
 const USAGE =
@@ -38,8 +39,9 @@ const { values } = (() => {
   }
 })();
 
-const listen = /^\[?([^\]]+?)\]?:(\d{1,5})$/.exec(values.listen);
-if (!listen || Number(listen[2]) > 65535) fail(`--listen must be HOST:PORT, got ${values.listen}`);
+// Port 0 asks for any free port; the bound address is printed.
+const listen = parseAddress(values.listen, true) ??
+  fail(`--listen must be HOST:PORT, got ${values.listen}`);
 if (!values["secret-file"]) fail("--secret-file is required");
 const backend = values.backend;
 if (backend !== "auto" && backend !== "dawn" && backend !== "deno") {
@@ -50,8 +52,8 @@ const program = Effect.gen(function* () {
   const key = yield* loadSecret(values["secret-file"]!);
   yield* serveRank(
     {
-      hostname: listen![1],
-      port: Number(listen![2]),
+      hostname: listen.hostname,
+      port: listen.port,
       key,
       backend: backend === "auto" ? undefined : backend as "dawn" | "deno",
       log: (line) => console.error(`rank ${Deno.pid}: ${line}`),
