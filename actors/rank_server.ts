@@ -9,7 +9,7 @@
 import { Effect, Schema } from "effect";
 import type { BackendChoice } from "../gpu/device.ts";
 import type { WireError } from "../wire/errors.ts";
-import { encodeFrame, type FrameReader, makeFrameWriter } from "../wire/frames.ts";
+import { closeQuietly, encodeFrame, type FrameReader, makeFrameWriter } from "../wire/frames.ts";
 import { serverHandshake } from "../wire/handshake.ts";
 import { FromRank, ToRank } from "./remote_protocol.ts";
 
@@ -30,12 +30,6 @@ export interface RankServerOptions {
 const peerOf = (conn: Deno.Conn) => {
   const addr = conn.remoteAddr as Deno.NetAddr;
   return `${addr.hostname}:${addr.port}`;
-};
-
-const closeQuietly = (conn: Deno.Conn) => {
-  try {
-    conn.close();
-  } catch { /* already closed */ }
 };
 
 /**

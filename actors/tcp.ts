@@ -15,7 +15,7 @@ import { Duration, Effect, Layer, Schedule } from "effect";
 import { InProcessGroup } from "../collectives/inprocess.ts";
 import type { BackendChoice } from "../gpu/device.ts";
 import { GpuOperationError } from "../gpu/errors.ts";
-import { encodeFrame, makeFrameWriter } from "../wire/frames.ts";
+import { closeQuietly, encodeFrame, makeFrameWriter } from "../wire/frames.ts";
 import { clientHandshake } from "../wire/handshake.ts";
 import { TransportError } from "./errors.ts";
 import { linkRank } from "./rank_link.ts";
@@ -111,12 +111,6 @@ const connectRank = (
     yield* link.ready;
     return { handle: link.handle, dropConnection: Effect.sync(() => closeQuietly(conn)) };
   });
-
-const closeQuietly = (conn: Deno.Conn) => {
-  try {
-    conn.close();
-  } catch { /* already closed */ }
-};
 
 /** Ranks as processes reached over TCP (see above). */
 export const TcpTransport = (options: TcpOptions = {}): Layer.Layer<Transport> =>

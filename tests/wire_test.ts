@@ -5,6 +5,7 @@ import { tensor } from "../collectives/tensor.ts";
 import type { SecretError, WireError } from "../wire/errors.ts";
 import {
   type ByteSource,
+  closeQuietly,
   decodeFrameBody,
   encodeFrame,
   FrameReader,
@@ -232,12 +233,6 @@ Deno.test("concurrent writers on one connection never interleave their frames", 
 // ---- handshake over real loopback TCP ----
 
 const secret = (text: string) => Effect.runPromise(importSecret(new TextEncoder().encode(text)));
-
-const closeQuietly = (conn: Deno.Conn) => {
-  try {
-    conn.close();
-  } catch { /* the handshake already closed it */ }
-};
 
 /** A connected loopback pair; both ends and the listener are closed afterwards. */
 const withLoopback = async (body: (server: Deno.Conn, client: Deno.Conn) => Promise<void>) => {

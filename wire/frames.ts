@@ -21,6 +21,13 @@ export interface ByteSink {
   write(p: Uint8Array): Promise<number>;
 }
 
+/** Closes a connection that may already be closed (closing twice throws in Deno). */
+export const closeQuietly = (conn: { close(): void }): void => {
+  try {
+    conn.close();
+  } catch { /* already closed */ }
+};
+
 /** Generous default for tensor traffic; the handshake uses a far smaller limit. */
 export const DEFAULT_MAX_FRAME_BYTES = 1 << 30;
 const CHUNK_BYTES = 64 * 1024;
