@@ -1,0 +1,305 @@
+/**
+ * The HTTP API: OpenAI's `/v1/completions`, `/v1/chat/completions` and `/v1/models`, plus
+ * `/health` and `/metrics`, as one `@effect/platform` app. Every failure leaves here as an
+ * OpenAI-style JSON error (see api_error.ts); every answer is counted in
+ * `tessera_http_requests_total{route,status}`.
+ */
+import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform";
+import { Cause, Context, Effect, Metric, Stream } from "effect";
+import {
+  type GenerationFailed,
+  type GenerationRequest,
+  InferenceEngine,
+} from "../engine/engine.ts";
+import { httpRequests } from "../engine/metrics.ts";
+import { ApiError, errorBody, errorResponse } from "./api_error.ts";
+import type { ApiKeyCheck } from "./auth.ts";
+import { readJsonBody } from "./body.ts";
+import { ChatTemplate, encodeRendered } from "./chat_template.ts";
+import { planRequest, runGeneration } from "./generation.ts";
+import {
+  chatShapes,
+  completionShapes,
+  newHeader,
+  type ResponseShapes,
+  usageOf,
+} from "./openai_responses.ts";
+import {
+  decodeChatRequest,
+  decodeCompletionRequest,
+  type GenerationParams,
+} from "./openai_schema.ts";
+import { PROMETHEUS_CONTENT_TYPE, prometheusText } from "./prometheus.ts";
+import { SSE_DONE, sseEvent, sseResponse } from "./sse.ts";
+
+/** The service's own limits (the engine has its own: slots, queue, context). */
+export interface ServeSettings {
+  /** Most tokens one request may ask for (`max_tokens`); also the default's cap. */
+  readonly maxTokensLimit: number;
+  /** Largest request body accepted, in bytes (413 above). */
+  readonly maxBodyBytes: number;
+  /** When set, every route but /health needs `Authorization: Bearer <key>`. */
+  readonly apiKeyCheck?: ApiKeyCheck;
+  /** `created` of the model object in /v1/models (seconds). */
+  readonly startedAt: number;
+}
+
+export class ServeConfig extends Context.Tag("tessera/ServeConfig")<ServeConfig, ServeSettings>() {}
+
+/** Routes by path, with their methods: the router's table, and the 404/405 decision. */
+const ROUTES = [
+  { method: "POST", path: "/v1/completions" },
+  { method: "POST", path: "/v1/chat/completions" },
+  { method: "GET", path: "/v1/models" },
+  { method: "GET", path: "/v1/models/:model" },
+  { method: "GET", path: "/health" },
+  { method: "GET", path: "/metrics" },
+] as const;
+
+/** The route pattern a path belongs to (its metrics label), if any. */
+const routeOf = (path: string): string | undefined =>
+  ROUTES.find((r) =>
+    r.path.includes("/:")
+      ? path.startsWith(r.path.slice(0, r.path.indexOf(":"))) &&
+        !path.slice(r.path.indexOf(":")).includes("/") &&
+        path.length > r.path.indexOf(":")
+      : r.path === path
+  )?.path;
+
+const pathOf = (request: HttpServerRequest.HttpServerRequest) => {
+  const url = request.url;
+  const query = url.indexOf("?");
+  return query === -1 ? url : url.slice(0, query);
+};
+
+const modelNotFound = (model: string) =>
+  new ApiError({
+    status: 404,
+    message: `The model \`${model}\` does not exist or you do not have access to it.`,
+    type: "invalid_request_error",
+    param: "model",
+    code: "model_not_found",
+  });
+
+const checkModel = (model: string) =>
+  Effect.flatMap(
+    InferenceEngine,
+    (engine) => model === engine.modelId ? Effect.void : Effect.fail(modelNotFound(model)),
+  );
+
+/** A generation the engine lost: retriable ones as 503 with Retry-After, others as 500. */
+const generationFailedToApi = (error: GenerationFailed) =>
+  error.retriable
+    ? new ApiError({
+      status: 503,
+      message: `${error.message}; retry the request`,
+      type: "service_unavailable",
+      param: null,
+      code: "generation_failed",
+      headers: { "retry-after": "1" },
+    })
+    : new ApiError({
+      status: 500,
+      message: error.message,
+      type: "server_error",
+      param: null,
+      code: "generation_failed",
+    });
+
+/** Runs a planned request and answers in the endpoint's shapes, as JSON or as SSE. */
+const respond = (
+  kind: "completion" | "chat",
+  shapes: ResponseShapes,
+  params: GenerationParams,
+  request: GenerationRequest,
+) =>
+  Effect.gen(function* () {
+    const engine = yield* InferenceEngine;
+    // Submitted before any byte is sent, so a full queue is still a 429, not a broken stream.
+    const events = yield* runGeneration(request, params.stop);
+    const header = newHeader(kind, engine.modelId);
+    if (!params.stream) {
+      const result = yield* Stream.runFold(
+        events,
+        {
+          text: "",
+          finish: undefined as undefined | {
+            reason: "stop" | "length";
+            usage: ReturnType<typeof usageOf>;
+          },
+        },
+        (acc, event) =>
+          event._tag === "Text" ? { ...acc, text: acc.text + event.text } : {
+            ...acc,
+            finish: {
+              reason: event.finishReason,
+              usage: usageOf(event.promptTokens, event.completionTokens),
+            },
+          },
+      ).pipe(Effect.mapError(generationFailedToApi));
+      const finish = result.finish ?? { reason: "length" as const, usage: usageOf(0, 0) };
+      return HttpServerResponse.unsafeJson(
+        shapes.complete(header, result.text, finish.reason, finish.usage),
+      );
+    }
+    const withUsage = params.includeUsage;
+    const chunks = events.pipe(
+      Stream.mapConcat((event) =>
+        event._tag === "Text" ? [shapes.delta(header, event.text, withUsage)] : [
+          shapes.closing(header, event.finishReason, withUsage),
+          ...(withUsage
+            ? [shapes.usage(header, usageOf(event.promptTokens, event.completionTokens))]
+            : []),
+        ]
+      ),
+    );
+    const body = Stream.fromIterable(shapes.opening(header, withUsage)).pipe(
+      Stream.concat(chunks),
+      Stream.map(sseEvent),
+      Stream.concat(Stream.make(SSE_DONE)),
+      // OpenAI's way to fail a stream that has started: an error event, then the end.
+      Stream.catchAll((failed) => Stream.make(sseEvent(errorBody(generationFailedToApi(failed))))),
+    );
+    return sseResponse(body);
+  });
+
+const completions = Effect.gen(function* () {
+  const config = yield* ServeConfig;
+  const engine = yield* InferenceEngine;
+  const input = yield* Effect.flatMap(readJsonBody(config.maxBodyBytes), decodeCompletionRequest);
+  yield* checkModel(input.model);
+  const promptTokens = engine.tokenizer.encode(input.prompt, { bos: true, eos: false });
+  const request = yield* planRequest(input, promptTokens, {
+    contextLength: engine.contextLength,
+    maxTokensLimit: config.maxTokensLimit,
+  }, "prompt");
+  return yield* respond("completion", completionShapes, input, request);
+}).pipe(Effect.withSpan("serve.completions"));
+
+const chatCompletions = Effect.gen(function* () {
+  const config = yield* ServeConfig;
+  const engine = yield* InferenceEngine;
+  const template = yield* ChatTemplate;
+  const input = yield* Effect.flatMap(readJsonBody(config.maxBodyBytes), decodeChatRequest);
+  yield* checkModel(input.model);
+  const rendered = yield* template.render(input.messages);
+  const request = yield* planRequest(input, encodeRendered(engine.tokenizer, rendered), {
+    contextLength: engine.contextLength,
+    maxTokensLimit: config.maxTokensLimit,
+  }, "messages");
+  return yield* respond("chat", chatShapes, input, request);
+}).pipe(Effect.withSpan("serve.chatCompletions"));
+
+const modelObject = Effect.gen(function* () {
+  const engine = yield* InferenceEngine;
+  const config = yield* ServeConfig;
+  return { id: engine.modelId, object: "model", created: config.startedAt, owned_by: "tessera" };
+});
+
+const listModels = Effect.map(
+  modelObject,
+  (model) => HttpServerResponse.unsafeJson({ object: "list", data: [model] }),
+);
+
+const retrieveModel = Effect.gen(function* () {
+  const { model } = yield* HttpRouter.params;
+  const object = yield* modelObject;
+  const id = decodeURIComponent(model ?? "");
+  if (id !== object.id) return yield* modelNotFound(id);
+  return HttpServerResponse.unsafeJson(object);
+});
+
+/** 200 only when the engine is ready; otherwise 503 with the same body, for load balancers. */
+const health = Effect.gen(function* () {
+  const engine = yield* InferenceEngine;
+  const state = yield* engine.health;
+  const ready = state.state === "ready";
+  return HttpServerResponse.unsafeJson({
+    status: ready ? "ok" : "unavailable",
+    state: state.state,
+    model: engine.modelId,
+    ranks: state.ranks,
+    restarts: state.restarts,
+    waiting: state.waiting,
+    running: state.running,
+  }, { status: ready ? 200 : 503 });
+});
+
+const metrics = Effect.map(
+  prometheusText,
+  (text) => HttpServerResponse.text(text, { contentType: PROMETHEUS_CONTENT_TYPE }),
+);
+
+const router = HttpRouter.empty.pipe(
+  HttpRouter.post("/v1/completions", completions),
+  HttpRouter.post("/v1/chat/completions", chatCompletions),
+  HttpRouter.get("/v1/models", listModels),
+  HttpRouter.get("/v1/models/:model", retrieveModel),
+  HttpRouter.get("/health", health),
+  HttpRouter.get("/metrics", metrics),
+);
+
+/** A path we serve with another method is a 405 naming the allowed ones; others are 404. */
+const routeNotFound = (request: HttpServerRequest.HttpServerRequest) => {
+  const route = routeOf(pathOf(request));
+  const allowed = ROUTES.filter((r) => r.path === route).map((r) => r.method);
+  return allowed.length > 0
+    ? new ApiError({
+      status: 405,
+      message: `${request.method} is not allowed on ${route}; use ${allowed.join(", ")}.`,
+      type: "invalid_request_error",
+      param: null,
+      code: "method_not_allowed",
+      headers: { allow: allowed.join(", ") },
+    })
+    : new ApiError({
+      status: 404,
+      message: `Unknown request URL: ${request.method} ${pathOf(request)}.`,
+      type: "invalid_request_error",
+      param: null,
+      code: "unknown_url",
+    });
+};
+
+const internalError = new ApiError({
+  status: 500,
+  message: "The server had an error while processing your request.",
+  type: "server_error",
+  param: null,
+  code: null,
+});
+
+/**
+ * The whole app: the API key check (all routes but /health), the router, every error as
+ * OpenAI's JSON, and the request counter.
+ */
+export const app = Effect.gen(function* () {
+  const request = yield* HttpServerRequest.HttpServerRequest;
+  const config = yield* ServeConfig;
+  const path = pathOf(request);
+  const response = yield* Effect.gen(function* () {
+    if (config.apiKeyCheck !== undefined && path !== "/health") {
+      yield* config.apiKeyCheck(request.headers["authorization"]);
+    }
+    return yield* router;
+  }).pipe(
+    Effect.catchTags({
+      RouteNotFound: () => Effect.succeed(errorResponse(routeNotFound(request))),
+      ApiError: (error) => Effect.succeed(errorResponse(error)),
+    }),
+    Effect.catchAllCause((cause) =>
+      Cause.isInterruptedOnly(cause) ? Effect.failCause(cause) : Effect.as(
+        Effect.logError("request failed", cause),
+        errorResponse(internalError),
+      )
+    ),
+  );
+  yield* Metric.increment(
+    Metric.tagged(
+      Metric.tagged(httpRequests, "route", routeOf(path) ?? "unmatched"),
+      "status",
+      String(response.status),
+    ),
+  );
+  return response;
+});

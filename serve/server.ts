@@ -1,0 +1,112 @@
+/**
+ * The service on `Deno.serve`. Deno has no `@effect/platform-deno`, so the app is turned into a
+ * fetch handler with `HttpApp.toWebHandlerRuntime` over the current runtime (which carries the
+ * engine, the chat template and the settings). Streams reach the socket as the engine produces
+ * them: a streamed response body is a `ReadableStream` pulled by Deno, and a client that
+ * disconnects aborts the request (interrupting a JSON request's fiber) or cancels the body
+ * (interrupting an SSE stream); either way the engine stream is interrupted and its slot freed.
+ */
+import { HttpApp } from "@effect/platform";
+import { Context, Effect, Layer, Metric, type Scope } from "effect";
+import { InferenceEngine } from "../engine/engine.ts";
+import * as metrics from "../engine/metrics.ts";
+import { makeApiKeyCheck } from "./auth.ts";
+import type { ChatTemplate } from "./chat_template.ts";
+import { app, ServeConfig } from "./routes.ts";
+
+export interface ServerOptions {
+  /** Interface to bind; default 127.0.0.1 (loopback only). */
+  readonly hostname?: string;
+  /** Port; 0 picks a free one (see `RunningServer.port`). Default 8000. */
+  readonly port?: number;
+  /** Require `Authorization: Bearer <apiKey>` on every route but /health. */
+  readonly apiKey?: string;
+  /** Most tokens a request may ask for; default min(1024, the context length). */
+  readonly maxTokensLimit?: number;
+  /** Largest request body in bytes; default 1 MiB. */
+  readonly maxBodyBytes?: number;
+}
+
+export interface RunningServer {
+  readonly hostname: string;
+  readonly port: number;
+  /** `http://host:port`. */
+  readonly url: string;
+  /**
+   * Stops accepting connections (the listener closes at once) and completes when the requests
+   * in flight, streams included, have finished.
+   */
+  readonly shutdown: Effect.Effect<void>;
+}
+
+export const DEFAULT_MAX_TOKENS_LIMIT = 1024;
+export const DEFAULT_MAX_BODY_BYTES = 1 << 20;
+
+/** Registers the engine's untagged metrics, so /metrics lists them (at 0) before first use. */
+const registerMetrics = Effect.all([
+  Metric.value(metrics.promptTokens),
+  Metric.value(metrics.generatedTokens),
+  Metric.value(metrics.queueDepth),
+  Metric.value(metrics.runningRequests),
+  Metric.value(metrics.timeToFirstToken),
+  Metric.value(metrics.batchSize),
+  Metric.value(metrics.rankRestarts),
+], { discard: true });
+
+/**
+ * Serves the engine over HTTP until the scope closes (which shuts the server down gracefully).
+ * The listener is bound when this succeeds.
+ */
+export const startServer = (
+  options: ServerOptions = {},
+): Effect.Effect<RunningServer, never, Scope.Scope | InferenceEngine | ChatTemplate> =>
+  Effect.gen(function* () {
+    const engine = yield* InferenceEngine;
+    const maxTokensLimit = options.maxTokensLimit ??
+      Math.min(DEFAULT_MAX_TOKENS_LIMIT, engine.contextLength);
+    const settings = {
+      maxTokensLimit,
+      maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
+      apiKeyCheck: options.apiKey === undefined
+        ? undefined
+        : yield* makeApiKeyCheck(options.apiKey),
+      startedAt: Math.floor(Date.now() / 1000),
+    };
+    yield* registerMetrics;
+    const runtime = yield* Effect.runtime<InferenceEngine | ChatTemplate>();
+    const handler = HttpApp.toWebHandlerRuntime(runtime)(
+      Effect.provideService(app, ServeConfig, settings),
+    );
+    const hostname = options.hostname ?? "127.0.0.1";
+    const server = Deno.serve({
+      hostname,
+      port: options.port ?? 8000,
+      onListen: () => {}, // the caller reports the address (with the real port when port is 0)
+    }, (request) => handler(request));
+    const shutdown = Effect.promise(() => server.shutdown());
+    yield* Effect.addFinalizer(() => shutdown);
+    const port = server.addr.port;
+    const shownHost = hostname.includes(":") ? `[${hostname}]` : hostname;
+    return { hostname, port, url: `http://${shownHost}:${port}`, shutdown };
+  }).pipe(Effect.withSpan("serve.startServer"));
+
+/**
+ * Graceful stop for SIGTERM/SIGINT: stop accepting, let the engine finish what it has (at most
+ * `drainMillis`; what is still running then fails with a retriable error its client sees), and
+ * wait for the last responses to be written.
+ */
+export const shutdownGracefully = (server: RunningServer, drainMillis: number) =>
+  Effect.gen(function* () {
+    const engine = yield* InferenceEngine;
+    const closed = yield* Effect.fork(server.shutdown);
+    yield* engine.drain(drainMillis);
+    // Responses end right after the engine's streams do; do not wait forever on a stuck socket.
+    yield* closed.await.pipe(Effect.timeoutOption(5000));
+  }).pipe(Effect.withSpan("serve.shutdownGracefully"));
+
+/** The running server, for programs that build their services from layers. */
+export class HttpService extends Context.Tag("tessera/HttpService")<HttpService, RunningServer>() {}
+
+/** `startServer` as a Layer: serving while the layer's scope is open. */
+export const HttpServiceLive = (options: ServerOptions = {}) =>
+  Layer.scoped(HttpService, startServer(options));
