@@ -61,23 +61,35 @@ export const RankCommand = Schema.Union(
   Schema.TaggedStruct("LoadModel", {
     step: Schema.NonNegativeInt,
     source: ModelSource,
-    /** Most tokens one step may carry (a prefill chunk). */
+    /** Most tokens one step may carry (a prefill chunk, or one row per batched sequence). */
     maxBatchTokens: Size,
+    /** Sequences that may run at once, each with its own KV-cache slot. */
+    maxSequences: Schema.optionalWith(Size, { default: () => 1 }),
   }),
-  /** Vocab-parallel embedding of `tokens` at positions startPos…, then all-reduce. */
+  /**
+   * Vocab-parallel embedding of `tokens`, then all-reduce. Token r goes to position
+   * `positions[r]` of sequence `sequences[r]` (that sequence's KV-cache slot).
+   */
   Schema.TaggedStruct("Embed", {
     step: Schema.NonNegativeInt,
     tokens: Schema.Array(Schema.NonNegativeInt).pipe(Schema.minItems(1)),
-    startPos: Schema.NonNegativeInt,
-  }),
+    positions: Schema.Array(Schema.NonNegativeInt),
+    sequences: Schema.Array(Schema.NonNegativeInt),
+  }).pipe(
+    Schema.filter((e) =>
+      e.positions.length === e.tokens.length && e.sequences.length === e.tokens.length ||
+      "Embed needs one position and one sequence per token"
+    ),
+  ),
   /** One decoder layer on the current tokens: two all-reduces. */
   Schema.TaggedStruct("DecoderLayer", {
     step: Schema.NonNegativeInt,
     layer: Schema.NonNegativeInt,
   }),
-  /** Final norm and the rank's vocabulary slice of the LM head for the last token. */
+  /** Final norm and the rank's vocabulary slice of the LM head for `rows` of the last Embed. */
   Schema.TaggedStruct("LmHead", {
     step: Schema.NonNegativeInt,
+    rows: Schema.Array(Schema.NonNegativeInt).pipe(Schema.minItems(1)),
     /** Candidates to return; 0 returns the whole local logits slice (for checks). */
     topK: Schema.NonNegativeInt,
     temperature: Schema.NonNegative,
@@ -116,13 +128,17 @@ export const RankReply = Schema.Union(
     rank: Schema.NonNegativeInt,
     millis: Schema.Array(Schema.Number),
   }),
-  /** The rank's top-k of its vocabulary slice: f32 values and i32 global ids as bytes. */
+  /**
+   * The rank's top-k of its vocabulary slice for each requested row: f32 values and i32 global
+   * ids as bytes, [rows, k].
+   */
   Schema.TaggedStruct("Candidates", {
     rank: Schema.NonNegativeInt,
+    rows: Schema.NonNegativeInt,
     values: Schema.Uint8ArrayFromSelf,
     indices: Schema.Uint8ArrayFromSelf,
-    /** log Σ exp(logit / T) over the slice, so the sampler can normalise exactly. */
-    logSumExp: Schema.optional(Schema.Number),
+    /** Per row, log Σ exp(logit / T) over the slice, so the sampler can normalise exactly. */
+    logSumExp: Schema.optional(Schema.Array(Schema.Number)),
     /** First global token id of this rank's slice. */
     vocabStart: Schema.NonNegativeInt,
   }),

@@ -13,7 +13,7 @@ import type { RankLayer } from "../layers/layer.ts";
 import { InvalidInput } from "./errors.ts";
 import { RankLlama } from "../models/llama_rank.ts";
 import { planLlama } from "../models/plan.ts";
-import { shardCandidates } from "../models/sampler.ts";
+import { type CandidateList, shardCandidates } from "../models/sampler.ts";
 import { loadRankShards } from "../models/shards.ts";
 import { openModelSource } from "../models/source.ts";
 import type { RankCommand, RankReply } from "./protocol.ts";
@@ -32,6 +32,18 @@ const toHost = (p: TensorPayload): Effect.Effect<HostTensor, InvalidInput> =>
     try: () => fromPayload(p),
     catch: (e) => new InvalidInput({ message: `bad tensor payload: ${(e as Error).message}` }),
   });
+
+const concatFloats = (parts: readonly Float32Array[]) => {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  parts.reduce((at, p) => (out.set(p, at), at + p.length), 0);
+  return out;
+};
+
+const concatInts = (parts: readonly Int32Array[]) => {
+  const out = new Int32Array(parts.reduce((n, p) => n + p.length, 0));
+  parts.reduce((at, p) => (out.set(p, at), at + p.length), 0);
+  return out;
+};
 
 export const makeRankRuntime = (
   rank: number,
@@ -90,6 +102,7 @@ export const makeRankRuntime = (
               plans[rank],
               shards,
               command.maxBatchTokens,
+              command.maxSequences,
             );
           }));
           model?.release();
@@ -106,7 +119,10 @@ export const makeRankRuntime = (
           yield* m.embed(
             stepCommunicator(group, rank, command.step),
             command.tokens,
-            command.startPos,
+            command.tokens.map((_, r) => ({
+              sequence: command.sequences[r],
+              position: command.positions[r],
+            })),
           );
           return { _tag: "Done", rank } as const;
         }
@@ -117,29 +133,30 @@ export const makeRankRuntime = (
         }
         case "LmHead": {
           const m = yield* loadedModel;
-          const result = yield* m.head(command.topK, command.temperature);
+          const result = yield* m.head(command.rows, command.topK, command.temperature);
           const vocabStart = m.plan.vocab.start;
+          const B = result.rows;
           if (command.topK === 0 && result.logits) {
-            const output = tensor([1, result.logits.length], result.logits);
+            const output = tensor([B, result.logits.length / B], result.logits);
             return { _tag: "Output", rank, output: toPayload(output) } as const;
           }
-          const list = result.logits
-            ? shardCandidates(result.logits, command.topK, vocabStart, command.temperature)
-            : result;
+          const { logits } = result;
+          const lists: readonly CandidateList[] = logits
+            ? Array.from({ length: B }, (_, r) => {
+              const width = logits.length / B;
+              const slice = logits.subarray(r * width, (r + 1) * width);
+              return shardCandidates(slice, command.topK, vocabStart, command.temperature);
+            })
+            : [result];
+          const values = concatFloats(lists.map((l) => l.values));
+          const indices = concatInts(lists.map((l) => l.indices));
           return {
             _tag: "Candidates",
             rank,
-            values: new Uint8Array(
-              list.values.buffer,
-              list.values.byteOffset,
-              list.values.byteLength,
-            ),
-            indices: new Uint8Array(
-              list.indices.buffer,
-              list.indices.byteOffset,
-              list.indices.byteLength,
-            ),
-            logSumExp: "logSumExp" in list ? list.logSumExp : undefined,
+            rows: B,
+            values: new Uint8Array(values.buffer, values.byteOffset, values.byteLength),
+            indices: new Uint8Array(indices.buffer, indices.byteOffset, indices.byteLength),
+            logSumExp: logits ? lists.map((l) => l.logSumExp ?? 0) : undefined,
             vocabStart,
           } as const;
         }

@@ -2,17 +2,18 @@
  * Causal attention over a KV cache, with grouped-query attention (GQA).
  *
  * KV cache layout (one pair of buffers per layer): kCache and vCache are each
- * [maxSeq, nKvHeads, headDim] row-major f32, so the K (or V) rows of one position are contiguous
- * and a step's new rows are a single contiguous copy.
+ * [sequences, maxSeq, nKvHeads, headDim] row-major f32: one slot per sequence that can run at
+ * once, and within a slot the K (or V) rows of one position are contiguous.
  *
- * A step holds `rows` tokens at positions start..start+rows-1, where start is word 0 of the
- * caller's position buffer (position.ts): decode is rows = 1, prefill is rows = T. Query row t
- * attends to cache positions 0..start+t. Query head h reads kv head floor(h / (nHeads/nKvHeads)).
- * q and out are [rows, nHeads, headDim].
+ * Each of a step's `rows` tokens carries its own (sequence, position) pair (position.ts):
+ * prefill is T rows of one sequence, a batched decode one row per running sequence. Query row t
+ * at position p of sequence s attends to slot s's positions 0..p. Query head h reads kv head
+ * floor(h / (nHeads/nKvHeads)). q and out are [rows, nHeads, headDim].
  */
 import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, prepareDispatch } from "../gpu/dispatch.ts";
 import { f32Bits, grid1d, LINEAR_WORKGROUP_WGSL, u32Param } from "./grid.ts";
+import { ROW_POSITION_WGSL } from "./position.ts";
 
 const KEY_TILE = 64;
 const COPY_WORKGROUP = 256;
@@ -28,10 +29,10 @@ struct Params { nHeads: u32, nKvHeads: u32, maxSeq: u32, scaleBits: u32 }
 @group(0) @binding(0) var<storage, read> q: array<f32>;
 @group(0) @binding(1) var<storage, read> kCache: array<f32>;
 @group(0) @binding(2) var<storage, read> vCache: array<f32>;
-@group(0) @binding(3) var<storage, read> position: array<u32>;
+@group(0) @binding(3) var<storage, read> positions: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<uniform> params: Params;
-
+${ROW_POSITION_WGSL}
 const HEAD_DIM: u32 = ${headDim}u;
 const TILE: u32 = ${KEY_TILE}u;
 const DIMS_PER_INVOCATION: u32 = ${Math.ceil(headDim / KEY_TILE)}u;
@@ -69,7 +70,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let qBase = (row * params.nHeads + head) * HEAD_DIM;
   let scale = bitcast<f32>(params.scaleBits);
   for (var d = lid; d < HEAD_DIM; d += TILE) { qShared[d] = q[qBase + d] * scale; }
-  let length = min(position[0] + row + 1u, params.maxSeq);
+  let length = min(rowPosition(row) + 1u, params.maxSeq);
+  let slotBase = rowSequence(row) * params.maxSeq;
   var runningMax = LOWEST;
   var runningSum = 0.0;
   var acc: array<f32, DIMS_PER_INVOCATION>;
@@ -78,7 +80,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let key = t0 + lid;
     var score = LOWEST;
     if (key < length) {
-      let kBase = (key * nKvHeads + kvHead) * HEAD_DIM;
+      let kBase = ((slotBase + key) * nKvHeads + kvHead) * HEAD_DIM;
       score = 0.0;
       for (var d = 0u; d < HEAD_DIM; d++) { score += qShared[d] * kCache[kBase + d]; }
     }
@@ -98,7 +100,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var j = 0u; j < DIMS_PER_INVOCATION; j++) { acc[j] *= correction; }
     for (var t = 0u; t < tileLength; t++) {
       let pt = probs[t];
-      let vBase = ((t0 + t) * nKvHeads + kvHead) * HEAD_DIM;
+      let vBase = ((slotBase + t0 + t) * nKvHeads + kvHead) * HEAD_DIM;
       for (var j = 0u; j < DIMS_PER_INVOCATION; j++) {
         let d = lid + j * TILE;
         if (d < HEAD_DIM) { acc[j] += pt * vCache[vBase + d]; }
@@ -116,15 +118,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 export interface AttentionArgs {
   /** [rows, nHeads, headDim]. */
   readonly q: GPUBuffer;
-  /** [maxSeq, nKvHeads, headDim]. */
+  /** [sequences, maxSeq, nKvHeads, headDim]. */
   readonly kCache: GPUBuffer;
-  /** [maxSeq, nKvHeads, headDim]. */
+  /** [sequences, maxSeq, nKvHeads, headDim]. */
   readonly vCache: GPUBuffer;
-  /** u32 storage buffer, word 0 = position of row 0 (see position.ts). */
-  readonly position: GPUBuffer;
+  /** The rows' (sequence, position) pairs (see position.ts); sequences must have a slot. */
+  readonly positions: GPUBuffer;
   /** [rows, nHeads, headDim]; must not alias q. */
   readonly out: GPUBuffer;
-  /** Query tokens this step: 1 for decode, T for prefill. */
+  /** Query tokens this step: T for a prefill chunk, one per sequence for a decode. */
   readonly rows: number;
   readonly nHeads: number;
   readonly nKvHeads: number;
@@ -137,7 +139,7 @@ export interface AttentionArgs {
 
 /** Causal GQA attention of `rows` query tokens over the cache (which must already hold them). */
 export const attention = (gpu: Gpu, args: AttentionArgs): Dispatch => {
-  const { q, kCache, vCache, position, out, rows, nHeads, nKvHeads, headDim, maxSeq } = args;
+  const { q, kCache, vCache, positions, out, rows, nHeads, nKvHeads, headDim, maxSeq } = args;
   if (nKvHeads < 1 || nHeads % nKvHeads !== 0) {
     throw new RangeError(`attention: nHeads ${nHeads} is not a multiple of nKvHeads ${nKvHeads}`);
   }
@@ -146,7 +148,7 @@ export const attention = (gpu: Gpu, args: AttentionArgs): Dispatch => {
   return prepareDispatch(gpu, {
     label: args.label ?? "attention",
     code: attentionWgsl(u32Param("headDim", headDim)),
-    buffers: [q, kCache, vCache, position, out],
+    buffers: [q, kCache, vCache, positions, out],
     params: [
       u32Param("nHeads", nHeads),
       u32Param("nKvHeads", nKvHeads),
@@ -157,16 +159,19 @@ export const attention = (gpu: Gpu, args: AttentionArgs): Dispatch => {
   });
 };
 
-/** Copies the step's K and V rows into the cache at position[0]..; rows past maxSeq are dropped. */
+/**
+ * Copies each row's K and V into its sequence's slot at its position; a row past maxSeq or with
+ * no slot is dropped.
+ */
 export const WRITE_KV_CACHE_WGSL = /* wgsl */ `
-struct Params { count: u32, rowWidth: u32, maxSeq: u32 }
+struct Params { count: u32, rowWidth: u32, maxSeq: u32, sequences: u32 }
 @group(0) @binding(0) var<storage, read> k: array<f32>;
 @group(0) @binding(1) var<storage, read> v: array<f32>;
-@group(0) @binding(2) var<storage, read> position: array<u32>;
+@group(0) @binding(2) var<storage, read> positions: array<u32>;
 @group(0) @binding(3) var<storage, read_write> kCache: array<f32>;
 @group(0) @binding(4) var<storage, read_write> vCache: array<f32>;
 @group(0) @binding(5) var<uniform> params: Params;
-
+${ROW_POSITION_WGSL}
 @compute @workgroup_size(${COPY_WORKGROUP})
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,
@@ -175,27 +180,31 @@ fn main(
 ) {
   let i = ${LINEAR_WORKGROUP_WGSL} * ${COPY_WORKGROUP}u + lid;
   if (i >= params.count) { return; }
-  let slot = position[0] + i / params.rowWidth;
-  if (slot >= params.maxSeq) { return; }
-  let dest = slot * params.rowWidth + i % params.rowWidth;
+  let row = i / params.rowWidth;
+  let position = rowPosition(row);
+  let sequence = rowSequence(row);
+  if (position >= params.maxSeq || sequence >= params.sequences) { return; }
+  let dest = (sequence * params.maxSeq + position) * params.rowWidth + i % params.rowWidth;
   kCache[dest] = k[i];
   vCache[dest] = v[i];
 }
 `;
 
-/** Writes k, v [rows, nKvHeads, headDim] into the caches at positions position[0]... */
+/** Writes k, v [rows, nKvHeads, headDim] into the caches, each row at its (sequence, position). */
 export const writeKvCache = (
   gpu: Gpu,
-  { k, v, kCache, vCache, position, rows, nKvHeads, headDim, maxSeq, label }: {
+  { k, v, kCache, vCache, positions, rows, nKvHeads, headDim, maxSeq, sequences = 1, label }: {
     readonly k: GPUBuffer;
     readonly v: GPUBuffer;
     readonly kCache: GPUBuffer;
     readonly vCache: GPUBuffer;
-    readonly position: GPUBuffer;
+    readonly positions: GPUBuffer;
     readonly rows: number;
     readonly nKvHeads: number;
     readonly headDim: number;
     readonly maxSeq: number;
+    /** Slots in the caches (default 1). */
+    readonly sequences?: number;
     readonly label?: string;
   },
 ): Dispatch => {
@@ -204,8 +213,8 @@ export const writeKvCache = (
   return prepareDispatch(gpu, {
     label: label ?? "writeKvCache",
     code: WRITE_KV_CACHE_WGSL,
-    buffers: [k, v, position, kCache, vCache],
-    params: [count, rowWidth, u32Param("maxSeq", maxSeq)],
+    buffers: [k, v, positions, kCache, vCache],
+    params: [count, rowWidth, u32Param("maxSeq", maxSeq), u32Param("sequences", sequences)],
     workgroups: grid1d(gpu, Math.ceil(count / COPY_WORKGROUP)),
   });
 };

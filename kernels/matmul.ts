@@ -1,7 +1,7 @@
 /**
  * Dense f32 matmul, out[m×n] = a[m×k] · b[k×n], with b stored [k, n] row-major ("in × out"
  * weights). Two kernels: a shared-memory tiled kernel for prefill-sized m, and a GEMV-style kernel
- * for decode (m ≤ 4) where the tiled kernel would waste almost all of each 64-row tile.
+ * for decode (m ≤ 8) where the tiled kernel would waste almost all of each 64-row tile.
  */
 import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, prepareDispatch } from "../gpu/dispatch.ts";
@@ -20,8 +20,12 @@ export interface MatmulArgs {
   readonly label?: string;
 }
 
-/** Largest m served by the GEMV kernel; above it the tiled kernel wins. */
-export const SMALL_M_MAX = 4;
+/**
+ * Largest m served by the GEMV kernel; above it the tiled kernel wins. A row's sums are the same
+ * whatever m ≤ SMALL_M_MAX is, so a batched decode of up to 8 sequences gives each one exactly
+ * the logits it would get alone (the service's greedy outputs do not depend on the batch).
+ */
+export const SMALL_M_MAX = 8;
 
 /** Output tile per workgroup (rows and columns): 16×16 invocations × 4×4 outputs each. */
 const TILE = 64;
@@ -98,9 +102,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 `;
 
 /**
- * GEMV kernel for m ≤ 4 rows (baked in as M): a workgroup owns 32 columns and splits k over 8
+ * GEMV kernel for m ≤ 8 rows (baked in as M): a workgroup owns 32 columns and splits k over 8
  * slices; slice s sums k ≡ s (mod 8), so each 32-wide row of invocations reads one contiguous
- * 128-byte run of `b`. The 8 partial sums meet in shared memory. Works for any n.
+ * 128-byte run of `b`. The 8 partial sums of each row meet in shared memory, one row at a time. Works for any n.
  */
 export const matmulSmallMWgsl = (m: number): string => /* wgsl */ `
 struct Params { m: u32, k: u32, n: u32 }
@@ -112,7 +116,7 @@ struct Params { m: u32, k: u32, n: u32 }
 const M: u32 = ${m}u;
 const COLS: u32 = 32u;
 const SLICES: u32 = 8u;
-var<workgroup> partial: array<f32, ${m * 8 * 32}>;
+var<workgroup> partial: array<f32, 256>;
 
 @compute @workgroup_size(32, 8)
 fn main(
@@ -130,18 +134,21 @@ fn main(
       for (var r = 0u; r < M; r++) { acc[r] += a[r * k + kk] * bv; }
     }
   }
-  for (var r = 0u; r < M; r++) { partial[(r * SLICES + lid.y) * COLS + lid.x] = acc[r]; }
-  workgroupBarrier();
-  if (lid.y < M && col < n) {
-    var sum = 0.0;
-    for (var s = 0u; s < SLICES; s++) { sum += partial[(lid.y * SLICES + s) * COLS + lid.x]; }
-    out[lid.y * n + col] = sum;
+  for (var r = 0u; r < M; r++) {
+    partial[lid.y * COLS + lid.x] = acc[r];
+    workgroupBarrier();
+    if (lid.y == 0u && col < n) {
+      var sum = 0.0;
+      for (var s = 0u; s < SLICES; s++) { sum += partial[s * COLS + lid.x]; }
+      out[r * n + col] = sum;
+    }
+    workgroupBarrier();
   }
 }
 `;
 
 /**
- * GEMV kernel for m ≤ 4 when n % 4 == 0: as above, but each invocation owns 4 adjacent columns
+ * GEMV kernel for m ≤ 8 when n % 4 == 0: as above, but each invocation owns 4 adjacent columns
  * (one vec4 load of `b` per k) and slice s sums a contiguous k-range. 3-5× faster than the
  * scalar kernel on lavapipe, where per-lane scalar loads dominate.
  */
@@ -155,7 +162,7 @@ struct Params { m: u32, k: u32, n: u32 }
 const M: u32 = ${m}u;
 const COLS: u32 = 32u;
 const SLICES: u32 = 8u;
-var<workgroup> partial: array<vec4<f32>, ${m * 8 * 32}>;
+var<workgroup> partial: array<vec4<f32>, 256>;
 
 @compute @workgroup_size(32, 8)
 fn main(
@@ -176,12 +183,15 @@ fn main(
       for (var r = 0u; r < M; r++) { acc[r] += a[r * k + kk] * bv; }
     }
   }
-  for (var r = 0u; r < M; r++) { partial[(r * SLICES + lid.y) * COLS + lid.x] = acc[r]; }
-  workgroupBarrier();
-  if (lid.y < M && col4 < n4) {
-    var sum = vec4<f32>();
-    for (var s = 0u; s < SLICES; s++) { sum += partial[(lid.y * SLICES + s) * COLS + lid.x]; }
-    out[lid.y * n4 + col4] = sum;
+  for (var r = 0u; r < M; r++) {
+    partial[lid.y * COLS + lid.x] = acc[r];
+    workgroupBarrier();
+    if (lid.y == 0u && col4 < n4) {
+      var sum = vec4<f32>();
+      for (var s = 0u; s < SLICES; s++) { sum += partial[s * COLS + lid.x]; }
+      out[r * n4 + col4] = sum;
+    }
+    workgroupBarrier();
   }
 }
 `;

@@ -7,17 +7,19 @@
 import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, prepareDispatch } from "../gpu/dispatch.ts";
 import { f32Bits, grid1d, LINEAR_WORKGROUP_WGSL, u32Param } from "./grid.ts";
+import { ROW_POSITION_WGSL } from "./position.ts";
 
 export type RopeLayout = "interleaved" | "half";
 
 const WORKGROUP = 256;
 
-/** One invocation per rotated pair; `position` is the step's position buffer (see position.ts). */
+/** One invocation per rotated pair; row r rotates by its own position (see position.ts). */
 export const ropeWgsl = (layout: RopeLayout): string => /* wgsl */ `
 struct Params { pairs: u32, nHeads: u32, headDim: u32, log2ThetaBits: u32 }
 @group(0) @binding(0) var<storage, read_write> qk: array<f32>;
-@group(0) @binding(1) var<storage, read> position: array<u32>;
+@group(0) @binding(1) var<storage, read> positions: array<u32>;
 @group(0) @binding(2) var<uniform> params: Params;
+${ROW_POSITION_WGSL}
 
 @compute @workgroup_size(${WORKGROUP})
 fn main(
@@ -39,7 +41,7 @@ fn main(
 }
   let freq = exp2(-f32(2u * i) / f32(params.headDim) * bitcast<f32>(params.log2ThetaBits));
   // Reduce to [-π, π] in revolutions first: GPU sin/cos are only accurate near zero.
-  let revolutions = f32(position[0] + row) * (freq * 0.15915494309189535);
+  let revolutions = f32(rowPosition(row)) * (freq * 0.15915494309189535);
   let angle = (revolutions - round(revolutions)) * 6.283185307179586;
   let c = cos(angle);
   let s = sin(angle);
@@ -50,13 +52,13 @@ fn main(
 }
 `;
 
-/** Rotates `qk` [rows, nHeads, headDim] in place; row r is at position[0] + r. */
+/** Rotates `qk` [rows, nHeads, headDim] in place, each row by its position. */
 export const rope = (
   gpu: Gpu,
-  { qk, position, rows, nHeads, headDim, theta = 10000, layout, label }: {
+  { qk, positions, rows, nHeads, headDim, theta = 10000, layout, label }: {
     readonly qk: GPUBuffer;
-    /** u32 storage buffer, word 0 = position of row 0 (see position.ts). */
-    readonly position: GPUBuffer;
+    /** The rows' (sequence, position) pairs (see position.ts). */
+    readonly positions: GPUBuffer;
     readonly rows: number;
     readonly nHeads: number;
     readonly headDim: number;
@@ -70,7 +72,7 @@ export const rope = (
   return prepareDispatch(gpu, {
     label: label ?? `rope.${layout}`,
     code: ropeWgsl(layout),
-    buffers: [qk, position],
+    buffers: [qk, positions],
     params: [
       pairs,
       u32Param("nHeads", nHeads),

@@ -21,15 +21,28 @@ export interface LoadLlamaOptions {
   readonly tp: number;
   /** Most prompt tokens per prefill step; longer prompts are prefilled in chunks. */
   readonly maxBatchTokens?: number;
+  /** Sequences that may run at once (batched decode), each with a KV-cache slot. Default 1. */
+  readonly maxSequences?: number;
+}
+
+/** A token of a step and where it goes: its sequence's KV-cache slot and its position. */
+export interface StepRow {
+  readonly token: number;
+  readonly sequence: number;
+  readonly position: number;
 }
 
 export type LoadLlamaError = LoadError | ConfigError | PlanError | StepFailure | SpawnError;
 
 export class LlamaModel {
+  /** Rows of the last step run, so `candidates` can name its last row. */
+  private lastStepRows = 0;
+
   private constructor(
     readonly config: LlamaConfig,
     readonly supervisor: Supervisor,
     readonly maxBatchTokens: number,
+    readonly maxSequences: number,
     readonly weightBytesPerRank: readonly number[],
   ) {}
 
@@ -49,65 +62,142 @@ export class LlamaModel {
           message: `maxBatchTokens must be a positive integer, got ${requested}`,
         });
       }
-      const maxBatchTokens = Math.min(requested, config.seqLen);
+      const maxSequences = options.maxSequences ?? 1;
+      if (!Number.isInteger(maxSequences) || maxSequences < 1) {
+        return yield* new ConfigError({
+          message: `maxSequences must be a positive integer, got ${maxSequences}`,
+        });
+      }
+      // A batched decode step carries one row per sequence.
+      const maxBatchTokens = Math.max(Math.min(requested, config.seqLen), maxSequences);
       const supervisor = yield* Supervisor.make({ tp: options.tp });
       const loaded = yield* supervisor.step((_, step) => ({
         _tag: "LoadModel",
         step,
         source: options.source,
         maxBatchTokens,
+        maxSequences,
       })).pipe(Effect.flatMap(expectReplies("ModelLoaded")));
-      return new LlamaModel(config, supervisor, maxBatchTokens, loaded.map((r) => r.bytes));
+      return new LlamaModel(
+        config,
+        supervisor,
+        maxBatchTokens,
+        maxSequences,
+        loaded.map((r) => r.bytes),
+      );
     });
   }
 
-  /** Runs `tokens` at positions startPos… through every layer (prefill in chunks, or decode). */
-  forward(tokens: readonly number[], startPos: number): Effect.Effect<void, StepFailure> {
-    const s = this.supervisor;
+  /**
+   * Runs `tokens` at positions startPos… of `sequence` through every layer (a prompt is
+   * prefilled in chunks of maxBatchTokens; one token is a decode).
+   */
+  forward(
+    tokens: readonly number[],
+    startPos: number,
+    sequence = 0,
+  ): Effect.Effect<void, StepFailure> {
     return Effect.gen(this, function* () {
       for (let i = 0; i < tokens.length; i += this.maxBatchTokens) {
         const chunk = tokens.slice(i, i + this.maxBatchTokens);
-        yield* s.step((_, step) => ({
-          _tag: "Embed",
-          step,
-          tokens: chunk,
-          startPos: startPos + i,
-        }));
-        for (let layer = 0; layer < this.config.nLayers; layer++) {
-          yield* s.step((_, step) => ({ _tag: "DecoderLayer", step, layer }));
-        }
+        yield* this.step(
+          chunk.map((token, r) => ({ token, sequence, position: startPos + i + r })),
+        );
       }
     });
   }
 
   /**
-   * The top `k` next-token candidates after the last forward, merged over the ranks' vocabulary
-   * slices; with temperature > 0 they carry the exact log-sum-exp for the sampler.
+   * One step of at most maxBatchTokens rows, each its own token, sequence and position: a
+   * prefill chunk, or a batched decode with one row per running sequence.
+   */
+  step(rows: readonly StepRow[]): Effect.Effect<void, StepFailure> {
+    const s = this.supervisor;
+    return Effect.gen(this, function* () {
+      yield* s.step((_, step) => ({
+        _tag: "Embed",
+        step,
+        tokens: rows.map((r) => r.token),
+        positions: rows.map((r) => r.position),
+        sequences: rows.map((r) => r.sequence),
+      }));
+      this.lastStepRows = rows.length;
+      for (let layer = 0; layer < this.config.nLayers; layer++) {
+        yield* s.step((_, step) => ({ _tag: "DecoderLayer", step, layer }));
+      }
+    });
+  }
+
+  /**
+   * The top `k` next-token candidates after the last row of the last step, merged over the
+   * ranks' vocabulary slices; with temperature > 0 they carry the exact log-sum-exp for the
+   * sampler.
    */
   candidates(k: number, temperature: number): Effect.Effect<CandidateList, StepFailure> {
-    return this.supervisor.step((_, step) => ({ _tag: "LmHead", step, topK: k, temperature })).pipe(
+    // Suspended: the row is the last step's when this runs, not when it was built.
+    return Effect.suspend(() =>
+      Effect.map(this.candidatesFor([this.lastStepRows - 1], k, temperature), (l) => l[0])
+    );
+  }
+
+  /** `candidates` for several rows of the last step at once (one list per row). */
+  candidatesFor(
+    rows: readonly number[],
+    k: number,
+    temperature: number,
+  ): Effect.Effect<readonly CandidateList[], StepFailure> {
+    return this.supervisor.step((_, step) => ({
+      _tag: "LmHead",
+      step,
+      rows,
+      topK: k,
+      temperature,
+    })).pipe(
       Effect.flatMap(expectReplies("Candidates")),
       Effect.map((replies) =>
-        mergeCandidates(
-          replies.map((r) => ({
-            values: f32FromBytes(r.values),
-            indices: i32FromBytes(r.indices),
-            logSumExp: r.logSumExp,
-          })),
-          // The global top k lies within the union of every rank's top k; beyond k the merged
-          // list would skip tokens that ranks did not send.
-          k,
+        rows.map((_, row) =>
+          mergeCandidates(
+            replies.map((r) => {
+              const values = f32FromBytes(r.values);
+              const indices = i32FromBytes(r.indices);
+              const perRow = values.length / r.rows;
+              return {
+                values: values.subarray(row * perRow, (row + 1) * perRow),
+                indices: indices.subarray(row * perRow, (row + 1) * perRow),
+                logSumExp: r.logSumExp?.[row],
+              };
+            }),
+            // The global top k lies within the union of every rank's top k; beyond k the
+            // merged list would skip tokens that ranks did not send.
+            k,
+          )
         )
       ),
     );
   }
 
-  /** The full logits of the last token, gathered from every rank's slice (checks, fallbacks). */
+  /** The full logits of the last row of the last step, gathered from every rank's slice. */
   logits(): Effect.Effect<Float32Array, StepFailure> {
-    return this.supervisor.step((_, step) => ({ _tag: "LmHead", step, topK: 0, temperature: 0 }))
-      .pipe(
-        Effect.flatMap(expectReplies("Output")),
-        Effect.map((replies) => concat(replies.map((r) => fromPayload(r.output)), 1).data),
-      );
+    return Effect.suspend(() =>
+      Effect.map(this.logitsFor([this.lastStepRows - 1]), (rows) => rows[0])
+    );
+  }
+
+  /** Full logits of several rows of the last step (checks, the sampler's fallback). */
+  logitsFor(rows: readonly number[]): Effect.Effect<readonly Float32Array[], StepFailure> {
+    return this.supervisor.step((_, step) => ({
+      _tag: "LmHead",
+      step,
+      rows,
+      topK: 0,
+      temperature: 0,
+    })).pipe(
+      Effect.flatMap(expectReplies("Output")),
+      Effect.map((replies) => {
+        const all = concat(replies.map((r) => fromPayload(r.output)), 1);
+        const vocab = all.shape[1];
+        return rows.map((_, r) => all.data.slice(r * vocab, (r + 1) * vocab));
+      }),
+    );
   }
 }

@@ -15,7 +15,7 @@ import { attention, writeKvCache } from "../kernels/attention.ts";
 import { siluMul } from "../kernels/elementwise.ts";
 import { embedding } from "../kernels/embedding.ts";
 import { matmul } from "../kernels/matmul.ts";
-import { createPositionBuffer, writePosition } from "../kernels/position.ts";
+import { createPositionBuffer, type RowPosition, writePositions } from "../kernels/position.ts";
 import { rmsnorm } from "../kernels/rmsnorm.ts";
 import { rope } from "../kernels/rope.ts";
 import { MAX_TOPK, topk } from "../kernels/topk.ts";
@@ -35,14 +35,14 @@ interface LayerWeights {
   readonly w1: GPUBuffer;
   readonly w3: GPUBuffer;
   readonly w2: GPUBuffer;
-  readonly kCache: GPUBuffer; // [seqLen, kvHeads_r, headDim]
+  readonly kCache: GPUBuffer; // [sequences, seqLen, kvHeads_r, headDim]
   readonly vCache: GPUBuffer;
 }
 
 /** Activations for up to `maxTokens` tokens per step. */
 interface RunState {
   readonly ids: GPUBuffer; // u32 [T]
-  readonly position: GPUBuffer; // u32 [1]: position of the step's first token
+  readonly positions: GPUBuffer; // u32 [T, 2]: each row's (sequence, position)
   readonly x: GPUBuffer; // [T, dim]: the residual stream (a device copy of hostX)
   readonly h: GPUBuffer; // [T, dim]: normed x
   readonly q: GPUBuffer; // [T, heads_r·hd]
@@ -53,10 +53,10 @@ interface RunState {
   readonly up: GPUBuffer;
   readonly act: GPUBuffer; // silu(gate)·up
   readonly partial: GPUBuffer; // [T, dim]: this rank's share of a row-parallel sum
-  readonly last: GPUBuffer; // [1, dim]: the last token's x, for the LM head
+  readonly last: GPUBuffer; // [B, dim]: the x rows whose next token is wanted, for the LM head
   readonly lastNormed: GPUBuffer;
-  readonly logits: GPUBuffer; // [1, vocab_r]
-  readonly candidates: GPUBuffer; // MAX_TOPK × (f32, u32)
+  readonly logits: GPUBuffer; // [B, vocab_r]
+  readonly candidates: GPUBuffer; // [B, MAX_TOPK] × (f32, u32)
   readonly partialReadback: Readback;
   readonly logitsReadback: Readback;
   /** The residual stream on the host: every rank holds the same x after each all-reduce. */
@@ -70,7 +70,9 @@ interface Segments {
   readonly mlp: Dispatch[][]; // per layer, up to the row-parallel down projection
 }
 
+/** The head's output for B rows: top-k candidates [B, k], or the whole logits slice [B, vocab_r]. */
 export interface HeadResult {
+  readonly rows: number;
   readonly values: Float32Array;
   readonly indices: Int32Array;
   /** Set when the whole slice was read back (temperature > 0 or topK = 0). */
@@ -79,7 +81,7 @@ export interface HeadResult {
 
 export class RankLlama {
   private readonly segments = new Map<number, Segments>();
-  private headDispatches = new Map<number, Dispatch[]>();
+  private headDispatches = new Map<string, Dispatch[]>();
   /** Tokens of the step in flight (set by `embed`). */
   private rows = 0;
 
@@ -88,6 +90,7 @@ export class RankLlama {
     readonly config: LlamaConfig,
     readonly plan: RankPlan,
     readonly maxTokens: number,
+    readonly maxSequences: number,
     private readonly embedding: GPUBuffer,
     private readonly layers: readonly LayerWeights[],
     private readonly norm: GPUBuffer,
@@ -97,13 +100,17 @@ export class RankLlama {
     readonly kvCacheBytes: number,
   ) {}
 
-  /** Uploads the shards and allocates the KV cache and run state once. */
+  /**
+   * Uploads the shards and allocates the KV cache (one slot per sequence that may run at once)
+   * and run state once.
+   */
   static create(
     gpu: Gpu,
     config: LlamaConfig,
     plan: RankPlan,
     shards: RankShards,
     maxTokens: number,
+    maxSequences = 1,
   ): Effect.Effect<RankLlama, InvalidInput> {
     return Effect.gen(function* () {
       const limit = gpu.limits.maxStorageBufferBindingSize;
@@ -122,7 +129,14 @@ export class RankLlama {
           });
       const { seqLen, headDim: hd, dim } = config;
       const { heads, kvHeads, hidden, vocab } = plan;
-      const cacheBytes = seqLen * kvHeads.count * hd * 4;
+      const cacheBytes = maxSequences * seqLen * kvHeads.count * hd * 4;
+      if (cacheBytes > limit) {
+        return yield* new InvalidInput({
+          message: `a KV cache of ${maxSequences} sequences × ${seqLen} positions is ` +
+            `${cacheBytes} bytes per layer, over this adapter's maxStorageBufferBindingSize ` +
+            `${limit}; serve fewer sequences or use a larger tp`,
+        });
+      }
       const layers: LayerWeights[] = [];
       for (const [l, s] of shards.layers.entries()) {
         layers.push({
@@ -140,11 +154,12 @@ export class RankLlama {
         });
       }
       const T = maxTokens;
+      const B = Math.min(maxSequences, T); // rows the head can serve in one step
       const f32 = (label: string, elements: number) =>
         createStorageBuffer(gpu, label, elements * 4);
       const run: RunState = {
         ids: f32("ids", T),
-        position: createPositionBuffer(gpu),
+        positions: createPositionBuffer(gpu, T),
         x: f32("x", T * dim),
         h: f32("h", T * dim),
         q: f32("q", T * heads.count * hd),
@@ -155,14 +170,14 @@ export class RankLlama {
         up: f32("up", T * hidden.count),
         act: f32("act", T * hidden.count),
         partial: f32("partial", T * dim),
-        last: f32("last", dim),
-        lastNormed: f32("lastNormed", dim),
-        logits: f32("logits", vocab.count),
-        candidates: f32("candidates", 2 * MAX_TOPK),
+        last: f32("last", B * dim),
+        lastNormed: f32("lastNormed", B * dim),
+        logits: f32("logits", B * vocab.count),
+        candidates: f32("candidates", B * 2 * MAX_TOPK),
         partialReadback: new Readback(gpu, T * dim * 4, "partial.readback"),
         logitsReadback: new Readback(
           gpu,
-          Math.max(vocab.count, 2 * MAX_TOPK) * 4,
+          B * Math.max(vocab.count, 2 * MAX_TOPK) * 4,
           "logits.readback",
         ),
         hostX: new Float32Array(T * dim),
@@ -172,6 +187,7 @@ export class RankLlama {
         config,
         plan,
         maxTokens,
+        maxSequences,
         yield* upload("tok_embeddings", shards.embedding),
         layers,
         yield* upload("norm", shards.norm),
@@ -183,19 +199,30 @@ export class RankLlama {
     });
   }
 
-  /** Step 1: the vocab-parallel embedding of `tokens` at positions startPos…, summed over ranks. */
-  embed(comm: Communicator, tokens: readonly number[], startPos: number) {
+  /**
+   * Step 1: the vocab-parallel embedding of `tokens`, summed over ranks; row r belongs at
+   * `rows[r]` (its sequence's KV-cache slot and its position there).
+   */
+  embed(comm: Communicator, tokens: readonly number[], rows: readonly RowPosition[]) {
     return Effect.gen(this, function* () {
       const T = tokens.length;
-      if (T > this.maxTokens || startPos + T > this.config.seqLen) {
+      const { seqLen } = this.config;
+      if (T > this.maxTokens || rows.length !== T) {
         return yield* new InvalidInput({
-          message: `cannot run ${T} tokens at position ${startPos}: at most ${this.maxTokens} ` +
-            `tokens per step and ${this.config.seqLen} positions (seq_len)`,
+          message: `cannot run ${T} tokens with ${rows.length} positions: at most ` +
+            `${this.maxTokens} tokens per step, one position each`,
+        });
+      }
+      const bad = rows.find((r) => r.position >= seqLen || r.sequence >= this.maxSequences);
+      if (bad) {
+        return yield* new InvalidInput({
+          message: `no place for a token at position ${bad.position} of sequence ` +
+            `${bad.sequence}: ${seqLen} positions (seq_len) and ${this.maxSequences} sequences`,
         });
       }
       this.rows = T;
       writeBuffer(this.gpu, this.run.ids, Uint32Array.from(tokens));
-      writePosition(this.gpu, this.run.position, startPos);
+      writePositions(this.gpu, this.run.positions, rows);
       const x = yield* this.allReduceSegment(comm, this.segmentsFor(T).embed);
       this.run.hostX.set(x);
       writeBuffer(this.gpu, this.run.x, this.run.hostX.subarray(0, T * this.config.dim));
@@ -218,36 +245,52 @@ export class RankLlama {
   }
 
   /**
-   * Last step: final norm and this rank's vocabulary slice of the LM head for the last token.
-   * Greedy sampling needs only the top-k candidates (8 bytes each); temperature > 0 (or topK 0)
-   * reads the slice back so the sampler can normalise exactly.
+   * Last step: final norm and this rank's vocabulary slice of the LM head for the given rows of
+   * the last step (each a sequence whose next token is wanted). Greedy sampling needs only the
+   * top-k candidates (8 bytes each); temperature > 0 (or topK 0) reads the slices back so the
+   * sampler can normalise exactly.
    */
-  head(topK: number, temperature: number): Effect.Effect<HeadResult, StepFailure> {
+  head(
+    rows: readonly number[],
+    topK: number,
+    temperature: number,
+  ): Effect.Effect<HeadResult, StepFailure> {
     return Effect.gen(this, function* () {
       if (this.rows === 0) return yield* new InvalidInput({ message: "LmHead before Embed" });
+      const B = rows.length;
+      const maxRows = Math.min(this.maxSequences, this.maxTokens);
+      const badRow = rows.find((r) => r >= this.rows);
+      if (B > maxRows || badRow !== undefined) {
+        return yield* new InvalidInput({
+          message: `cannot compute logits for rows [${rows}] of a ${this.rows}-row step ` +
+            `(at most ${maxRows} rows at once)`,
+        });
+      }
       const { dim } = this.config;
       const vocabCount = this.plan.vocab.count;
       const k = Math.min(topK, MAX_TOPK, vocabCount);
       const wholeSlice = temperature > 0 || k === 0;
-      const start = (this.rows - 1) * dim;
-      writeBuffer(this.gpu, this.run.last, this.run.hostX.subarray(start, start + dim));
+      const last = new Float32Array(B * dim);
+      rows.forEach((r, i) => last.set(this.run.hostX.subarray(r * dim, (r + 1) * dim), i * dim));
+      writeBuffer(this.gpu, this.run.last, last);
       const encoder = this.gpu.device.createCommandEncoder();
-      encodeDispatches(encoder, this.headFor(wholeSlice ? 0 : k));
+      encodeDispatches(encoder, this.headFor(B, wholeSlice ? 0 : k));
       if (wholeSlice) {
-        const logits = new Float32Array(vocabCount);
+        const logits = new Float32Array(B * vocabCount);
         yield* this.run.logitsReadback.read(this.run.logits, new Uint8Array(logits.buffer), {
           encoder,
         });
-        return { values: new Float32Array(0), indices: new Int32Array(0), logits };
+        return { rows: B, values: new Float32Array(0), indices: new Int32Array(0), logits };
       }
-      const raw = new Uint32Array(2 * k);
+      const raw = new Uint32Array(B * 2 * k);
       yield* this.run.logitsReadback.read(this.run.candidates, new Uint8Array(raw.buffer), {
         encoder,
       });
       const floats = new Float32Array(raw.buffer);
       return {
-        values: Float32Array.from({ length: k }, (_, i) => floats[2 * i]),
-        indices: Int32Array.from({ length: k }, (_, i) => raw[2 * i + 1]),
+        rows: B,
+        values: Float32Array.from({ length: B * k }, (_, i) => floats[2 * i]),
+        indices: Int32Array.from({ length: B * k }, (_, i) => raw[2 * i + 1]),
       };
     });
   }
@@ -297,7 +340,7 @@ export class RankLlama {
     const ropeFor = (qk: GPUBuffer, nHeads: number) =>
       rope(gpu, {
         qk,
-        position: run.position,
+        positions: run.positions,
         rows: T,
         nHeads,
         headDim: hd,
@@ -335,17 +378,18 @@ export class RankLlama {
           v: run.v,
           kCache: w.kCache,
           vCache: w.vCache,
-          position: run.position,
+          positions: run.positions,
           rows: T,
           nKvHeads: nkv,
           headDim: hd,
           maxSeq: config.seqLen,
+          sequences: this.maxSequences,
         }),
         attention(gpu, {
           q: run.q,
           kCache: w.kCache,
           vCache: w.vCache,
-          position: run.position,
+          positions: run.positions,
           out: run.att,
           rows: T,
           nHeads: nh,
@@ -374,9 +418,10 @@ export class RankLlama {
     return segments;
   }
 
-  /** The head's dispatches; k = 0 stops at the logits (the whole slice is read back). */
-  private headFor(k: number): Dispatch[] {
-    let dispatches = this.headDispatches.get(k);
+  /** The head's dispatches for B rows; k = 0 stops at the logits (the slices are read back). */
+  private headFor(B: number, k: number): Dispatch[] {
+    const key = `${B}/${k}`;
+    let dispatches = this.headDispatches.get(key);
     if (dispatches) return dispatches;
     const { gpu, config, plan, run } = this;
     const vocab = plan.vocab.count;
@@ -385,7 +430,7 @@ export class RankLlama {
         input: run.last,
         weight: this.norm,
         out: run.lastNormed,
-        rows: 1,
+        rows: B,
         dim: config.dim,
         eps: config.normEps,
       }),
@@ -393,7 +438,7 @@ export class RankLlama {
         a: run.lastNormed,
         b: this.output,
         out: run.logits,
-        m: 1,
+        m: B,
         k: config.dim,
         n: vocab,
         label: "output",
@@ -403,7 +448,7 @@ export class RankLlama {
           topk(gpu, {
             logits: run.logits,
             out: run.candidates,
-            rows: 1,
+            rows: B,
             n: vocab,
             k,
             indexOffset: plan.vocab.start,
@@ -411,7 +456,7 @@ export class RankLlama {
         ]
         : []),
     ];
-    this.headDispatches.set(k, dispatches);
+    this.headDispatches.set(key, dispatches);
     return dispatches;
   }
 }

@@ -134,11 +134,39 @@ Deno.test("kernels", (t) =>
           a: createStorageBuffer(gpu, "x", 4),
           b: createStorageBuffer(gpu, "x", 4),
           out: createStorageBuffer(gpu, "x", 4),
-          m: 5,
+          m: SMALL_M_MAX + 1,
           k: 1,
           n: 1,
         }), RangeError);
     });
+
+    await t.step(
+      "matmul: a row's GEMV result does not depend on the batch (bit-exact)",
+      async () => {
+        // The service batches decode rows of different requests; each must get the bits it
+        // would get alone, so greedy outputs cannot change with the batch.
+        for (const n of [129, 132]) {
+          const [m, k] = [SMALL_M_MAX, 300];
+          const a = randomFloats(m * k, 5);
+          const b = randomFloats(k * n, 6);
+          const [aBuf, bBuf] = [createStorageBuffer(gpu, "a", a), createStorageBuffer(gpu, "b", b)];
+          const out = createStorageBuffer(gpu, "out", m * n * 4);
+          await run(gpu, () => [matmulSmallM(gpu, { a: aBuf, b: bBuf, out, m, k, n })]);
+          const batched = await read(gpu, out, m * n);
+          for (let r = 0; r < m; r++) {
+            const rowBuf = createStorageBuffer(gpu, "row", a.slice(r * k, (r + 1) * k));
+            await run(gpu, () => [matmulSmallM(gpu, { a: rowBuf, b: bBuf, out, m: 1, k, n })]);
+            assert.deepEqual(
+              await read(gpu, out, n),
+              batched.slice(r * n, (r + 1) * n),
+              `row ${r}`,
+            );
+            rowBuf.destroy();
+          }
+          for (const buf of [aBuf, bBuf, out]) buf.destroy();
+        }
+      },
+    );
 
     await t.step("matmul: tile-boundary and decode-sized shapes", async () => {
       await checkMatmul(gpu, 64, 1024, 257);

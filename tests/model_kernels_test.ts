@@ -9,7 +9,7 @@ import { rope, type RopeLayout } from "../kernels/rope.ts";
 import { attention, writeKvCache } from "../kernels/attention.ts";
 import { embedding } from "../kernels/embedding.ts";
 import { argmax, decodeCandidates, MAX_TOPK, topk } from "../kernels/topk.ts";
-import { createPositionBuffer, writePosition } from "../kernels/position.ts";
+import { contiguousRows, createPositionBuffer, writePositions } from "../kernels/position.ts";
 import * as reference from "../kernels/reference.ts";
 import { assertClose, randomFloats } from "./tolerance.ts";
 
@@ -71,7 +71,7 @@ Deno.test("model kernels", (t) =>
     });
 
     await t.step("rope, both layouts, position rewritten without re-preparing", async () => {
-      const position = createPositionBuffer(gpu);
+      const positions = createPositionBuffer(gpu, 128);
       const cases = [
         { rows: 1, nHeads: 4, headDim: 64, theta: 10000 },
         { rows: 5, nHeads: 3, headDim: 128, theta: 500000 },
@@ -84,11 +84,11 @@ Deno.test("model kernels", (t) =>
           const qk = upload(gpu, x);
           const d = await prepare(
             gpu,
-            () => rope(gpu, { qk, position, rows, nHeads, headDim, theta, layout }),
+            () => rope(gpu, { qk, positions, rows, nHeads, headDim, theta, layout }),
           );
           for (const start of [0, 7, 4000]) {
             writeBuffer(gpu, qk, x);
-            writePosition(gpu, position, start);
+            writePositions(gpu, positions, contiguousRows(start, rows));
             await run(gpu, [d]);
             const expected = reference.rope(x, start, rows, nHeads, headDim, theta, layout);
             // The angle start·freq is rounded to f32, so error grows with the position.
@@ -104,22 +104,22 @@ Deno.test("model kernels", (t) =>
       // Position 0 is the identity in either layout.
       const x = randomFloats(64, 9);
       const qk = upload(gpu, x);
-      writePosition(gpu, position, 0);
+      writePositions(gpu, positions, contiguousRows(0, 1));
       await run(gpu, [
-        rope(gpu, { qk, position, rows: 1, nHeads: 1, headDim: 64, layout: "half" }),
+        rope(gpu, { qk, positions, rows: 1, nHeads: 1, headDim: 64, layout: "half" }),
       ]);
       assertClose(await read(gpu, qk, 64), x, { what: "rope @0" });
       // The layouts differ, so mixing them up would be caught.
-      writePosition(gpu, position, 3);
+      writePositions(gpu, positions, contiguousRows(3, 1));
       await run(gpu, [
-        rope(gpu, { qk, position, rows: 1, nHeads: 1, headDim: 64, layout: "half" }),
+        rope(gpu, { qk, positions, rows: 1, nHeads: 1, headDim: 64, layout: "half" }),
       ]);
       const halfRotated = await read(gpu, qk, 64);
       assert.throws(() =>
         assertClose(halfRotated, reference.rope(x, 3, 1, 1, 64, 10000, "interleaved"))
       );
       qk.destroy();
-      position.destroy();
+      positions.destroy();
     });
 
     await t.step("writeKvCache + attention: decode steps with GQA", async () => {
@@ -144,11 +144,11 @@ Deno.test("model kernels", (t) =>
         ];
         const q = createStorageBuffer(gpu, "q", nHeads * headDim * 4);
         const out = createStorageBuffer(gpu, "out", nHeads * headDim * 4);
-        const position = createPositionBuffer(gpu);
+        const positions = createPositionBuffer(gpu, 128);
         const shape = { rows: 1, nKvHeads, headDim, maxSeq };
         const dispatches = await prepare(gpu, () => [
-          writeKvCache(gpu, { k, v, kCache, vCache, position, ...shape }),
-          attention(gpu, { q, kCache, vCache, position, out, nHeads, ...shape }),
+          writeKvCache(gpu, { k, v, kCache, vCache, positions, ...shape }),
+          attention(gpu, { q, kCache, vCache, positions, out, nHeads, ...shape }),
         ]);
         const kRef = new Float32Array(maxSeq * rowWidth);
         const vRef = new Float32Array(maxSeq * rowWidth);
@@ -159,7 +159,7 @@ Deno.test("model kernels", (t) =>
           writeBuffer(gpu, k, kRow);
           writeBuffer(gpu, v, vRow);
           writeBuffer(gpu, q, qRow);
-          writePosition(gpu, position, pos);
+          writePositions(gpu, positions, contiguousRows(pos, 1));
           await run(gpu, dispatches);
           reference.writeKvCache(kRow, vRow, kRef, vRef, pos, 1, rowWidth, maxSeq);
           if (pos % 23 !== 0 && pos !== 63 && pos !== 64 && pos !== steps - 1) continue;
@@ -178,7 +178,7 @@ Deno.test("model kernels", (t) =>
         }
         assertClose(await read(gpu, kCache, maxSeq * rowWidth), kRef, { what: "kCache" });
         assertClose(await read(gpu, vCache, maxSeq * rowWidth), vRef, { what: "vCache" });
-        for (const b of [kCache, vCache, k, v, q, out, position]) b.destroy();
+        for (const b of [kCache, vCache, k, v, q, out, positions]) b.destroy();
       }
     });
 
@@ -189,7 +189,7 @@ Deno.test("model kernels", (t) =>
       const vRef = new Float32Array(maxSeq * rowWidth);
       const kCache = createStorageBuffer(gpu, "kCache", kRef.byteLength);
       const vCache = createStorageBuffer(gpu, "vCache", vRef.byteLength);
-      const position = createPositionBuffer(gpu);
+      const positions = createPositionBuffer(gpu, 128);
       // A 70-token prompt, then a 23-token chunk continuing it, then 7 rows filling the cache.
       const chunks: Array<{ start: number; rows: number; scale?: number }> = [
         { start: 0, rows: 70 },
@@ -203,12 +203,12 @@ Deno.test("model kernels", (t) =>
         const [k, v, q] = [upload(gpu, kNew), upload(gpu, vNew), upload(gpu, qNew)];
         const out = createStorageBuffer(gpu, "out", qNew.byteLength);
         const shape = { rows, nKvHeads, headDim, maxSeq };
-        writePosition(gpu, position, start);
+        writePositions(gpu, positions, contiguousRows(start, rows));
         await run(
           gpu,
           await prepare(gpu, () => [
-            writeKvCache(gpu, { k, v, kCache, vCache, position, ...shape }),
-            attention(gpu, { q, kCache, vCache, position, out, nHeads, scale, ...shape }),
+            writeKvCache(gpu, { k, v, kCache, vCache, positions, ...shape }),
+            attention(gpu, { q, kCache, vCache, positions, out, nHeads, scale, ...shape }),
           ]),
         );
         reference.writeKvCache(kNew, vNew, kRef, vRef, start, rows, rowWidth, maxSeq);
@@ -231,14 +231,14 @@ Deno.test("model kernels", (t) =>
       assertClose(await read(gpu, vCache, vRef.length), vRef, { what: "vCache" });
       // The overflowing write kept its first 7 rows and dropped nothing else into the cache.
       const overflow = createStorageBuffer(gpu, "k", 20 * rowWidth * 4);
-      writePosition(gpu, position, maxSeq - 3);
+      writePositions(gpu, positions, contiguousRows(maxSeq - 3, 20));
       await run(gpu, [
         writeKvCache(gpu, {
           k: overflow,
           v: overflow,
           kCache,
           vCache,
-          position,
+          positions,
           rows: 20,
           nKvHeads,
           headDim,
@@ -256,8 +256,106 @@ Deno.test("model kernels", (t) =>
         maxSeq,
       );
       assertClose(await read(gpu, kCache, kRef.length), kRef, { what: "kCache after overflow" });
-      for (const b of [kCache, vCache, position, overflow]) b.destroy();
+      for (const b of [kCache, vCache, positions, overflow]) b.destroy();
     });
+
+    await t.step(
+      "rope + writeKvCache + attention: a batch of sequences in their own slots",
+      async () => {
+        // Three sequences prefilled one by one into slots 2, 0 and 1 (lengths 70, 5, 1), then one
+        // batched decode row each, in a shuffled order: every row must see only its own slot.
+        const [nHeads, nKvHeads, headDim, maxSeq, sequences] = [4, 2, 16, 80, 3];
+        const rowWidth = nKvHeads * headDim;
+        const shape = { nKvHeads, headDim, maxSeq, sequences };
+        const slotFloats = maxSeq * rowWidth;
+        const kCache = createStorageBuffer(gpu, "kCache", sequences * slotFloats * 4);
+        const vCache = createStorageBuffer(gpu, "vCache", sequences * slotFloats * 4);
+        const positions = createPositionBuffer(gpu, 128);
+        const refs = Array.from({ length: sequences }, () => ({
+          k: new Float32Array(slotFloats),
+          v: new Float32Array(slotFloats),
+        }));
+        const step = async (rows: { sequence: number; position: number }[], seed: number) => {
+          const T = rows.length;
+          const kNew = randomFloats(T * rowWidth, seed + 1);
+          const vNew = randomFloats(T * rowWidth, seed + 2);
+          const qNew = randomFloats(T * nHeads * headDim, seed + 3, 2);
+          const [k, v, q] = [upload(gpu, kNew), upload(gpu, vNew), upload(gpu, qNew)];
+          const out = createStorageBuffer(gpu, "out", qNew.byteLength);
+          writePositions(gpu, positions, rows);
+          const layout = "interleaved" as const;
+          await run(gpu, [
+            rope(gpu, { qk: q, positions, rows: T, nHeads, headDim, layout }),
+            rope(gpu, { qk: k, positions, rows: T, nHeads: nKvHeads, headDim, layout }),
+            writeKvCache(gpu, { k, v, kCache, vCache, positions, rows: T, ...shape }),
+            attention(gpu, { q, kCache, vCache, positions, out, rows: T, nHeads, ...shape }),
+          ]);
+          const got = await read(gpu, out, qNew.length);
+          for (const [r, { sequence, position }] of rows.entries()) {
+            const row = (a: Float32Array, width: number) => a.subarray(r * width, (r + 1) * width);
+            const qRow = reference.rope(
+              row(qNew, nHeads * headDim),
+              position,
+              1,
+              nHeads,
+              headDim,
+              10000,
+              layout,
+            );
+            const kRow = reference.rope(
+              row(kNew, rowWidth),
+              position,
+              1,
+              nKvHeads,
+              headDim,
+              10000,
+              layout,
+            );
+            const ref = refs[sequence];
+            reference.writeKvCache(
+              kRow,
+              row(vNew, rowWidth),
+              ref.k,
+              ref.v,
+              position,
+              1,
+              rowWidth,
+              maxSeq,
+            );
+            const expected = reference.attention(qRow, ref.k, ref.v, {
+              start: position,
+              rows: 1,
+              nHeads,
+              nKvHeads,
+              headDim,
+            });
+            assertClose(row(got, nHeads * headDim), expected, {
+              atol: 2e-5,
+              rtol: 1e-4,
+              what: `sequence ${sequence} @${position}`,
+            });
+          }
+          for (const b of [k, v, q, out]) b.destroy();
+        };
+        await step(contiguousRows(0, 70, 2), 10);
+        await step(contiguousRows(0, 5, 0), 20);
+        await step(contiguousRows(0, 1, 1), 30);
+        await step([
+          { sequence: 1, position: 1 },
+          { sequence: 2, position: 70 },
+          { sequence: 0, position: 5 },
+        ], 40);
+        const kAll = await read(gpu, kCache, sequences * slotFloats);
+        for (const [s, ref] of refs.entries()) {
+          assertClose(kAll.subarray(s * slotFloats, (s + 1) * slotFloats), ref.k, {
+            atol: 2e-5,
+            rtol: 1e-5,
+            what: `kCache slot ${s}`,
+          });
+        }
+        for (const b of [kCache, vCache, positions]) b.destroy();
+      },
+    );
 
     await t.step("attention rejects heads that do not divide into kv heads", () => {
       const b = createStorageBuffer(gpu, "b", 4);
@@ -267,7 +365,7 @@ Deno.test("model kernels", (t) =>
             q: b,
             kCache: b,
             vCache: b,
-            position: b,
+            positions: b,
             out: b,
             rows: 1,
             nHeads: 6,
