@@ -1,0 +1,108 @@
+/**
+ * What the service asks of the inference engine, as one Effect service: submit a tokenized
+ * request and get its tokens as a stream, ask whether the ranks are healthy. The engine behind
+ * it batches every running request into one step (continuous batching) and restarts a rank
+ * group that died; the HTTP layer only maps this vocabulary to OpenAI's.
+ */
+import { Context, Data, type Effect, type Stream } from "effect";
+import type { TextTokenizer } from "../models/tokenizer.ts";
+
+/** One request, already tokenized (BOS included where the model wants it). */
+export interface GenerationRequest {
+  readonly promptTokens: readonly number[];
+  /** Most tokens to generate; at least 1. */
+  readonly maxTokens: number;
+  /** 0 is greedy. */
+  readonly temperature: number;
+  /** Nucleus mass, run.c semantics: on inside (0, 1). */
+  readonly topP: number;
+  /** Sampler seed (not 0); the engine picks one when absent. Unused when greedy. */
+  readonly seed?: number;
+  /** End at the tokenizer's EOS/BOS ids. */
+  readonly stopAtEos: boolean;
+}
+
+/** Why a generation ended, as OpenAI names it. */
+export type FinishReason = "stop" | "length";
+
+/** One generated token; the last one of a stream carries `finishReason`. */
+export interface GeneratedPiece {
+  readonly token: number;
+  /** Text this token completed (a stop token carries ""); the last adds the decoder's rest. */
+  readonly text: string;
+  readonly finishReason?: FinishReason;
+}
+
+/** The queue of waiting requests is full: try later (HTTP 429). */
+export class QueueFull extends Data.TaggedError("QueueFull")<{
+  readonly message: string;
+}> {}
+
+/** The ranks are starting, restarting or shutting down: retry after a while (HTTP 503). */
+export class EngineUnavailable extends Data.TaggedError("EngineUnavailable")<{
+  readonly message: string;
+  readonly retryAfterSeconds: number;
+}> {}
+
+/** The request cannot run on this model, e.g. a prompt longer than the context (HTTP 400). */
+export class RequestRejected extends Data.TaggedError("RequestRejected")<{
+  readonly message: string;
+  /** The request field at fault, for the error body's `param`. */
+  readonly param?: string;
+}> {}
+
+/**
+ * A generation that had started was lost (its rank group died and it could not be resumed).
+ * Retriable: the same request sent again will run once the group is back.
+ */
+export class GenerationFailed extends Data.TaggedError("GenerationFailed")<{
+  readonly message: string;
+  readonly retriable: boolean;
+}> {}
+
+export type SubmitError = QueueFull | EngineUnavailable | RequestRejected;
+
+export type EngineState = "starting" | "ready" | "restarting" | "draining" | "stopped";
+
+export interface RankHealth {
+  readonly rank: number;
+  readonly alive: boolean;
+  readonly backend: string;
+  readonly adapter: string;
+}
+
+export interface EngineHealth {
+  readonly state: EngineState;
+  readonly ranks: readonly RankHealth[];
+  readonly restarts: number;
+  /** Requests waiting for a slot, and requests decoding now. */
+  readonly waiting: number;
+  readonly running: number;
+}
+
+export interface InferenceEngineShape {
+  /** Served model name (for `/v1/models` and the `model` field of responses). */
+  readonly modelId: string;
+  readonly tokenizer: TextTokenizer;
+  /** Positions per sequence (prompt + generated). */
+  readonly contextLength: number;
+  /**
+   * Queues a request. Fails at once when it cannot be queued; otherwise the stream yields its
+   * tokens as the batched steps produce them. Interrupting the stream (a client gone) frees
+   * the request's slot at the next step.
+   */
+  readonly submit: (
+    request: GenerationRequest,
+  ) => Effect.Effect<Stream.Stream<GeneratedPiece, GenerationFailed>, SubmitError>;
+  readonly health: Effect.Effect<EngineHealth>;
+  /**
+   * Stops admitting requests and waits, at most `timeoutMillis`, for those in flight to finish;
+   * whatever is still running then fails with a retriable `GenerationFailed`.
+   */
+  readonly drain: (timeoutMillis: number) => Effect.Effect<void>;
+}
+
+export class InferenceEngine extends Context.Tag("tessera/InferenceEngine")<
+  InferenceEngine,
+  InferenceEngineShape
+>() {}

@@ -1,0 +1,374 @@
+/**
+ * The engine behind the service: continuous batching over one rank group, and the supervision
+ * that keeps that group alive.
+ *
+ * Batching (vLLM's scheduler, simplified). Requests wait in a bounded FIFO queue; each turn of
+ * the loop admits waiting requests into free KV-cache slots, prefills each newly admitted prompt
+ * in steps of its own, then runs ONE decode step with a row for every running sequence, each at
+ * its own position in its own slot. A request that arrives joins at the next turn; one that
+ * finishes (or whose client goes away) leaves at the next turn. Prefill and decode never share
+ * a step, and the decode GEMV gives a row the same bits whatever the batch (kernels/matmul.ts),
+ * so greedy output does not depend on what else is running.
+ *
+ * Supervision. Any step failure (a rank died, failed or timed out) closes the group, restarts it
+ * with exponential backoff and reloads the shards; the loop also pings an idle group so a death
+ * is noticed without traffic. While restarting, new requests are refused as unavailable (503 +
+ * Retry-After). Sequences in flight keep their slot and are resumed: the prompt is prefilled in
+ * the same chunks as before and the tokens generated so far are re-fed in decode-sized chunks,
+ * which reproduces their KV cache bit for bit, so greedy output stays identical. A sequence that
+ * keeps failing ends with a retriable `GenerationFailed`; none is left hanging.
+ */
+import { Deferred, Duration, Effect, Exit, Option, Queue, Scope, Stream } from "effect";
+import type { StepFailure } from "../actors/errors.ts";
+import type { ModelSource } from "../actors/protocol.ts";
+import { Transport } from "../actors/transport.ts";
+import { SMALL_M_MAX } from "../kernels/matmul.ts";
+import { loadTokenizer, modelSourceOf } from "../models/generate.ts";
+import { LlamaModel } from "../models/llama.ts";
+import {
+  type EngineHealth,
+  type EngineState,
+  EngineUnavailable,
+  type GenerationRequest,
+  type InferenceEngineShape,
+  QueueFull,
+  type RankHealth,
+  RequestRejected,
+} from "./engine.ts";
+import * as metrics from "./metrics.ts";
+import { CANDIDATES_PER_RANK, generationFailed, Sequence } from "./sequence.ts";
+
+export interface EngineOptions {
+  readonly modelPath: string;
+  readonly tokenizerPath?: string;
+  readonly tp: number;
+  /** Sequences decoding together (KV-cache slots). Default 8. */
+  readonly maxSequences?: number;
+  /** Requests that may wait for a slot; beyond it submit fails with QueueFull. Default 64. */
+  readonly maxQueue?: number;
+  /** Name served in `/v1/models`; default the model file or directory name. */
+  readonly modelId?: string;
+  /** Most prompt tokens per prefill step. Default 64. */
+  readonly maxBatchTokens?: number;
+  /** First and largest wait before restarting a failed rank group. Default 250 ms and 10 s. */
+  readonly restartBackoff?: { readonly initialMillis: number; readonly maxMillis: number };
+  /** How often an idle group is pinged. Default 1 s. */
+  readonly healthCheckMillis?: number;
+  /** Restarts one sequence may live through before it fails. Default 3. */
+  readonly maxResumes?: number;
+}
+
+/** A running rank group and the scope that owns it. */
+interface Group {
+  readonly model: LlamaModel;
+  readonly scope: Scope.CloseableScope;
+  readonly ranks: readonly RankHealth[];
+}
+
+const baseName = (path: string) => path.replace(/\/+$/, "").split("/").pop() ?? path;
+
+export const makeInferenceEngine = (options: EngineOptions) =>
+  Effect.gen(function* () {
+    const maxSequences = options.maxSequences ?? 8;
+    const maxQueue = options.maxQueue ?? 64;
+    const backoff = options.restartBackoff ?? { initialMillis: 250, maxMillis: 10_000 };
+    const healthCheckMillis = options.healthCheckMillis ?? 1000;
+    const maxResumes = options.maxResumes ?? 3;
+    const source: ModelSource = yield* modelSourceOf(options.modelPath);
+    const tokenizer = yield* loadTokenizer(options.modelPath, options.tokenizerPath);
+    const transport = yield* Transport;
+
+    const loadGroup = Effect.gen(function* () {
+      const scope = yield* Scope.make();
+      return yield* Effect.gen(function* () {
+        const model = yield* LlamaModel.load({
+          source,
+          tp: options.tp,
+          maxSequences,
+          maxBatchTokens: options.maxBatchTokens,
+        }).pipe(Scope.extend(scope), Effect.provideService(Transport, transport));
+        const ranks = yield* model.supervisor.ranks();
+        return {
+          model,
+          scope,
+          ranks: ranks.map((r) => ({ ...r, alive: true })),
+        } satisfies Group;
+      }).pipe(Effect.onError(() => Scope.close(scope, Exit.void)));
+    });
+
+    // The first load fails the engine with its typed error; later ones are retried.
+    let group: Group = yield* loadGroup;
+    const { seqLen: contextLength } = group.model.config;
+    let restarting = false;
+    let draining = false;
+    let stopped = false;
+    const state = (): EngineState =>
+      stopped ? "stopped" : draining ? "draining" : restarting ? "restarting" : "ready";
+    let restarts = 0;
+    let retryAfterSeconds = 1;
+    let nextId = 0;
+    const waiting: Sequence[] = [];
+    const running: Sequence[] = [];
+    const wake = yield* Queue.sliding<void>(1);
+    const loopEnded = yield* Deferred.make<void>();
+
+    const updateGauges = Effect.all([
+      metrics.queueDepth(Effect.succeed(waiting.length)),
+      metrics.runningRequests(Effect.succeed(running.length)),
+    ]);
+
+    const freeSlot = () => {
+      const used = new Set(running.map((s) => s.slot));
+      for (let slot = 0; slot < maxSequences; slot++) if (!used.has(slot)) return slot;
+      return -1;
+    };
+
+    /** Drops ended sequences and fills free slots from the queue, oldest first. */
+    const admit = Effect.gen(function* () {
+      for (let i = running.length - 1; i >= 0; i--) if (running[i].done) running.splice(i, 1);
+      for (let i = waiting.length - 1; i >= 0; i--) if (waiting[i].done) waiting.splice(i, 1);
+      while (waiting.length > 0 && running.length < maxSequences) {
+        const sequence = waiting.shift()!;
+        sequence.slot = freeSlot();
+        running.push(sequence);
+      }
+      yield* updateGauges;
+    });
+
+    /** Puts a sequence's tokens in its slot; a fresh one then samples its first token. */
+    const prefill = (model: LlamaModel, sequence: Sequence) =>
+      Effect.gen(function* () {
+        const { promptTokens } = sequence.request;
+        yield* model.forward(promptTokens, 0, sequence.slot);
+        if (sequence.generated.length > 0) {
+          // Resuming: re-feed the generated tokens in decode-sized steps (same kernels, same
+          // bits as when they were decoded); the last one is fed by the next decode step.
+          const fed = sequence.tokensSoFar.slice(promptTokens.length);
+          for (let i = 0; i < fed.length; i += SMALL_M_MAX) {
+            const chunk = fed.slice(i, i + SMALL_M_MAX);
+            yield* model.step(chunk.map((token, r) => ({
+              token,
+              sequence: sequence.slot,
+              position: promptTokens.length + i + r,
+            })));
+          }
+          sequence.prefilled = true;
+          return;
+        }
+        yield* metrics.promptTokens(Effect.succeed(promptTokens.length));
+        const candidates = yield* model.candidates(
+          sequence.temperature > 0 ? CANDIDATES_PER_RANK : 1,
+          sequence.temperature,
+        );
+        sequence.prefilled = true;
+        const token = yield* sequence.choose(candidates, model.logits());
+        yield* metrics.timeToFirstToken(
+          Effect.succeed((performance.now() - sequence.admittedAt) / 1000),
+        );
+        yield* accept(sequence, token);
+      });
+
+    const accept = (sequence: Sequence, token: number) =>
+      Effect.gen(function* () {
+        yield* metrics.generatedTokens(Effect.succeed(1));
+        yield* sequence.accept(token);
+      });
+
+    /** One decode step: a row per running sequence, then each samples its next token. */
+    const decode = (model: LlamaModel, batch: readonly Sequence[]) =>
+      Effect.gen(function* () {
+        yield* model.step(batch.map((s) => ({
+          token: s.generated[s.generated.length - 1],
+          sequence: s.slot,
+          position: s.nextPosition,
+        })));
+        yield* metrics.batchSize(Effect.succeed(batch.length));
+        // One LM head call per temperature: greedy rows need only the top candidate.
+        const byTemperature = new Map<number, number[]>();
+        batch.forEach((s, row) => {
+          byTemperature.set(s.temperature, [...(byTemperature.get(s.temperature) ?? []), row]);
+        });
+        for (const [temperature, rows] of byTemperature) {
+          const lists = yield* model.candidatesFor(
+            rows,
+            temperature > 0 ? CANDIDATES_PER_RANK : 1,
+            temperature,
+          );
+          for (const [i, row] of rows.entries()) {
+            const sequence = batch[row];
+            const fullLogits = Effect.map(model.logitsFor([row]), (l) => l[0]);
+            yield* accept(sequence, yield* sequence.choose(lists[i], fullLogits));
+          }
+        }
+      });
+
+    /** One turn: prefill the newcomers, then decode everything running. */
+    const turn = Effect.gen(function* () {
+      const model = group.model;
+      for (const sequence of running.filter((s) => !s.prefilled && !s.done)) {
+        yield* prefill(model, sequence);
+      }
+      const batch = running.filter((s) => s.prefilled && !s.done && s.generated.length > 0);
+      if (batch.length > 0) yield* decode(model, batch);
+    });
+
+    const failSequence = (sequence: Sequence, message: string) =>
+      sequence.end(Option.some(generationFailed(message)));
+
+    /** Restarts the group with backoff; sequences in flight are marked for re-prefill. */
+    const recover = (failure: StepFailure) =>
+      Effect.gen(function* () {
+        restarting = true;
+        restarts++;
+        yield* metrics.rankRestarts(Effect.succeed(1));
+        yield* Effect.logWarning(
+          `rank ${failure.rank} ${failure._tag === "RankDied" ? "died" : "failed"}: ` +
+            `${failure.message}; restarting the rank group`,
+        );
+        group = {
+          ...group,
+          ranks: group.ranks.map((r) => r.rank === failure.rank ? { ...r, alive: false } : r),
+        };
+        yield* Scope.close(group.scope, Exit.void);
+        for (const sequence of running) {
+          sequence.prefilled = false;
+          sequence.resumes++;
+          if (sequence.resumes > maxResumes) {
+            yield* failSequence(
+              sequence,
+              `the rank group failed ${sequence.resumes} times during this request ` +
+                `(last: ${failure.message}); retry it`,
+            );
+          }
+        }
+        let delay = backoff.initialMillis;
+        while (true) {
+          retryAfterSeconds = Math.max(1, Math.ceil(delay / 1000) + 1);
+          yield* Effect.sleep(Duration.millis(delay));
+          const loaded = yield* Effect.either(loadGroup);
+          if (loaded._tag === "Right") {
+            group = loaded.right;
+            break;
+          }
+          yield* Effect.logWarning(`restarting the rank group failed: ${loaded.left.message}`);
+          delay = Math.min(delay * 2, backoff.maxMillis);
+        }
+        restarting = false;
+        yield* Effect.logInfo(`rank group restarted (restart ${restarts})`);
+      });
+
+    /** Waits for work; an idle group is pinged so a dead rank is found without traffic. */
+    const idle = Effect.gen(function* () {
+      const woke = yield* Queue.take(wake).pipe(
+        Effect.timeout(Duration.millis(healthCheckMillis)),
+        Effect.option,
+      );
+      if (Option.isNone(woke)) yield* group.model.supervisor.ranks();
+    });
+
+    const loop = Effect.gen(function* () {
+      while (true) {
+        yield* admit;
+        if (draining && running.length === 0 && waiting.length === 0) break;
+        const work = running.length > 0 ? turn : idle;
+        const outcome = yield* Effect.either(work);
+        if (outcome._tag === "Left") yield* recover(outcome.left);
+      }
+    }).pipe(
+      Effect.ensuring(Effect.gen(function* () {
+        stopped = true;
+        for (const s of [...running, ...waiting]) {
+          yield* failSequence(s, "the engine stopped before this request finished; retry it");
+        }
+        yield* Deferred.succeed(loopEnded, undefined);
+      })),
+    );
+    yield* Effect.forkScoped(loop);
+    yield* Effect.addFinalizer(() => Scope.close(group.scope, Exit.void));
+
+    const submit = (request: GenerationRequest) =>
+      Effect.gen(function* () {
+        if (draining || stopped) {
+          return yield* new EngineUnavailable({
+            message: `the engine is ${state()} and takes no new requests`,
+            retryAfterSeconds: 5,
+          });
+        }
+        if (restarting) {
+          return yield* new EngineUnavailable({
+            message: "the rank group is restarting after a failure; retry shortly",
+            retryAfterSeconds,
+          });
+        }
+        const prompt = request.promptTokens;
+        if (prompt.length === 0) {
+          return yield* new RequestRejected({
+            message: "the prompt has no tokens",
+            param: "prompt",
+          });
+        }
+        if (prompt.length > contextLength) {
+          return yield* new RequestRejected({
+            message: `the prompt is ${prompt.length} tokens, more than the model's context ` +
+              `of ${contextLength}`,
+            param: "prompt",
+          });
+        }
+        if (prompt.some((t) => !(Number.isInteger(t) && t >= 0 && t < tokenizer.vocabSize))) {
+          return yield* new RequestRejected({ message: "a prompt token is out of the vocabulary" });
+        }
+        if (waiting.length >= maxQueue) {
+          return yield* new QueueFull({
+            message: `${waiting.length} requests are already waiting (the limit is ${maxQueue})`,
+          });
+        }
+        const sequence = yield* Sequence.make(nextId++, request, contextLength, tokenizer).pipe(
+          Effect.mapError((e) => new RequestRejected({ message: e.message })),
+        );
+        sequence.admittedAt = performance.now();
+        waiting.push(sequence);
+        yield* updateGauges;
+        yield* Queue.offer(wake, undefined);
+        return Stream.flattenTake(Stream.fromQueue(sequence.output)).pipe(
+          // The client went away (or read to the end): free the slot at the next turn.
+          Stream.ensuring(Effect.suspend(() => {
+            sequence.done = true;
+            return Queue.offer(wake, undefined);
+          })),
+        );
+      });
+
+    const health = Effect.sync((): EngineHealth => ({
+      state: state(),
+      ranks: group.ranks,
+      restarts,
+      waiting: waiting.length,
+      running: running.length,
+    }));
+
+    const drain = (timeoutMillis: number) =>
+      Effect.gen(function* () {
+        draining = true;
+        yield* Queue.offer(wake, undefined);
+        const finished = yield* Deferred.await(loopEnded).pipe(
+          Effect.timeout(Duration.millis(timeoutMillis)),
+          Effect.option,
+        );
+        if (Option.isNone(finished)) {
+          for (const s of [...running, ...waiting]) {
+            yield* failSequence(s, "the service is shutting down; retry this request elsewhere");
+          }
+        }
+      });
+
+    return {
+      modelId: options.modelId ?? baseName(options.modelPath),
+      tokenizer,
+      contextLength,
+      submit,
+      health,
+      drain,
+      // For fault drills and tests: kill one rank of the current group as a crash would.
+      killRank: (rank: number) => group.model.supervisor.kill(rank),
+    } satisfies InferenceEngineShape & { killRank: (rank: number) => Effect.Effect<void> };
+  });
