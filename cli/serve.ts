@@ -13,7 +13,7 @@
  * failure while loading or serving, 2 a usage error.
  */
 import { parseArgs } from "node:util";
-import { Cause, Data, Effect, Exit, Layer, Option } from "effect";
+import { Cause, Data, Deferred, Effect, Exit, Layer, Option } from "effect";
 import { InProcessTransport } from "../actors/inprocess.ts";
 import { TcpTransport } from "../actors/tcp.ts";
 import type { Transport } from "../actors/transport.ts";
@@ -21,7 +21,7 @@ import { WorkersTransport } from "../actors/workers.ts";
 import { InferenceEngine } from "../engine/engine.ts";
 import { ChatTemplate, loadChatTemplate } from "../serve/chat_template.ts";
 import { DEFAULT_MAX_BODY_BYTES, shutdownGracefully, startServer } from "../serve/server.ts";
-import { makeSequentialEngine as makeInferenceEngine } from "../tests/fixtures/sequential_engine.ts";
+import { makeInferenceEngine } from "../engine/scheduler.ts";
 import type { SecretError } from "../wire/errors.ts";
 import { loadSecret } from "../wire/handshake.ts";
 
@@ -157,22 +157,26 @@ const transportLayer = (options: ServeCliOptions): Layer.Layer<Transport, Secret
 };
 
 /**
- * Completes with the first SIGTERM or SIGINT; a second one (an impatient operator) exits at
- * once with 1. The listeners stay for the life of the process.
+ * Listens for SIGTERM and SIGINT from now on (so one that comes while the model loads is not
+ * lost) and gives an Effect that completes with the first; a second signal (an impatient
+ * operator) exits at once with 1. The listeners stay for the life of the process.
  */
-const firstSignal = Effect.async<Deno.Signal>((resume) => {
+const listenForSignals = Effect.gen(function* () {
+  const first = yield* Deferred.make<Deno.Signal>();
   let received = false;
   for (const signal of ["SIGTERM", "SIGINT"] as const) {
     Deno.addSignalListener(signal, () => {
       if (received) Deno.exit(1);
       received = true;
-      resume(Effect.succeed(signal));
+      Deferred.unsafeDone(first, Exit.succeed(signal));
     });
   }
+  return Deferred.await(first);
 });
 
 const run = (options: ServeCliOptions) =>
   Effect.gen(function* () {
+    const firstSignal = yield* listenForSignals;
     const engine = yield* makeInferenceEngine({
       modelPath: options.model,
       tokenizerPath: options.tokenizer,
