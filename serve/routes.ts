@@ -119,28 +119,21 @@ const respond = (
     const events = yield* runGeneration(request, params.stop);
     const header = newHeader(kind, engine.modelId);
     if (!params.stream) {
-      const result = yield* Stream.runFold(
-        events,
-        {
-          text: "",
-          finish: undefined as undefined | {
-            reason: "stop" | "length";
-            usage: ReturnType<typeof usageOf>;
-          },
-        },
-        (acc, event) =>
-          event._tag === "Text" ? { ...acc, text: acc.text + event.text } : {
-            ...acc,
-            finish: {
-              reason: event.finishReason,
-              usage: usageOf(event.promptTokens, event.completionTokens),
-            },
-          },
-      ).pipe(Effect.mapError(generationFailedToApi));
-      const finish = result.finish ?? { reason: "length" as const, usage: usageOf(0, 0) };
-      return HttpServerResponse.unsafeJson(
-        shapes.complete(header, result.text, finish.reason, finish.usage),
-      );
+      // runGeneration always ends with exactly one Finished event.
+      const all = yield* Stream.runCollect(events).pipe(Effect.mapError(generationFailedToApi));
+      let text = "";
+      for (const event of all) {
+        if (event._tag === "Text") text += event.text;
+        else {
+          return HttpServerResponse.unsafeJson(shapes.complete(
+            header,
+            text,
+            event.finishReason,
+            usageOf(event.promptTokens, event.completionTokens),
+          ));
+        }
+      }
+      return yield* Effect.die(new Error("the generation ended without a finish event"));
     }
     const withUsage = params.includeUsage;
     const chunks = events.pipe(
