@@ -1,5 +1,6 @@
 /** Buffer creation, uploads, and readbacks that never outlive a lost device. */
 import { Effect } from "effect";
+import { countSubmit, gpuCounters } from "./counters.ts";
 import type { Gpu } from "./device.ts";
 import { DeviceLostError, GpuOperationError } from "./errors.ts";
 
@@ -22,6 +23,7 @@ export const createStorageBuffer = (
     size: align4(Math.max(bytes, 4)),
     usage: STORAGE,
   });
+  gpuCounters(gpu.device).allocatedBytes += buffer.size;
   if (typeof sizeOrData !== "number") writeBuffer(gpu, buffer, sizeOrData);
   return buffer;
 };
@@ -33,6 +35,7 @@ export const createUniformBuffer = (gpu: Gpu, label: string, words: Uint32Array)
     size: align4(Math.max(words.byteLength, 16)),
     usage: UNIFORM,
   });
+  gpuCounters(gpu.device).allocatedBytes += buffer.size;
   writeBuffer(gpu, buffer, words);
   return buffer;
 };
@@ -44,6 +47,7 @@ export const writeBuffer = (
   data: ArrayBufferView,
   offset = 0,
 ): void => {
+  gpuCounters(gpu.device).writes++;
   gpu.device.queue.writeBuffer(
     buffer,
     offset,
@@ -86,6 +90,7 @@ export class Readback {
       size: align4(Math.max(byteLength, 4)),
       usage: MAP_READ,
     });
+    gpuCounters(gpu.device).allocatedBytes += this.staging.size;
   }
 
   /**
@@ -108,8 +113,13 @@ export class Readback {
         });
       }
       encoder.copyBufferToBuffer(source, options.sourceOffset ?? 0, staging, 0, align4(bytes));
+      const counters = countSubmit(this.gpu.device, encoder);
+      const submitted = performance.now();
       this.gpu.device.queue.submit([encoder.finish()]);
       yield* awaitGpu(this.gpu, "readback", () => staging.mapAsync(1, 0, align4(bytes)));
+      counters.gpuWaitMillis += performance.now() - submitted;
+      counters.readbacks++;
+      counters.readbackBytes += bytes;
       target.set(new Uint8Array(staging.getMappedRange(0, align4(bytes)), 0, bytes));
       staging.unmap();
       return target;
@@ -135,6 +145,10 @@ export const readF32 = (gpu: Gpu, source: GPUBuffer, length: number) =>
 /** Submits the encoder's commands and waits until the queue has finished them. */
 export const submitAndWait = (gpu: Gpu, encoder: GPUCommandEncoder) =>
   Effect.suspend(() => {
+    const counters = countSubmit(gpu.device, encoder);
+    const submitted = performance.now();
     gpu.device.queue.submit([encoder.finish()]);
-    return awaitGpu(gpu, "onSubmittedWorkDone", () => gpu.device.queue.onSubmittedWorkDone());
+    return awaitGpu(gpu, "onSubmittedWorkDone", () => gpu.device.queue.onSubmittedWorkDone()).pipe(
+      Effect.tap(() => Effect.sync(() => counters.gpuWaitMillis += performance.now() - submitted)),
+    );
   });

@@ -2,6 +2,7 @@
 import type { Gpu } from "./device.ts";
 import { bindBuffers, computePipeline } from "./pipelines.ts";
 import { createUniformBuffer } from "./buffers.ts";
+import { countEncoded } from "./counters.ts";
 
 export interface Dispatch {
   readonly label: string;
@@ -49,4 +50,5 @@ export const encodeDispatches = (
     pass.dispatchWorkgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
   }
   pass.end();
+  countEncoded(encoder, dispatches.length);
 };
