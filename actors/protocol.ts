@@ -122,7 +122,11 @@ export const RankReply = Schema.Union(
     bytes: Schema.NonNegativeInt,
     kvCacheBytes: Schema.NonNegativeInt,
   }),
-  Schema.TaggedStruct("Done", { rank: Schema.NonNegativeInt }),
+  Schema.TaggedStruct("Done", {
+    rank: Schema.NonNegativeInt,
+    /** Milliseconds this step spent in collectives on this rank (waiting included). */
+    collectiveMillis: Schema.optional(Schema.NonNegative),
+  }),
   /** Milliseconds per collective, as this rank saw them. */
   Schema.TaggedStruct("Timings", {
     rank: Schema.NonNegativeInt,

@@ -116,20 +116,22 @@ export const makeRankRuntime = (
         }
         case "Embed": {
           const m = yield* loadedModel;
+          const comm = stepCommunicator(group, rank, command.step);
           yield* m.embed(
-            stepCommunicator(group, rank, command.step),
+            comm,
             command.tokens,
             command.tokens.map((_, r) => ({
               sequence: command.sequences[r],
               position: command.positions[r],
             })),
           );
-          return { _tag: "Done", rank } as const;
+          return { _tag: "Done", rank, collectiveMillis: comm.collectiveMillis } as const;
         }
         case "DecoderLayer": {
           const m = yield* loadedModel;
-          yield* m.layer(stepCommunicator(group, rank, command.step), command.layer);
-          return { _tag: "Done", rank } as const;
+          const comm = stepCommunicator(group, rank, command.step);
+          yield* m.layer(comm, command.layer);
+          return { _tag: "Done", rank, collectiveMillis: comm.collectiveMillis } as const;
         }
         case "LmHead": {
           const m = yield* loadedModel;

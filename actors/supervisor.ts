@@ -17,7 +17,12 @@ export interface SupervisorOptions {
   readonly tp: number;
   /** Upper bound on any one step, so even a wedged rank cannot hang the caller. */
   readonly stepTimeout?: Duration.DurationInput;
+  /** Called with each rank's reply and how long it took (metrics). */
+  readonly onReply?: ReplyObserver;
 }
+
+/** Sees every reply with the milliseconds from sending the command to receiving it. */
+export type ReplyObserver = (reply: RankReply, millis: number) => Effect.Effect<void>;
 
 /** Narrows each reply to `tag`; any other reply is a protocol violation by that rank. */
 export const expectReplies =
@@ -43,6 +48,7 @@ export class Supervisor {
     readonly transport: string,
     private readonly group: RankGroup,
     private readonly stepTimeout: Duration.Duration,
+    private readonly onReply: ReplyObserver | undefined,
   ) {}
 
   /** Spawns `tp` ranks; they shut down (devices destroyed, fibers interrupted) with the scope. */
@@ -57,6 +63,7 @@ export class Supervisor {
         transport.name,
         group,
         Duration.decode(options.stepTimeout ?? "5 minutes"),
+        options.onReply,
       );
     });
   }
@@ -166,6 +173,11 @@ export class Supervisor {
         this.group.ranks,
         (handle) =>
           handle.call(command(handle.rank, step)).pipe(
+            Effect.timed,
+            Effect.tap(([elapsed, reply]) =>
+              this.onReply ? this.onReply(reply, Duration.toMillis(elapsed)) : Effect.void
+            ),
+            Effect.map(([, reply]) => reply),
             Effect.tap(() => finished.add(handle.rank)),
             Effect.tapError(onFailure),
             Effect.either,

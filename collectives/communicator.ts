@@ -31,18 +31,28 @@ export interface Communicator {
   barrier(): Effect.Effect<void, CollectiveFailure>;
 }
 
-/** The communicator of `rank` for one step; collectives are numbered in call order. */
+/**
+ * The communicator of `rank` for one step; collectives are numbered in call order.
+ * `collectiveMillis` is the time spent inside them so far (waiting included), for metrics.
+ */
 export const stepCommunicator = (
   group: CollectiveGroup,
   rank: number,
   step: number,
-): Communicator => {
+): Communicator & { readonly collectiveMillis: number } => {
   let seq = 0;
+  let collectiveMillis = 0;
   const call = (op: Contribution["op"], t: HostTensor, arg = 0) =>
-    Effect.suspend(() =>
-      group.exchange(new Contribution({ step, seq: seq++, rank, op, arg, tensor: toPayload(t) }))
-    ).pipe(Effect.map(fromPayload));
+    Effect.suspend(() => {
+      const started = performance.now();
+      return group.exchange(
+        new Contribution({ step, seq: seq++, rank, op, arg, tensor: toPayload(t) }),
+      ).pipe(Effect.ensuring(Effect.sync(() => collectiveMillis += performance.now() - started)));
+    }).pipe(Effect.map(fromPayload));
   return {
+    get collectiveMillis() {
+      return collectiveMillis;
+    },
     rank,
     worldSize: group.worldSize,
     allReduce: (t) => call("allReduce", t),

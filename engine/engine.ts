@@ -100,6 +100,11 @@ export interface InferenceEngineShape {
    * whatever is still running then fails with a retriable `GenerationFailed`.
    */
   readonly drain: (timeoutMillis: number) => Effect.Effect<void>;
+  /**
+   * Fault drill: stops one rank of the current group abruptly, as a crash would; the engine
+   * must notice, restart the group and resume what was running.
+   */
+  readonly killRank: (rank: number) => Effect.Effect<void>;
 }
 
 export class InferenceEngine extends Context.Tag("tessera/InferenceEngine")<

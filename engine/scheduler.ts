@@ -20,7 +20,7 @@
  */
 import { Deferred, Duration, Effect, Exit, Option, Queue, Scope, Stream } from "effect";
 import type { StepFailure } from "../actors/errors.ts";
-import type { ModelSource } from "../actors/protocol.ts";
+import type { ModelSource, RankReply } from "../actors/protocol.ts";
 import { Transport } from "../actors/transport.ts";
 import { SMALL_M_MAX } from "../kernels/matmul.ts";
 import { loadTokenizer, modelSourceOf } from "../models/generate.ts";
@@ -44,7 +44,7 @@ export interface EngineOptions {
   readonly tp: number;
   /** Sequences decoding together (KV-cache slots). Default 8. */
   readonly maxSequences?: number;
-  /** Requests that may wait for a slot; beyond it submit fails with QueueFull. Default 64. */
+  /** Requests that may wait for a busy slot; beyond it submit fails with QueueFull. Default 64. */
   readonly maxQueue?: number;
   /** Name served in `/v1/models`; default the model file or directory name. */
   readonly modelId?: string;
@@ -78,6 +78,19 @@ export const makeInferenceEngine = (options: EngineOptions) =>
     const tokenizer = yield* loadTokenizer(options.modelPath, options.tokenizerPath);
     const transport = yield* Transport;
 
+    const observeReply = (reply: RankReply, millis: number) =>
+      Effect.gen(function* () {
+        const rank = String(reply.rank);
+        yield* metrics.rankStepLatency(Effect.succeed(millis / 1000)).pipe(
+          Effect.tagMetrics("rank", rank),
+        );
+        if (reply._tag === "Done" && reply.collectiveMillis !== undefined) {
+          yield* metrics.collectiveLatency(Effect.succeed(reply.collectiveMillis / 1000)).pipe(
+            Effect.tagMetrics("rank", rank),
+          );
+        }
+      });
+
     const loadGroup = Effect.gen(function* () {
       const scope = yield* Scope.make();
       return yield* Effect.gen(function* () {
@@ -86,6 +99,7 @@ export const makeInferenceEngine = (options: EngineOptions) =>
           tp: options.tp,
           maxSequences,
           maxBatchTokens: options.maxBatchTokens,
+          onReply: observeReply,
         }).pipe(Scope.extend(scope), Effect.provideService(Transport, transport));
         const ranks = yield* model.supervisor.ranks();
         return {
@@ -317,9 +331,13 @@ export const makeInferenceEngine = (options: EngineOptions) =>
         if (prompt.some((t) => !(Number.isInteger(t) && t >= 0 && t < tokenizer.vocabSize))) {
           return yield* new RequestRejected({ message: "a prompt token is out of the vocabulary" });
         }
-        if (waiting.length >= maxQueue) {
+        // Requests that free slots will take at the next turn are not queued; maxQueue bounds
+        // only those that must wait for a slot (so maxQueue 0 means "no waiting").
+        const freeSlots = Math.max(0, maxSequences - running.length);
+        if (waiting.length >= maxQueue + freeSlots) {
           return yield* new QueueFull({
-            message: `${waiting.length} requests are already waiting (the limit is ${maxQueue})`,
+            message: `${waiting.length - freeSlots} requests are already waiting for a ` +
+              `sequence slot (the limit is ${maxQueue})`,
           });
         }
         const sequence = yield* Sequence.make(nextId++, request, contextLength, tokenizer).pipe(
@@ -368,7 +386,6 @@ export const makeInferenceEngine = (options: EngineOptions) =>
       submit,
       health,
       drain,
-      // For fault drills and tests: kill one rank of the current group as a crash would.
-      killRank: (rank: number) => group.model.supervisor.kill(rank),
-    } satisfies InferenceEngineShape & { killRank: (rank: number) => Effect.Effect<void> };
+      killRank: (rank: number) => Effect.suspend(() => group.model.supervisor.kill(rank)),
+    } satisfies InferenceEngineShape;
   });

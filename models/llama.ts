@@ -6,7 +6,7 @@
 import { Effect, type Scope } from "effect";
 import type { PlanError, StepFailure } from "../actors/errors.ts";
 import type { ModelSource } from "../actors/protocol.ts";
-import { expectReplies, Supervisor } from "../actors/supervisor.ts";
+import { expectReplies, type ReplyObserver, Supervisor } from "../actors/supervisor.ts";
 import type { SpawnError, Transport } from "../actors/transport.ts";
 import { fromPayload } from "../collectives/protocol.ts";
 import { concat, f32FromBytes, i32FromBytes } from "../collectives/tensor.ts";
@@ -23,6 +23,8 @@ export interface LoadLlamaOptions {
   readonly maxBatchTokens?: number;
   /** Sequences that may run at once (batched decode), each with a KV-cache slot. Default 1. */
   readonly maxSequences?: number;
+  /** Sees every rank reply and its latency (metrics). */
+  readonly onReply?: ReplyObserver;
 }
 
 /** A token of a step and where it goes: its sequence's KV-cache slot and its position. */
@@ -70,7 +72,7 @@ export class LlamaModel {
       }
       // A batched decode step carries one row per sequence.
       const maxBatchTokens = Math.max(Math.min(requested, config.seqLen), maxSequences);
-      const supervisor = yield* Supervisor.make({ tp: options.tp });
+      const supervisor = yield* Supervisor.make({ tp: options.tp, onReply: options.onReply });
       const loaded = yield* supervisor.step((_, step) => ({
         _tag: "LoadModel",
         step,
