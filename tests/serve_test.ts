@@ -15,6 +15,7 @@ import { Template } from "@huggingface/jinja";
 import { Effect, Either, Exit, Layer, Metric, MetricBoundaries, Scope } from "effect";
 import OpenAI from "openai";
 import { InProcessTransport } from "../actors/inprocess.ts";
+import { WorkersTransport } from "../actors/workers.ts";
 import { InferenceEngine } from "../engine/engine.ts";
 import { loadTokenizer } from "../models/generate.ts";
 import { BOS_ID } from "../models/tokenizer.ts";
@@ -678,6 +679,128 @@ Deno.test({
       } catch { /* already gone */ }
       await child.status;
       await stderr;
+    }
+  },
+});
+
+// ---------------------------------------------------------------------------------------------
+// Batching and supervision through the API, over 2 Worker ranks
+
+Deno.test({
+  name: "serve: 8 concurrent streams equal single requests; a rank killed mid-stream resumes",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn(t) {
+    const scope = Effect.runSync(Scope.make());
+    const { server, engine } = await Effect.runPromise(
+      Effect.gen(function* () {
+        const engine = yield* makeInferenceEngine({
+          modelPath: MODEL,
+          tokenizerPath: TOKENIZER,
+          tp: 2,
+          maxSequences: 8,
+          modelId: MODEL_ID,
+          restartBackoff: { initialMillis: 400, maxMillis: 2000 },
+        });
+        const server = yield* startServer({ port: 0, apiKey: API_KEY }).pipe(
+          Effect.provideService(InferenceEngine, engine),
+          Effect.provideService(ChatTemplate, defaultChatTemplate),
+        );
+        return { server, engine };
+      }).pipe(Effect.provide(Layer.fresh(WorkersTransport())), Scope.extend(scope)),
+    );
+    const client = clientFor(server);
+    const prompts = [
+      "Once upon a time",
+      "The cat",
+      "Lily wanted",
+      "",
+      "One day, a big dog",
+      "Tom and Sue went to the park",
+      "The sun",
+      "A little bird sat on a tree and",
+    ];
+    const complete = async (prompt: string, maxTokens: number) =>
+      (await client.completions.create({
+        model: MODEL_ID,
+        prompt,
+        max_tokens: maxTokens,
+        temperature: 0,
+      })).choices[0].text;
+    const streamText = async (prompt: string, maxTokens: number, onChunk = (_: number) => {}) => {
+      const stream = await client.completions.create({
+        model: MODEL_ID,
+        prompt,
+        max_tokens: maxTokens,
+        temperature: 0,
+        stream: true,
+      });
+      let text = "";
+      let chunks = 0;
+      for await (const chunk of stream) {
+        text += chunk.choices.map((c) => c.text).join("");
+        onChunk(++chunks);
+      }
+      return text;
+    };
+    try {
+      const alone: string[] = [];
+      for (const prompt of prompts) alone.push(await complete(prompt, 32));
+
+      await t.step("eight concurrent streams equal the single-request runs", async () => {
+        const before = await metricsText(server);
+        const together = await Promise.all(prompts.map((p) => streamText(p, 32)));
+        assert.deepEqual(together, alone);
+        // They really were decoded together: some steps carried more than 4 rows.
+        const after = await metricsText(server);
+        const delta = (series: string) => sampleOf(after, series) - sampleOf(before, series);
+        assert.ok(
+          delta('tessera_batch_size_bucket{le="4"}') < delta("tessera_batch_size_count"),
+          "no decode step batched more than 4 sequences",
+        );
+      });
+
+      await t.step("a rank killed mid-stream: 503 while restarting, streams resume", async () => {
+        let killed = false;
+        const streams = prompts.slice(0, 3).map((p, i) =>
+          streamText(p, 32, (chunks) => {
+            if (i === 0 && chunks === 5 && !killed) {
+              killed = true;
+              Effect.runFork(engine.killRank(1));
+            }
+          })
+        );
+        // While the group restarts, new work is refused with 503 and Retry-After.
+        const started = Date.now();
+        let refused: Response | undefined;
+        while (refused === undefined && Date.now() - started < 30_000) {
+          const health = await getJson(server, "/health", false);
+          if (health.body.state === "restarting") {
+            assert.equal(health.status, 503);
+            const res = await post(server, "/v1/completions", {
+              model: MODEL_ID,
+              prompt: "x",
+              max_tokens: 1,
+            });
+            if (res.status === 503) refused = res;
+            else await res.body?.cancel();
+          } else await new Promise((r) => setTimeout(r, 5));
+        }
+        assert.ok(refused, "no request was refused while the group restarted");
+        assert.ok(Number(refused.headers.get("retry-after")) >= 1);
+        await refused.body?.cancel();
+        assert.deepEqual(await Promise.all(streams), alone.slice(0, 3));
+        const health = await getJson(server, "/health", false);
+        assert.equal(health.status, 200);
+        assert.equal(health.body.restarts, 1);
+        const text = await metricsText(server);
+        assert.equal(sampleOf(text, "tessera_rank_restarts_total"), 1);
+        assert.ok(text.includes('tessera_rank_step_seconds_count{rank="1"}'));
+        assert.ok(text.includes('tessera_collective_seconds_count{rank="0"}'));
+        assert.equal(await complete(prompts[0], 32), alone[0]);
+      });
+    } finally {
+      await Effect.runPromise(Scope.close(scope, Exit.void));
     }
   },
 });
