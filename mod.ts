@@ -75,3 +75,19 @@ export {
   loadTokenizer,
   modelSourceOf,
 } from "./models/generate.ts";
+export {
+  type EngineHealth,
+  type EngineState,
+  EngineUnavailable,
+  type FinishReason,
+  type GeneratedPiece,
+  GenerationFailed,
+  type GenerationRequest,
+  InferenceEngine,
+  type InferenceEngineShape,
+  QueueFull,
+  RequestRejected,
+} from "./engine/engine.ts";
+export { type EngineOptions, makeInferenceEngine } from "./engine/scheduler.ts";
+export { ChatTemplate, defaultChatTemplate, loadChatTemplate } from "./serve/chat_template.ts";
+export { type RunningServer, type ServerOptions, startServer } from "./serve/server.ts";

@@ -105,7 +105,12 @@ export const makeInferenceEngine = (options: EngineOptions) =>
         return {
           model,
           scope,
-          ranks: ranks.map((r) => ({ ...r, alive: true })),
+          ranks: ranks.map(({ rank, backend, adapter }) => ({
+            rank,
+            backend,
+            adapter,
+            alive: true,
+          })),
         } satisfies Group;
       }).pipe(Effect.onError(() => Scope.close(scope, Exit.void)));
     });

@@ -8,7 +8,7 @@
  *     -d '{"model": "stories260K", "prompt": "Once upon a time", "max_tokens": 32, "temperature": 0}'
  */
 import { Effect } from "effect";
-import { InProcessTransport } from "../actors/inprocess.ts";
+import { WorkersTransport } from "../actors/workers.ts";
 import { InferenceEngine } from "../engine/engine.ts";
 import { makeInferenceEngine } from "../engine/scheduler.ts";
 import { ChatTemplate, loadChatTemplate } from "../serve/chat_template.ts";
@@ -21,8 +21,8 @@ const service = Effect.gen(function* () {
   const engine = yield* makeInferenceEngine({
     modelPath,
     tokenizerPath,
-    tp: 1,
-    maxSequences: 4,
+    tp: 2, // two ranks, each a Worker with its own WebGPU device
+    maxSequences: 8,
     maxQueue: 16,
     modelId: "stories260K",
   });
@@ -35,4 +35,4 @@ const service = Effect.gen(function* () {
   yield* Effect.never; // serve until the process is stopped
 });
 
-await Effect.runPromise(service.pipe(Effect.scoped, Effect.provide(InProcessTransport())));
+await Effect.runPromise(service.pipe(Effect.scoped, Effect.provide(WorkersTransport())));
