@@ -1,6 +1,6 @@
 /** Buffer creation, uploads, and readbacks that never outlive a lost device. */
 import { Effect } from "effect";
-import { countSubmit, gpuCounters } from "./counters.ts";
+import { gpuCounters } from "./counters.ts";
 import type { Gpu } from "./device.ts";
 import { DeviceLostError, GpuOperationError } from "./errors.ts";
 
@@ -113,7 +113,7 @@ export class Readback {
         });
       }
       encoder.copyBufferToBuffer(source, options.sourceOffset ?? 0, staging, 0, align4(bytes));
-      const counters = countSubmit(this.gpu.device, encoder);
+      const counters = gpuCounters(this.gpu.device);
       const submitted = performance.now();
       this.gpu.device.queue.submit([encoder.finish()]);
       yield* awaitGpu(this.gpu, "readback", () => staging.mapAsync(1, 0, align4(bytes)));
@@ -145,7 +145,7 @@ export const readF32 = (gpu: Gpu, source: GPUBuffer, length: number) =>
 /** Submits the encoder's commands and waits until the queue has finished them. */
 export const submitAndWait = (gpu: Gpu, encoder: GPUCommandEncoder) =>
   Effect.suspend(() => {
-    const counters = countSubmit(gpu.device, encoder);
+    const counters = gpuCounters(gpu.device);
     const submitted = performance.now();
     gpu.device.queue.submit([encoder.finish()]);
     return awaitGpu(gpu, "onSubmittedWorkDone", () => gpu.device.queue.onSubmittedWorkDone()).pipe(

@@ -1,28 +1,31 @@
 /**
  * Per-device work counters for `deno task bench`: a few additions per submit, nothing that
- * touches numerics. Dispatches are counted per command encoder when encoded and credited to the
- * device when that encoder is submitted (through gpu/buffers.ts), since an encoder does not name
- * its device.
+ * touches numerics. Submits and encoders are seen by wrapping the device's own methods
+ * (`instrumentDevice`, called by `acquireGpu`), so direct `queue.submit` calls count too;
+ * readbacks and GPU waits are counted in gpu/buffers.ts.
  */
 
 export interface GpuCounters {
-  /** Compute dispatches submitted. */
+  /** Compute dispatches encoded through gpu/dispatch.ts. */
   dispatches: number;
-  /** Queue submits (each `submitAndWait` or `Readback.read`). */
+  /** Queue submits, however made. */
   submits: number;
   /** Readbacks to the host (`Readback.read`), and their bytes. */
   readbacks: number;
   readbackBytes: number;
   /** Host-to-device writes (`writeBuffer`). */
   writes: number;
-  /** Milliseconds from a submit until the host saw its work done (queue done or buffer mapped). */
+  /**
+   * Milliseconds the host was blocked on the GPU: from a submit until its work was seen done
+   * (`submitAndWait`'s queue done, `Readback.read`'s buffer mapped). Work submitted without a
+   * wait is waited for by the next wait.
+   */
   gpuWaitMillis: number;
   /** Bytes of every buffer created through gpu/buffers.ts (storage, uniform, staging). */
   allocatedBytes: number;
 }
 
 const perDevice = new WeakMap<GPUDevice, GpuCounters>();
-const pendingDispatches = new WeakMap<GPUCommandEncoder, number>();
 
 /** The live counters of `device` (created at zero on first use). */
 export const gpuCounters = (device: GPUDevice): GpuCounters => {
@@ -56,19 +59,34 @@ export const diffCounters = (after: GpuCounters, before: GpuCounters): GpuCounte
   allocatedBytes: after.allocatedBytes - before.allocatedBytes,
 });
 
-/** Notes `count` dispatches encoded into `encoder` (gpu/dispatch.ts). */
-export const countEncoded = (encoder: GPUCommandEncoder, count: number): void => {
-  pendingDispatches.set(encoder, (pendingDispatches.get(encoder) ?? 0) + count);
+/**
+ * Counts on `device` from now on: every queue submit, and the dispatches encoded (through
+ * gpu/dispatch.ts) into each command encoder it creates, whoever submits them. Wraps the two
+ * methods in place; the wrappers add one call each.
+ */
+export const instrumentDevice = (device: GPUDevice): void => {
+  const c = gpuCounters(device);
+  const queue = device.queue;
+  const submit = queue.submit;
+  queue.submit = function (this: GPUQueue, buffers: Parameters<GPUQueue["submit"]>[0]) {
+    c.submits++;
+    return submit.call(this, buffers);
+  };
+  const createCommandEncoder = device.createCommandEncoder;
+  device.createCommandEncoder = function (
+    this: GPUDevice,
+    descriptor?: GPUCommandEncoderDescriptor,
+  ) {
+    const encoder = createCommandEncoder.call(this, descriptor);
+    encoderCounters.set(encoder, c);
+    return encoder;
+  };
 };
 
-/** Credits a submitted encoder's dispatches, and the submit, to `device`; returns its counters. */
-export const countSubmit = (device: GPUDevice, encoder: GPUCommandEncoder): GpuCounters => {
-  const c = gpuCounters(device);
-  c.submits++;
-  const pending = pendingDispatches.get(encoder);
-  if (pending !== undefined) {
-    c.dispatches += pending;
-    pendingDispatches.delete(encoder);
-  }
-  return c;
+const encoderCounters = new WeakMap<GPUCommandEncoder, GpuCounters>();
+
+/** Notes `count` dispatches encoded into `encoder` (gpu/dispatch.ts). */
+export const countEncoded = (encoder: GPUCommandEncoder, count: number): void => {
+  const c = encoderCounters.get(encoder);
+  if (c) c.dispatches += count;
 };

@@ -6,6 +6,7 @@
  * automatic fallback when Dawn cannot load or finds no adapter.
  */
 import { Effect, type Scope } from "effect";
+import { instrumentDevice } from "./counters.ts";
 import { DeviceLostError, GpuOperationError, NoAdapterError } from "./errors.ts";
 
 export type Backend = "dawn" | "deno";
@@ -104,6 +105,7 @@ export const acquireGpu = (
         catch: (cause) =>
           new GpuOperationError({ operation: "requestDevice", message: String(cause) }),
       });
+      instrumentDevice(device); // work counters for the benchmark (gpu/counters.ts)
       const whenLost = device.lost.then((info) =>
         new DeviceLostError({
           message: `GPU device ${options.label ?? ""} lost: ${info.message || info.reason}`,
