@@ -18,11 +18,13 @@ export interface DeviceCollectiveArgs {
   readonly readback: Readback;
   /** Where to write the result back on the device, if it is needed there. */
   readonly writeBackTo?: GPUBuffer;
+  /** Host memory for the download (elementCount(shape) floats), reused across steps. */
+  readonly host?: Float32Array;
 }
 
 const download = (args: DeviceCollectiveArgs) =>
   Effect.gen(function* () {
-    const data = new Float32Array(elementCount(args.shape));
+    const data = args.host ?? new Float32Array(elementCount(args.shape));
     yield* args.readback.read(args.source, new Uint8Array(data.buffer), { encoder: args.encoder });
     return tensor(args.shape, data);
   });

@@ -25,7 +25,7 @@ const COPY_WORKGROUP = 256;
  * invocation owns output dims lid, lid+64, ... (headDim is baked in for the private array).
  */
 export const attentionWgsl = (headDim: number): string => /* wgsl */ `
-struct Params { nHeads: u32, nKvHeads: u32, maxSeq: u32, scaleBits: u32 }
+struct Params { nHeads: u32, nKvHeads: u32, maxSeq: u32, scaleBits: u32, qRowStride: u32 }
 @group(0) @binding(0) var<storage, read> q: array<f32>;
 @group(0) @binding(1) var<storage, read> kCache: array<f32>;
 @group(0) @binding(2) var<storage, read> vCache: array<f32>;
@@ -67,7 +67,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let row = wid.y;
   let nKvHeads = params.nKvHeads;
   let kvHead = head / (params.nHeads / nKvHeads);
-  let qBase = (row * params.nHeads + head) * HEAD_DIM;
+  let qBase = row * params.qRowStride + head * HEAD_DIM;
+  let outBase = (row * params.nHeads + head) * HEAD_DIM;
   let scale = bitcast<f32>(params.scaleBits);
   for (var d = lid; d < HEAD_DIM; d += TILE) { qShared[d] = q[qBase + d] * scale; }
   let length = min(rowPosition(row) + 1u, params.maxSeq);
@@ -110,14 +111,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   for (var j = 0u; j < DIMS_PER_INVOCATION; j++) {
     let d = lid + j * TILE;
-    if (d < HEAD_DIM) { out[qBase + d] = acc[j] / runningSum; }
+    if (d < HEAD_DIM) { out[outBase + d] = acc[j] / runningSum; }
   }
 }
 `;
 
 export interface AttentionArgs {
-  /** [rows, nHeads, headDim]. */
+  /** [rows, nHeads, headDim], or the q heads at the start of wider rows (see qRowStride). */
   readonly q: GPUBuffer;
+  /** Floats from one q row to the next; default nHeads·headDim (a fused qkv row is wider). */
+  readonly qRowStride?: number;
   /** [sequences, maxSeq, nKvHeads, headDim]. */
   readonly kCache: GPUBuffer;
   /** [sequences, maxSeq, nKvHeads, headDim]. */
@@ -154,6 +157,7 @@ export const attention = (gpu: Gpu, args: AttentionArgs): Dispatch => {
       u32Param("nKvHeads", nKvHeads),
       u32Param("maxSeq", maxSeq),
       f32Bits(args.scale ?? 1 / Math.sqrt(headDim)),
+      u32Param("qRowStride", args.qRowStride ?? nHeads * headDim),
     ],
     workgroups: [nHeads, u32Param("rows", rows)],
   });
@@ -164,7 +168,10 @@ export const attention = (gpu: Gpu, args: AttentionArgs): Dispatch => {
  * no slot is dropped.
  */
 export const WRITE_KV_CACHE_WGSL = /* wgsl */ `
-struct Params { count: u32, rowWidth: u32, maxSeq: u32, sequences: u32 }
+struct Params {
+  count: u32, rowWidth: u32, maxSeq: u32, sequences: u32, srcRowStride: u32, kOffset: u32,
+  vOffset: u32,
+}
 @group(0) @binding(0) var<storage, read> k: array<f32>;
 @group(0) @binding(1) var<storage, read> v: array<f32>;
 @group(0) @binding(2) var<storage, read> positions: array<u32>;
@@ -185,15 +192,33 @@ fn main(
   let sequence = rowSequence(row);
   if (position >= params.maxSeq || sequence >= params.sequences) { return; }
   let dest = (sequence * params.maxSeq + position) * params.rowWidth + i % params.rowWidth;
-  kCache[dest] = k[i];
-  vCache[dest] = v[i];
+  let src = row * params.srcRowStride + i % params.rowWidth;
+  kCache[dest] = k[params.kOffset + src];
+  vCache[dest] = v[params.vOffset + src];
 }
 `;
 
-/** Writes k, v [rows, nKvHeads, headDim] into the caches, each row at its (sequence, position). */
+/**
+ * Writes k, v [rows, nKvHeads, headDim] into the caches, each row at its (sequence, position).
+ * With `source`, k and v are read from one fused qkv buffer instead, at their offsets in rows
+ * of `source.rowStride` floats.
+ */
 export const writeKvCache = (
   gpu: Gpu,
-  { k, v, kCache, vCache, positions, rows, nKvHeads, headDim, maxSeq, sequences = 1, label }: {
+  {
+    k,
+    v,
+    kCache,
+    vCache,
+    positions,
+    rows,
+    nKvHeads,
+    headDim,
+    maxSeq,
+    sequences = 1,
+    source,
+    label,
+  }: {
     readonly k: GPUBuffer;
     readonly v: GPUBuffer;
     readonly kCache: GPUBuffer;
@@ -205,6 +230,12 @@ export const writeKvCache = (
     readonly maxSeq: number;
     /** Slots in the caches (default 1). */
     readonly sequences?: number;
+    /** Row layout of k and v when they sit in wider rows (a fused qkv buffer). */
+    readonly source?: {
+      readonly rowStride: number;
+      readonly kOffset: number;
+      readonly vOffset: number;
+    };
     readonly label?: string;
   },
 ): Dispatch => {
@@ -214,7 +245,15 @@ export const writeKvCache = (
     label: label ?? "writeKvCache",
     code: WRITE_KV_CACHE_WGSL,
     buffers: [k, v, positions, kCache, vCache],
-    params: [count, rowWidth, u32Param("maxSeq", maxSeq), u32Param("sequences", sequences)],
+    params: [
+      count,
+      rowWidth,
+      u32Param("maxSeq", maxSeq),
+      u32Param("sequences", sequences),
+      u32Param("srcRowStride", source?.rowStride ?? rowWidth),
+      u32Param("kOffset", source?.kOffset ?? 0),
+      u32Param("vOffset", source?.vOffset ?? 0),
+    ],
     workgroups: grid1d(gpu, Math.ceil(count / COPY_WORKGROUP)),
   });
 };

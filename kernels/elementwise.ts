@@ -72,6 +72,29 @@ export const SILU_MUL_WGSL = elementwiseWgsl(
   "out[i] = silu(gate[i]) * up[i];",
 );
 
+/**
+ * out[r, j] = silu(gateUp[r, j])·gateUp[r, hidden + j]: SwiGLU over the merged gate/up
+ * projection's output [rows, 2·hidden] (one matmul instead of two).
+ */
+export const SILU_MUL_MERGED_WGSL = /* wgsl */ `
+struct Params { length: u32, hidden: u32 }
+@group(0) @binding(0) var<storage, read> gateUp: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<uniform> params: Params;
+${ACTIVATIONS_WGSL}
+@compute @workgroup_size(${WORKGROUP})
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) groups: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let i = ${LINEAR_WORKGROUP_WGSL} * ${WORKGROUP}u + lid;
+  if (i >= params.length) { return; }
+  let gate = (i / params.hidden) * 2u * params.hidden + i % params.hidden;
+  out[i] = silu(gateUp[gate]) * gateUp[gate + params.hidden];
+}
+`;
+
 const prepare = (
   gpu: Gpu,
   label: string,
@@ -151,3 +174,24 @@ export const siluMul = (
     readonly label?: string;
   },
 ): Dispatch => prepare(gpu, label ?? "siluMul", SILU_MUL_WGSL, [gate, up, out], length);
+
+/** out [rows, hidden] = silu(gate)·up from the merged gateUp [rows, 2·hidden]. */
+export const siluMulMerged = (
+  gpu: Gpu,
+  { gateUp, out, rows, hidden, label }: {
+    readonly gateUp: GPUBuffer;
+    readonly out: GPUBuffer;
+    readonly rows: number;
+    readonly hidden: number;
+    readonly label?: string;
+  },
+): Dispatch => {
+  const length = u32Param("length", rows * hidden);
+  return prepareDispatch(gpu, {
+    label: label ?? "siluMul.merged",
+    code: SILU_MUL_MERGED_WGSL,
+    buffers: [gateUp, out],
+    params: [length, u32Param("hidden", hidden)],
+    workgroups: grid1d(gpu, Math.ceil(length / WORKGROUP)),
+  });
+};

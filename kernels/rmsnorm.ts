@@ -1,17 +1,33 @@
-/** RMSNorm (Llama): out = x / sqrt(mean(x²) + eps) · weight, one workgroup per row. */
+/**
+ * RMSNorm (Llama): out = x / sqrt(mean(x²) + eps) · weight, one workgroup per row; optionally
+ * fused with the residual add before it (vLLM's fused_add_rms_norm): x += residual, then the
+ * norm of the new x, in one pass over the row.
+ */
 import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, prepareDispatch } from "../gpu/dispatch.ts";
 import { f32Bits, grid1d, LINEAR_WORKGROUP_WGSL, u32Param } from "./grid.ts";
 
 const WORKGROUP = 256;
 
-/** Each workgroup strides over its row summing squares, then tree-reduces in shared memory. */
-export const RMSNORM_WGSL = /* wgsl */ `
+/**
+ * Each workgroup strides over its row summing squares, then tree-reduces in shared memory. With
+ * `addResidual`, each invocation first adds residual into input (the same indices it later
+ * reads, so no other invocation's write is involved).
+ */
+export const rmsnormWgsl = (addResidual: boolean): string => /* wgsl */ `
 struct Params { rows: u32, dim: u32, epsBits: u32 }
-@group(0) @binding(0) var<storage, read> input: array<f32>;
+${
+  addResidual
+    ? `@group(0) @binding(0) var<storage, read_write> input: array<f32>;
+@group(0) @binding(1) var<storage, read> residual: array<f32>;
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<uniform> params: Params;`
+    : `@group(0) @binding(0) var<storage, read> input: array<f32>;
 @group(0) @binding(1) var<storage, read> weight: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<uniform> params: Params;
+@group(0) @binding(3) var<uniform> params: Params;`
+}
 
 const WORKGROUP: u32 = ${WORKGROUP}u;
 var<workgroup> partial: array<f32, WORKGROUP>;
@@ -28,7 +44,11 @@ fn main(
   let base = row * dim;
   var sum = 0.0;
   for (var i = lid; i < dim; i += WORKGROUP) {
-    let x = input[base + i];
+    ${
+  addResidual
+    ? "let x = input[base + i] + residual[base + i];\n    input[base + i] = x;"
+    : "let x = input[base + i];"
+}
     sum += x * x;
   }
   partial[lid] = sum;
@@ -47,8 +67,11 @@ fn main(
 /** out[rows×dim] = rmsnorm(input[rows×dim]) · weight[dim]; `out` must not alias `input`. */
 export const rmsnorm = (
   gpu: Gpu,
-  { input, weight, out, rows, dim, eps = 1e-5, label }: {
+  { input, residual, weight, out, rows, dim, eps = 1e-5, label }: {
+    /** Read, or with `residual` updated in place to input + residual first. */
     readonly input: GPUBuffer;
+    /** Added into `input` before the norm (must alias neither input nor out). */
+    readonly residual?: GPUBuffer;
     readonly weight: GPUBuffer;
     readonly out: GPUBuffer;
     readonly rows: number;
@@ -58,9 +81,9 @@ export const rmsnorm = (
   },
 ): Dispatch =>
   prepareDispatch(gpu, {
-    label: label ?? "rmsnorm",
-    code: RMSNORM_WGSL,
-    buffers: [input, weight, out],
+    label: label ?? (residual ? "rmsnorm.addResidual" : "rmsnorm"),
+    code: rmsnormWgsl(residual !== undefined),
+    buffers: residual ? [input, residual, weight, out] : [input, weight, out],
     params: [u32Param("rows", rows), u32Param("dim", dim), f32Bits(eps)],
     workgroups: grid1d(gpu, rows),
   });

@@ -1,5 +1,7 @@
 /**
- * Rotary position embeddings, applied in place to q or k laid out [rows, nHeads, headDim].
+ * Rotary position embeddings, applied in place to q or k laid out [rows, nHeads, headDim], or
+ * to the first nHeads heads of each row of a wider buffer (the q and k heads of a fused qkv row,
+ * with `rowStride`).
  * Pair i (0 ≤ i < headDim/2) rotates by angle position·theta^(-2i/headDim). The pair is
  * (2i, 2i+1) in the "interleaved" layout (llama2.c, Meta checkpoints) and (i, i + headDim/2) in
  * the "half" layout (Hugging Face rotate_half).
@@ -15,7 +17,7 @@ const WORKGROUP = 256;
 
 /** One invocation per rotated pair; row r rotates by its own position (see position.ts). */
 export const ropeWgsl = (layout: RopeLayout): string => /* wgsl */ `
-struct Params { pairs: u32, nHeads: u32, headDim: u32, log2ThetaBits: u32 }
+struct Params { pairs: u32, nHeads: u32, headDim: u32, log2ThetaBits: u32, rowStride: u32 }
 @group(0) @binding(0) var<storage, read_write> qk: array<f32>;
 @group(0) @binding(1) var<storage, read> positions: array<u32>;
 @group(0) @binding(2) var<uniform> params: Params;
@@ -33,7 +35,7 @@ fn main(
   let i = p % half;
   let headRow = p / half;
   let row = headRow / params.nHeads;
-  let base = headRow * params.headDim;
+  let base = row * params.rowStride + (headRow % params.nHeads) * params.headDim;
   ${
   layout === "interleaved"
     ? "let i0 = base + 2u * i;\n  let i1 = i0 + 1u;"
@@ -55,7 +57,7 @@ fn main(
 /** Rotates `qk` [rows, nHeads, headDim] in place, each row by its position. */
 export const rope = (
   gpu: Gpu,
-  { qk, positions, rows, nHeads, headDim, theta = 10000, layout, label }: {
+  { qk, positions, rows, nHeads, headDim, theta = 10000, layout, rowStride, label }: {
     readonly qk: GPUBuffer;
     /** The rows' (sequence, position) pairs (see position.ts). */
     readonly positions: GPUBuffer;
@@ -64,6 +66,8 @@ export const rope = (
     readonly headDim: number;
     readonly theta?: number;
     readonly layout: RopeLayout;
+    /** Floats from one row to the next; default nHeads·headDim (rows hold only these heads). */
+    readonly rowStride?: number;
     readonly label?: string;
   },
 ): Dispatch => {
@@ -78,6 +82,7 @@ export const rope = (
       u32Param("nHeads", nHeads),
       u32Param("headDim", headDim),
       f32Bits(Math.log2(theta)),
+      u32Param("rowStride", rowStride ?? nHeads * headDim),
     ],
     workgroups: grid1d(gpu, Math.ceil(pairs / WORKGROUP)),
   });

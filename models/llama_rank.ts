@@ -4,6 +4,12 @@
  * a forward pass that reads top to bottom. Each method is one supervisor step; each step's
  * dispatches go into one command encoder, submitted together with the readback that feeds the
  * step's collective.
+ *
+ * The residual stream stays on the device, and after every step it is x + partial: each
+ * row-parallel segment (and the embedding) leaves its output in `partial`; at tp > 1 that is
+ * read back, all-reduced on the host and written back in place. The next segment begins with
+ * the fused x += partial; h = rmsnorm(x), and the head with x += partial. At tp = 1 there is
+ * nothing to reduce, so nothing is read back and no step waits for the GPU until the head.
  */
 import { Effect } from "effect";
 import { allReduceBuffer } from "../collectives/device.ts";
@@ -12,7 +18,7 @@ import { createStorageBuffer, Readback, writeBuffer } from "../gpu/buffers.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, encodeDispatches } from "../gpu/dispatch.ts";
 import { attention, writeKvCache } from "../kernels/attention.ts";
-import { siluMul } from "../kernels/elementwise.ts";
+import { addInPlace, siluMulMerged } from "../kernels/elementwise.ts";
 import { embedding } from "../kernels/embedding.ts";
 import { matmul } from "../kernels/matmul.ts";
 import { createPositionBuffer, type RowPosition, writePositions } from "../kernels/position.ts";
@@ -23,17 +29,20 @@ import { InvalidInput } from "../actors/errors.ts";
 import type { StepFailure } from "../layers/layer.ts";
 import type { LlamaConfig } from "./config.ts";
 import type { RankPlan } from "./plan.ts";
-import type { RankShards } from "./shards.ts";
+import { concatColumns, type RankShards } from "./shards.ts";
 
+/**
+ * One layer's weights on this rank. The column-parallel projections that read the same input
+ * are merged, as vLLM's QKVParallelLinear and MergedColumnParallelLinear do: wqkv is this rank's
+ * wq | wk | wv columns side by side, w13 its gate | up columns, so each is one matmul. Every
+ * output column is the same dot product as before, so the numbers do not change.
+ */
 interface LayerWeights {
   readonly attentionNorm: GPUBuffer;
-  readonly wq: GPUBuffer;
-  readonly wk: GPUBuffer;
-  readonly wv: GPUBuffer;
+  readonly wqkv: GPUBuffer; // [dim, (heads_r + 2·kvHeads_r)·hd]
   readonly wo: GPUBuffer;
   readonly ffnNorm: GPUBuffer;
-  readonly w1: GPUBuffer;
-  readonly w3: GPUBuffer;
+  readonly w13: GPUBuffer; // [dim, 2·hidden_r]: gate | up
   readonly w2: GPUBuffer;
   readonly kCache: GPUBuffer; // [sequences, seqLen, kvHeads_r, headDim]
   readonly vCache: GPUBuffer;
@@ -43,15 +52,12 @@ interface LayerWeights {
 interface RunState {
   readonly ids: GPUBuffer; // u32 [T]
   readonly positions: GPUBuffer; // u32 [T, 2]: each row's (sequence, position)
-  readonly x: GPUBuffer; // [T, dim]: the residual stream (a device copy of hostX)
+  readonly x: GPUBuffer; // [T, dim]: the residual stream
   readonly h: GPUBuffer; // [T, dim]: normed x
-  readonly q: GPUBuffer; // [T, heads_r·hd]
-  readonly k: GPUBuffer; // [T, kvHeads_r·hd]
-  readonly v: GPUBuffer;
+  readonly qkv: GPUBuffer; // [T, (heads_r + 2·kvHeads_r)·hd]: q | k | v per row
   readonly att: GPUBuffer; // [T, heads_r·hd]
-  readonly gate: GPUBuffer; // [T, hidden_r]
-  readonly up: GPUBuffer;
-  readonly act: GPUBuffer; // silu(gate)·up
+  readonly gateUp: GPUBuffer; // [T, 2·hidden_r]: gate | up per row
+  readonly act: GPUBuffer; // [T, hidden_r]: silu(gate)·up
   readonly partial: GPUBuffer; // [T, dim]: this rank's share of a row-parallel sum
   readonly last: GPUBuffer; // [B, dim]: the x rows whose next token is wanted, for the LM head
   readonly lastNormed: GPUBuffer;
@@ -59,13 +65,15 @@ interface RunState {
   readonly candidates: GPUBuffer; // [B, MAX_TOPK] × (f32, u32)
   readonly partialReadback: Readback;
   readonly logitsReadback: Readback;
-  /** The residual stream on the host: every rank holds the same x after each all-reduce. */
-  readonly hostX: Float32Array;
+  /** The all-reduce's host copy of `partial`, allocated once. */
+  readonly hostPartial: Float32Array;
 }
 
 /** Prepared dispatches for a step of T tokens. */
 interface Segments {
   readonly embed: Dispatch[];
+  /** x += partial: the head's first dispatch (segments fuse it into their rmsnorm). */
+  readonly addPartial: Dispatch;
   readonly attention: Dispatch[][]; // per layer, up to the row-parallel output projection
   readonly mlp: Dispatch[][]; // per layer, up to the row-parallel down projection
 }
@@ -141,13 +149,10 @@ export class RankLlama {
       for (const [l, s] of shards.layers.entries()) {
         layers.push({
           attentionNorm: yield* upload(`layers.${l}.attention_norm`, s.attentionNorm),
-          wq: yield* upload(`layers.${l}.wq`, s.wq),
-          wk: yield* upload(`layers.${l}.wk`, s.wk),
-          wv: yield* upload(`layers.${l}.wv`, s.wv),
+          wqkv: yield* upload(`layers.${l}.wqkv`, concatColumns(dim, [s.wq, s.wk, s.wv])),
           wo: yield* upload(`layers.${l}.wo`, s.wo),
           ffnNorm: yield* upload(`layers.${l}.ffn_norm`, s.ffnNorm),
-          w1: yield* upload(`layers.${l}.w1`, s.w1),
-          w3: yield* upload(`layers.${l}.w3`, s.w3),
+          w13: yield* upload(`layers.${l}.w13`, concatColumns(dim, [s.w1, s.w3])),
           w2: yield* upload(`layers.${l}.w2`, s.w2),
           kCache: createStorageBuffer(gpu, `layers.${l}.kCache`, cacheBytes),
           vCache: createStorageBuffer(gpu, `layers.${l}.vCache`, cacheBytes),
@@ -162,12 +167,9 @@ export class RankLlama {
         positions: createPositionBuffer(gpu, T),
         x: f32("x", T * dim),
         h: f32("h", T * dim),
-        q: f32("q", T * heads.count * hd),
-        k: f32("k", T * kvHeads.count * hd),
-        v: f32("v", T * kvHeads.count * hd),
+        qkv: f32("qkv", T * (heads.count + 2 * kvHeads.count) * hd),
         att: f32("att", T * heads.count * hd),
-        gate: f32("gate", T * hidden.count),
-        up: f32("up", T * hidden.count),
+        gateUp: f32("gateUp", T * 2 * hidden.count),
         act: f32("act", T * hidden.count),
         partial: f32("partial", T * dim),
         last: f32("last", B * dim),
@@ -180,7 +182,7 @@ export class RankLlama {
           B * Math.max(vocab.count, 2 * MAX_TOPK) * 4,
           "logits.readback",
         ),
-        hostX: new Float32Array(T * dim),
+        hostPartial: new Float32Array(T * dim),
       };
       return new RankLlama(
         gpu,
@@ -223,9 +225,10 @@ export class RankLlama {
       this.rows = T;
       writeBuffer(this.gpu, this.run.ids, Uint32Array.from(tokens));
       writePositions(this.gpu, this.run.positions, rows);
-      const x = yield* this.allReduceSegment(comm, this.segmentsFor(T).embed);
-      this.run.hostX.set(x);
-      writeBuffer(this.gpu, this.run.x, this.run.hostX.subarray(0, T * this.config.dim));
+      // x = 0 and partial = Σ_ranks embedding slice: the stream x + partial is the embedding.
+      const encoder = this.gpu.device.createCommandEncoder();
+      encoder.clearBuffer(this.run.x, 0, T * this.config.dim * 4);
+      yield* this.runSegment(comm, encoder, this.segmentsFor(T).embed);
     });
   }
 
@@ -239,8 +242,11 @@ export class RankLlama {
         });
       }
       const segments = this.segmentsFor(this.rows);
-      yield* this.residual(comm, segments.attention[l]);
-      yield* this.residual(comm, segments.mlp[l]);
+      // x += Σ_ranks attention(x), then x += Σ_ranks mlp(x); each sum is added on the device
+      // by the dispatch that runs next.
+      const device = this.gpu.device;
+      yield* this.runSegment(comm, device.createCommandEncoder(), segments.attention[l]);
+      yield* this.runSegment(comm, device.createCommandEncoder(), segments.mlp[l]);
     });
   }
 
@@ -270,10 +276,13 @@ export class RankLlama {
       const vocabCount = this.plan.vocab.count;
       const k = Math.min(topK, MAX_TOPK, vocabCount);
       const wholeSlice = temperature > 0 || k === 0;
-      const last = new Float32Array(B * dim);
-      rows.forEach((r, i) => last.set(this.run.hostX.subarray(r * dim, (r + 1) * dim), i * dim));
-      writeBuffer(this.gpu, this.run.last, last);
       const encoder = this.gpu.device.createCommandEncoder();
+      // x += partial, partial = 0: the stream is unchanged, so the head may run again.
+      encodeDispatches(encoder, [this.segmentsFor(this.rows).addPartial]);
+      encoder.clearBuffer(this.run.partial, 0, this.rows * dim * 4);
+      rows.forEach((r, i) =>
+        encoder.copyBufferToBuffer(this.run.x, r * dim * 4, this.run.last, i * dim * 4, dim * 4)
+      );
       encodeDispatches(encoder, this.headFor(B, wholeSlice ? 0 : k));
       if (wholeSlice) {
         const logits = new Float32Array(B * vocabCount);
@@ -305,27 +314,25 @@ export class RankLlama {
     for (const b of buffers) b.destroy();
   }
 
-  /** Runs `dispatches`, all-reduces `partial`, and returns the sum (host). */
-  private allReduceSegment(comm: Communicator, dispatches: Dispatch[]) {
-    return Effect.suspend(() => {
-      const encoder = this.gpu.device.createCommandEncoder();
-      encodeDispatches(encoder, dispatches);
-      return allReduceBuffer(this.gpu, comm, {
-        encoder,
-        source: this.run.partial,
-        shape: [this.rows, this.config.dim],
-        readback: this.run.partialReadback,
-      });
-    }).pipe(Effect.map((t) => t.data));
-  }
-
-  /** x += Σ_ranks segment(x), on the host (every rank gets the same sum), then back to x. */
-  private residual(comm: Communicator, dispatches: Dispatch[]) {
+  /**
+   * Runs `dispatches` (which end by writing `partial`) after what `encoder` holds, and
+   * all-reduces `partial` in place; at tp = 1 it only submits, without waiting.
+   */
+  private runSegment(comm: Communicator, encoder: GPUCommandEncoder, dispatches: Dispatch[]) {
     return Effect.gen(this, function* () {
-      const sum = yield* this.allReduceSegment(comm, dispatches);
-      const x = this.run.hostX;
-      for (let i = 0; i < sum.length; i++) x[i] += sum[i];
-      writeBuffer(this.gpu, this.run.x, x.subarray(0, sum.length));
+      encodeDispatches(encoder, dispatches);
+      if (comm.worldSize > 1) {
+        yield* allReduceBuffer(this.gpu, comm, {
+          encoder,
+          source: this.run.partial,
+          shape: [this.rows, this.config.dim],
+          readback: this.run.partialReadback,
+          host: this.run.hostPartial.subarray(0, this.rows * this.config.dim),
+          writeBackTo: this.run.partial,
+        });
+      } else {
+        this.gpu.device.queue.submit([encoder.finish()]);
+      }
     });
   }
 
@@ -337,17 +344,9 @@ export class RankLlama {
     const nh = plan.heads.count, nkv = plan.kvHeads.count, hid = plan.hidden.count;
     const mm = (a: GPUBuffer, b: GPUBuffer, out: GPUBuffer, k: number, n: number, label: string) =>
       matmul(gpu, { a, b, out, m: T, k, n, label });
-    const ropeFor = (qk: GPUBuffer, nHeads: number) =>
-      rope(gpu, {
-        qk,
-        positions: run.positions,
-        rows: T,
-        nHeads,
-        headDim: hd,
-        theta: config.ropeTheta,
-        layout: config.ropeLayout,
-      });
+    const qkvWidth = (nh + 2 * nkv) * hd;
     segments = {
+      addPartial: addInPlace(gpu, { target: run.x, other: run.partial, length: T * dim }),
       embed: [
         embedding(gpu, {
           table: this.embedding,
@@ -362,20 +361,28 @@ export class RankLlama {
       attention: this.layers.map((w, l) => [
         rmsnorm(gpu, {
           input: run.x,
+          residual: run.partial,
           weight: w.attentionNorm,
           out: run.h,
           rows: T,
           dim,
           eps: config.normEps,
         }),
-        mm(run.h, w.wq, run.q, dim, nh * hd, `layers.${l}.wq`),
-        mm(run.h, w.wk, run.k, dim, nkv * hd, `layers.${l}.wk`),
-        mm(run.h, w.wv, run.v, dim, nkv * hd, `layers.${l}.wv`),
-        ropeFor(run.q, nh),
-        ropeFor(run.k, nkv),
+        mm(run.h, w.wqkv, run.qkv, dim, qkvWidth, `layers.${l}.wqkv`),
+        // The q and k heads sit side by side at the start of each qkv row: one rotation.
+        rope(gpu, {
+          qk: run.qkv,
+          positions: run.positions,
+          rows: T,
+          nHeads: nh + nkv,
+          headDim: hd,
+          theta: config.ropeTheta,
+          layout: config.ropeLayout,
+          rowStride: qkvWidth,
+        }),
         writeKvCache(gpu, {
-          k: run.k,
-          v: run.v,
+          k: run.qkv,
+          v: run.qkv,
           kCache: w.kCache,
           vCache: w.vCache,
           positions: run.positions,
@@ -384,9 +391,11 @@ export class RankLlama {
           headDim: hd,
           maxSeq: config.seqLen,
           sequences: this.maxSequences,
+          source: { rowStride: qkvWidth, kOffset: nh * hd, vOffset: (nh + nkv) * hd },
         }),
         attention(gpu, {
-          q: run.q,
+          q: run.qkv,
+          qRowStride: qkvWidth,
           kCache: w.kCache,
           vCache: w.vCache,
           positions: run.positions,
@@ -402,15 +411,15 @@ export class RankLlama {
       mlp: this.layers.map((w, l) => [
         rmsnorm(gpu, {
           input: run.x,
+          residual: run.partial,
           weight: w.ffnNorm,
           out: run.h,
           rows: T,
           dim,
           eps: config.normEps,
         }),
-        mm(run.h, w.w1, run.gate, dim, hid, `layers.${l}.w1`),
-        mm(run.h, w.w3, run.up, dim, hid, `layers.${l}.w3`),
-        siluMul(gpu, { gate: run.gate, up: run.up, out: run.act, length: T * hid }),
+        mm(run.h, w.w13, run.gateUp, dim, 2 * hid, `layers.${l}.w13`),
+        siluMulMerged(gpu, { gateUp: run.gateUp, out: run.act, rows: T, hidden: hid }),
         mm(run.act, w.w2, run.partial, hid, dim, `layers.${l}.w2`),
       ]),
     };

@@ -46,6 +46,21 @@ export const transpose = (data: Float32Array, rows: number, cols: number): Float
   return out;
 };
 
+/** [rows, a], [rows, b], … → [rows, a + b + …]: column blocks side by side (merged layers). */
+export const concatColumns = (rows: number, parts: readonly Float32Array[]): Float32Array => {
+  const widths = parts.map((p) => p.length / rows);
+  const width = widths.reduce((a, b) => a + b, 0);
+  const out = new Float32Array(rows * width);
+  for (let r = 0; r < rows; r++) {
+    let at = r * width;
+    for (const [i, part] of parts.entries()) {
+      out.set(part.subarray(r * widths[i], (r + 1) * widths[i]), at);
+      at += widths[i];
+    }
+  }
+  return out;
+};
+
 /** Reads rank `plan.rank`'s shards of every tensor. */
 export const loadRankShards = (
   source: WeightSource,

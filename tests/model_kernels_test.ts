@@ -5,6 +5,7 @@ import { acquireGpu, type Gpu } from "../gpu/device.ts";
 import { createStorageBuffer, readF32, submitAndWait, writeBuffer } from "../gpu/buffers.ts";
 import { type Dispatch, encodeDispatches } from "../gpu/dispatch.ts";
 import { rmsnorm } from "../kernels/rmsnorm.ts";
+import { siluMulMerged } from "../kernels/elementwise.ts";
 import { rope, type RopeLayout } from "../kernels/rope.ts";
 import { attention, writeKvCache } from "../kernels/attention.ts";
 import { embedding } from "../kernels/embedding.ts";
@@ -68,6 +69,60 @@ Deno.test("model kernels", (t) =>
           for (const b of [xBuf, wBuf, out]) b.destroy();
         }
       }
+    });
+
+    await t.step(
+      "rmsnorm fused with the residual add: x += r in place, then the norm",
+      async () => {
+        for (const [rows, dim] of [[1, 288], [5, 768], [3, 1000]]) {
+          const x = randomFloats(rows * dim, rows + dim, 3);
+          const r = randomFloats(rows * dim, rows + dim + 1, 3);
+          const w = randomFloats(dim, dim + 7, 2);
+          const [xBuf, rBuf, wBuf] = [upload(gpu, x), upload(gpu, r), upload(gpu, w)];
+          const out = createStorageBuffer(gpu, "out", rows * dim * 4);
+          await run(gpu, [
+            await prepare(gpu, () =>
+              rmsnorm(gpu, { input: xBuf, residual: rBuf, weight: wBuf, out, rows, dim })),
+          ]);
+          const sum = x.map((v, i) =>
+            v + r[i]
+          );
+          assert.deepEqual(await read(gpu, xBuf, sum.length), sum, "x holds x + r exactly");
+          assertClose(
+            await read(gpu, out, sum.length),
+            reference.rmsnorm(sum, w, rows, dim, 1e-5),
+            {
+              atol: 1e-5,
+              rtol: 1e-5,
+              what: `add + rmsnorm ${rows}×${dim}`,
+            },
+          );
+          for (const b of [xBuf, rBuf, wBuf, out]) b.destroy();
+        }
+      },
+    );
+
+    await t.step("silu·mul over the merged gate|up rows", async () => {
+      const [rows, hidden] = [3, 700];
+      const gateUp = randomFloats(rows * 2 * hidden, 91, 4);
+      const gateUpBuf = upload(gpu, gateUp);
+      const out = createStorageBuffer(gpu, "out", rows * hidden * 4);
+      await run(gpu, [
+        await prepare(gpu, () => siluMulMerged(gpu, { gateUp: gateUpBuf, out, rows, hidden })),
+      ]);
+      const expected = new Float32Array(rows * hidden);
+      for (let r = 0; r < rows; r++) {
+        const gate = gateUp.subarray(r * 2 * hidden, r * 2 * hidden + hidden);
+        const up = gateUp.subarray(r * 2 * hidden + hidden, (r + 1) * 2 * hidden);
+        const act = reference.silu(gate);
+        for (let j = 0; j < hidden; j++) expected[r * hidden + j] = act[j] * up[j];
+      }
+      assertClose(await read(gpu, out, expected.length), expected, {
+        atol: 1e-5,
+        rtol: 1e-5,
+        what: "siluMulMerged",
+      });
+      for (const b of [gateUpBuf, out]) b.destroy();
     });
 
     await t.step("rope, both layouts, position rewritten without re-preparing", async () => {
