@@ -65,6 +65,8 @@ export const RankCommand = Schema.Union(
     maxBatchTokens: Size,
     /** Sequences that may run at once, each with its own KV-cache slot. */
     maxSequences: Schema.optionalWith(Size, { default: () => 1 }),
+    /** Element type of the matmul weights on the device (f16 needs shader-f16). */
+    weights: Schema.optionalWith(Schema.Literal("f32", "f16"), { default: () => "f32" as const }),
   }),
   /**
    * Vocab-parallel embedding of `tokens`, then all-reduce. Token r goes to position

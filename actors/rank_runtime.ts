@@ -103,6 +103,7 @@ export const makeRankRuntime = (
               shards,
               command.maxBatchTokens,
               command.maxSequences,
+              command.weights,
             );
           }));
           model?.release();

@@ -26,7 +26,8 @@ import { LlamaModel } from "../models/llama.ts";
 
 const USAGE = "usage: deno task generate --model PATH [--tokenizer PATH] [--tp N] " +
   "[--prompt TEXT] [--max-tokens K] [--temperature T] [--top-p P] [--seed S] " +
-  "[--transport inprocess|workers|tcp] [--ranks HOST:PORT,...] [--secret-file F] [--json]";
+  "[--transport inprocess|workers|tcp] [--ranks HOST:PORT,...] [--secret-file F] " +
+  "[--weights f32|f16] [--json]";
 
 /** A flag the CLI cannot accept; exit code 2. */
 class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string }> {}
@@ -43,6 +44,8 @@ interface CliOptions {
   readonly topP: number;
   readonly seed: number | bigint;
   readonly transport: TransportName;
+  /** Element type of the matmul weights on the devices. */
+  readonly weights: "f32" | "f16";
   /** tcp: rank addresses (else local rank processes) and the shared secret's file. */
   readonly ranks?: readonly string[];
   readonly secretFile?: string;
@@ -50,6 +53,11 @@ interface CliOptions {
 }
 
 const usage = (message: string) => Effect.fail(new UsageError({ message }));
+
+const weightsOf = (value: string) =>
+  value === "f32" || value === "f16"
+    ? Effect.succeed<"f32" | "f16">(value)
+    : usage(`--weights must be f32 or f16, got ${JSON.stringify(value)}`);
 
 const positiveInt = (flag: string, value: string) =>
   /^\d+$/.test(value) && Number(value) >= 1 && Number.isSafeInteger(Number(value))
@@ -91,6 +99,7 @@ const parseCli = (args: string[]): Effect.Effect<CliOptions | "help", UsageError
             "top-p": { type: "string", default: "0.9" },
             seed: { type: "string" },
             transport: { type: "string" },
+            weights: { type: "string", default: "f32" },
             ranks: { type: "string" },
             "secret-file": { type: "string" },
             json: { type: "boolean", default: false },
@@ -129,6 +138,7 @@ const parseCli = (args: string[]): Effect.Effect<CliOptions | "help", UsageError
       topP: yield* numberIn("top-p", values["top-p"], (p) => p >= 0 && p <= 1, "in [0, 1]"),
       seed: values.seed === undefined ? Date.now() : yield* seedOf(values.seed),
       transport,
+      weights: yield* weightsOf(values.weights),
       ranks,
       secretFile: values["secret-file"],
       json: values.json,
@@ -170,7 +180,7 @@ const run = (options: CliOptions) =>
   Effect.gen(function* () {
     const source = yield* modelSourceOf(options.model);
     const tokenizer = yield* loadTokenizer(options.model, options.tokenizer);
-    const model = yield* LlamaModel.load({ source, tp: options.tp });
+    const model = yield* LlamaModel.load({ source, tp: options.tp, weights: options.weights });
     const tokens: number[] = [];
     let text = "";
     if (!options.json) yield* writeOut(options.prompt);

@@ -29,7 +29,7 @@ const USAGE = "usage: deno task serve --model PATH [--tokenizer PATH] [--tp N] "
   "[--transport inprocess|workers|tcp] [--ranks HOST:PORT,...] [--secret-file F] " +
   "[--port 8000] [--host 127.0.0.1] [--api-key K | env TESSERA_API_KEY] [--max-sequences 8] " +
   "[--max-queue 64] [--max-tokens-limit N] [--max-body-bytes B] [--drain-seconds 30] " +
-  "[--model-id NAME]";
+  "[--model-id NAME] [--weights f32|f16]";
 
 /** A flag the CLI cannot accept; exit code 2. */
 class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string }> {}
@@ -41,6 +41,8 @@ interface ServeCliOptions {
   readonly tokenizer?: string;
   readonly tp: number;
   readonly transport: TransportName;
+  /** Element type of the matmul weights on the devices. */
+  readonly weights: "f32" | "f16";
   readonly ranks?: readonly string[];
   readonly secretFile?: string;
   readonly host: string;
@@ -55,6 +57,11 @@ interface ServeCliOptions {
 }
 
 const usage = (message: string) => Effect.fail(new UsageError({ message }));
+
+const weightsOf = (value: string) =>
+  value === "f32" || value === "f16"
+    ? Effect.succeed<"f32" | "f16">(value)
+    : usage(`--weights must be f32 or f16, got ${JSON.stringify(value)}`);
 
 /** An integer flag within [min, max]. */
 const intIn = (flag: string, value: string, min: number, max = Number.MAX_SAFE_INTEGER) =>
@@ -79,6 +86,7 @@ const parseCli = (args: string[]): Effect.Effect<ServeCliOptions | "help", Usage
             tokenizer: { type: "string" },
             tp: { type: "string", default: "1" },
             transport: { type: "string" },
+            weights: { type: "string", default: "f32" },
             ranks: { type: "string" },
             "secret-file": { type: "string" },
             host: { type: "string", default: "127.0.0.1" },
@@ -123,6 +131,7 @@ const parseCli = (args: string[]): Effect.Effect<ServeCliOptions | "help", Usage
       tokenizer: values.tokenizer,
       tp,
       transport,
+      weights: yield* weightsOf(values.weights),
       ranks,
       secretFile: values["secret-file"],
       host: values.host,
@@ -183,6 +192,7 @@ const run = (options: ServeCliOptions) =>
       tp: options.tp,
       maxSequences: options.maxSequences,
       maxQueue: options.maxQueue,
+      weights: options.weights,
       modelId: options.modelId,
     });
     const template = yield* loadChatTemplate(options.model, options.tokenizer);

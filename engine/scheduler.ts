@@ -22,7 +22,7 @@ import { Deferred, Duration, Effect, Exit, Option, Queue, Scope, Stream } from "
 import type { StepFailure } from "../actors/errors.ts";
 import type { ModelSource, RankReply } from "../actors/protocol.ts";
 import { Transport } from "../actors/transport.ts";
-import { SMALL_M_MAX } from "../kernels/matmul.ts";
+import { SMALL_M_MAX, type WeightType } from "../kernels/matmul.ts";
 import { loadTokenizer, modelSourceOf } from "../models/generate.ts";
 import { LlamaModel } from "../models/llama.ts";
 import {
@@ -42,6 +42,8 @@ export interface EngineOptions {
   readonly modelPath: string;
   readonly tokenizerPath?: string;
   readonly tp: number;
+  /** Element type of the matmul weights on the devices (see LlamaModel.load). Default f32. */
+  readonly weights?: WeightType;
   /** Sequences decoding together (KV-cache slots). Default 8. */
   readonly maxSequences?: number;
   /** Requests that may wait for a busy slot; beyond it submit fails with QueueFull. Default 64. */
@@ -99,6 +101,7 @@ export const makeInferenceEngine = (options: EngineOptions) =>
           tp: options.tp,
           maxSequences,
           maxBatchTokens: options.maxBatchTokens,
+          weights: options.weights,
           onReply: observeReply,
         }).pipe(Scope.extend(scope), Effect.provideService(Transport, transport));
         const ranks = yield* model.supervisor.ranks();

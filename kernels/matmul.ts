@@ -1,7 +1,9 @@
 /**
- * Dense f32 matmul, out[m×n] = a[m×k] · b[k×n], with b stored [k, n] row-major ("in × out"
+ * Dense matmul, out[m×n] = a[m×k] · b[k×n], with b stored [k, n] row-major ("in × out"
  * weights). Two kernels: a shared-memory tiled kernel for prefill-sized m, and a GEMV-style kernel
  * for decode (m ≤ 8) where the tiled kernel would waste almost all of each 64-row tile.
+ * Activations and sums are f32; the weights b are f32, or f16 (`weights: "f16"`, needs the
+ * adapter's shader-f16) to halve the bytes a decode step streams.
  */
 import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, prepareDispatch } from "../gpu/dispatch.ts";
@@ -17,8 +19,19 @@ export interface MatmulArgs {
   readonly m: number;
   readonly k: number;
   readonly n: number;
+  /** Element type of `b` (default f32). */
+  readonly weights?: WeightType;
   readonly label?: string;
 }
+
+export type WeightType = "f32" | "f16";
+
+/** The WGSL preamble and element type for weights of type `w`. */
+const weightWgsl = (w: WeightType) => ({
+  enable: w === "f16" ? "enable f16;" : "",
+  scalar: w,
+  vec4: `vec4<${w}>`,
+});
 
 /**
  * Largest m served by the GEMV kernel; above it the tiled kernel wins. A row's sums are the same
@@ -36,10 +49,11 @@ const TILE = 64;
  * neighbouring invocations read neighbouring shared floats and write neighbouring outputs.
  * Out-of-range loads read as zero and out-of-range stores are skipped, so any m, k, n works.
  */
-export const MATMUL_TILED_WGSL = /* wgsl */ `
+export const matmulTiledWgsl = (weights: WeightType = "f32"): string => /* wgsl */ `
+${weightWgsl(weights).enable}
 struct Params { m: u32, k: u32, n: u32 }
 @group(0) @binding(0) var<storage, read> a: array<f32>;
-@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<${weightWgsl(weights).scalar}>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;
 
@@ -71,7 +85,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
       let bRow = k0 + l / TILE;
       let bCol = col0 + l % TILE;
       var bv = 0.0;
-      if (bRow < k && bCol < n) { bv = b[bRow * n + bCol]; }
+      if (bRow < k && bCol < n) { bv = f32(b[bRow * n + bCol]); }
       tileB[l] = bv;
     }
     workgroupBarrier();
@@ -106,10 +120,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
  * slices; slice s sums k ≡ s (mod 8), so each 32-wide row of invocations reads one contiguous
  * 128-byte run of `b`. The 8 partial sums of each row meet in shared memory, one row at a time. Works for any n.
  */
-export const matmulSmallMWgsl = (m: number): string => /* wgsl */ `
+export const matmulSmallMWgsl = (m: number, weights: WeightType = "f32"): string => /* wgsl */ `
+${weightWgsl(weights).enable}
 struct Params { m: u32, k: u32, n: u32 }
 @group(0) @binding(0) var<storage, read> a: array<f32>;
-@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<${weightWgsl(weights).scalar}>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;
 
@@ -130,7 +145,7 @@ fn main(
   var acc: array<f32, M>;
   if (col < n) {
     for (var kk = lid.y; kk < k; kk += SLICES) {
-      let bv = b[kk * n + col];
+      let bv = f32(b[kk * n + col]);
       for (var r = 0u; r < M; r++) { acc[r] += a[r * k + kk] * bv; }
     }
   }
@@ -152,10 +167,11 @@ fn main(
  * (one vec4 load of `b` per k) and slice s sums a contiguous k-range. 3-5× faster than the
  * scalar kernel on lavapipe, where per-lane scalar loads dominate.
  */
-export const matmulSmallMVec4Wgsl = (m: number): string => /* wgsl */ `
+export const matmulSmallMVec4Wgsl = (m: number, weights: WeightType = "f32"): string => /* wgsl */ `
+${weightWgsl(weights).enable}
 struct Params { m: u32, k: u32, n: u32 }
 @group(0) @binding(0) var<storage, read> a: array<f32>;
-@group(0) @binding(1) var<storage, read> b: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> b: array<${weightWgsl(weights).vec4}>;
 @group(0) @binding(2) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(3) var<uniform> params: Params;
 
@@ -179,7 +195,7 @@ fn main(
   var acc: array<vec4<f32>, M>;
   if (col4 < n4) {
     for (var kk = kBegin; kk < kEnd; kk++) {
-      let bv = b[kk * n4 + col4];
+      let bv = vec4<f32>(b[kk * n4 + col4]);
       for (var r = 0u; r < M; r++) { acc[r] += a[r * k + kk] * bv; }
     }
   }
@@ -213,7 +229,7 @@ export const matmulTiled = (gpu: Gpu, args: MatmulArgs): Dispatch => {
   }
   return prepareDispatch(gpu, {
     label: args.label ?? "matmul.tiled",
-    code: MATMUL_TILED_WGSL,
+    code: matmulTiledWgsl(args.weights),
     buffers: [a, b, out],
     params: [m, k, n],
     workgroups: [Math.ceil(n / TILE), rowTiles],
@@ -234,7 +250,7 @@ export const matmulSmallM = (
   const vec4 = (args.vec4 ?? true) && n % 4 === 0;
   return prepareDispatch(gpu, {
     label: args.label ?? (vec4 ? "matmul.gemv4" : "matmul.gemv"),
-    code: vec4 ? matmulSmallMVec4Wgsl(m) : matmulSmallMWgsl(m),
+    code: vec4 ? matmulSmallMVec4Wgsl(m, args.weights) : matmulSmallMWgsl(m, args.weights),
     buffers: [a, b, out],
     params: [m, k, n],
     workgroups: grid1d(gpu, Math.ceil(n / (vec4 ? 128 : 32))),

@@ -10,6 +10,7 @@ import { expectReplies, type ReplyObserver, Supervisor } from "../actors/supervi
 import type { SpawnError, Transport } from "../actors/transport.ts";
 import { fromPayload } from "../collectives/protocol.ts";
 import { concat, f32FromBytes, i32FromBytes } from "../collectives/tensor.ts";
+import type { WeightType } from "../kernels/matmul.ts";
 import type { LlamaConfig } from "./config.ts";
 import { ConfigError, type LoadError } from "./errors.ts";
 import { planLlama } from "./plan.ts";
@@ -25,6 +26,11 @@ export interface LoadLlamaOptions {
   readonly maxSequences?: number;
   /** Sees every rank reply and its latency (metrics). */
   readonly onReply?: ReplyObserver;
+  /**
+   * Element type of the matmul weights on the devices: "f32" (default, exact) or "f16" (half
+   * the bytes per decode step; needs the adapter's shader-f16).
+   */
+  readonly weights?: WeightType;
 }
 
 /** A token of a step and where it goes: its sequence's KV-cache slot and its position. */
@@ -79,6 +85,7 @@ export class LlamaModel {
         source: options.source,
         maxBatchTokens,
         maxSequences,
+        weights: options.weights ?? "f32",
       })).pipe(Effect.flatMap(expectReplies("ModelLoaded")));
       return new LlamaModel(
         config,

@@ -20,7 +20,7 @@ import { type Dispatch, encodeDispatches } from "../gpu/dispatch.ts";
 import { attention, writeKvCache } from "../kernels/attention.ts";
 import { addInPlace, siluMulMerged } from "../kernels/elementwise.ts";
 import { embedding } from "../kernels/embedding.ts";
-import { matmul } from "../kernels/matmul.ts";
+import { matmul, type WeightType } from "../kernels/matmul.ts";
 import { createPositionBuffer, type RowPosition, writePositions } from "../kernels/position.ts";
 import { rmsnorm } from "../kernels/rmsnorm.ts";
 import { rope } from "../kernels/rope.ts";
@@ -99,6 +99,7 @@ export class RankLlama {
     readonly plan: RankPlan,
     readonly maxTokens: number,
     readonly maxSequences: number,
+    readonly weights: WeightType,
     private readonly embedding: GPUBuffer,
     private readonly layers: readonly LayerWeights[],
     private readonly norm: GPUBuffer,
@@ -119,9 +120,15 @@ export class RankLlama {
     shards: RankShards,
     maxTokens: number,
     maxSequences = 1,
+    weights: WeightType = "f32",
   ): Effect.Effect<RankLlama, InvalidInput> {
     return Effect.gen(function* () {
       const limit = gpu.limits.maxStorageBufferBindingSize;
+      if (weights === "f16" && !gpu.device.features.has("shader-f16")) {
+        return yield* new InvalidInput({
+          message: `f16 weights need the shader-f16 feature, which ${gpu.adapterName} lacks`,
+        });
+      }
       let weightBytes = 0;
       const upload = (label: string, data: Float32Array) =>
         data.byteLength > limit
@@ -135,6 +142,13 @@ export class RankLlama {
             weightBytes += data.byteLength;
             return createStorageBuffer(gpu, label, data);
           });
+      /** A matmul weight, in the chosen element type (f16 padded to whole 4-byte words). */
+      const uploadWeight = (label: string, data: Float32Array) => {
+        if (weights === "f32") return upload(label, data);
+        const half = new Float16Array(data.length + (data.length % 2));
+        half.set(data);
+        return upload(label, half as unknown as Float32Array);
+      };
       const { seqLen, headDim: hd, dim } = config;
       const { heads, kvHeads, hidden, vocab } = plan;
       const cacheBytes = maxSequences * seqLen * kvHeads.count * hd * 4;
@@ -149,11 +163,11 @@ export class RankLlama {
       for (const [l, s] of shards.layers.entries()) {
         layers.push({
           attentionNorm: yield* upload(`layers.${l}.attention_norm`, s.attentionNorm),
-          wqkv: yield* upload(`layers.${l}.wqkv`, concatColumns(dim, [s.wq, s.wk, s.wv])),
-          wo: yield* upload(`layers.${l}.wo`, s.wo),
+          wqkv: yield* uploadWeight(`layers.${l}.wqkv`, concatColumns(dim, [s.wq, s.wk, s.wv])),
+          wo: yield* uploadWeight(`layers.${l}.wo`, s.wo),
           ffnNorm: yield* upload(`layers.${l}.ffn_norm`, s.ffnNorm),
-          w13: yield* upload(`layers.${l}.w13`, concatColumns(dim, [s.w1, s.w3])),
-          w2: yield* upload(`layers.${l}.w2`, s.w2),
+          w13: yield* uploadWeight(`layers.${l}.w13`, concatColumns(dim, [s.w1, s.w3])),
+          w2: yield* uploadWeight(`layers.${l}.w2`, s.w2),
           kCache: createStorageBuffer(gpu, `layers.${l}.kCache`, cacheBytes),
           vCache: createStorageBuffer(gpu, `layers.${l}.vCache`, cacheBytes),
         });
@@ -190,10 +204,11 @@ export class RankLlama {
         plan,
         maxTokens,
         maxSequences,
+        weights,
         yield* upload("tok_embeddings", shards.embedding),
         layers,
         yield* upload("norm", shards.norm),
-        yield* upload("output", shards.output),
+        yield* uploadWeight("output", shards.output),
         run,
         weightBytes,
         cacheBytes * 2 * layers.length,
@@ -343,7 +358,7 @@ export class RankLlama {
     const { dim, headDim: hd } = config;
     const nh = plan.heads.count, nkv = plan.kvHeads.count, hid = plan.hidden.count;
     const mm = (a: GPUBuffer, b: GPUBuffer, out: GPUBuffer, k: number, n: number, label: string) =>
-      matmul(gpu, { a, b, out, m: T, k, n, label });
+      matmul(gpu, { a, b, out, m: T, k, n, weights: this.weights, label });
     const qkvWidth = (nh + 2 * nkv) * hd;
     segments = {
       addPartial: addInPlace(gpu, { target: run.x, other: run.partial, length: T * dim }),
@@ -450,6 +465,7 @@ export class RankLlama {
         m: B,
         k: config.dim,
         n: vocab,
+        weights: this.weights,
         label: "output",
       }),
       ...(k > 0

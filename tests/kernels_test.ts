@@ -168,6 +168,33 @@ Deno.test("kernels", (t) =>
       },
     );
 
+    await t.step({
+      name: "matmul: f16 weights, every kernel, against f16-rounded weights",
+      ignore: !gpu.device.features.has("shader-f16"),
+      fn: async () => {
+        for (const [m, k, n] of [[1, 300, 129], [3, 301, 132], [8, 768, 256], [37, 91, 53]]) {
+          const a = randomFloats(m * k, m + k);
+          const b = randomFloats(k * n, k + n);
+          // f16 storage must be whole 4-byte words: pad an odd element count.
+          const b16 = new Float16Array(b.length + (b.length % 2));
+          b16.set(b);
+          const [aBuf, bBuf] = [
+            createStorageBuffer(gpu, "a", a),
+            createStorageBuffer(gpu, "b", b16),
+          ];
+          const out = createStorageBuffer(gpu, "out", m * n * 4);
+          await run(gpu, () => [matmul(gpu, { a: aBuf, b: bBuf, out, m, k, n, weights: "f16" })]);
+          const rounded = Float32Array.from(b16.subarray(0, b.length));
+          assertClose(await read(gpu, out, m * n), reference.matmul(a, rounded, m, k, n), {
+            atol: 2e-6 * Math.sqrt(k) + 1e-6,
+            rtol: 1e-5,
+            what: `f16 matmul ${m}×${k}×${n}`,
+          });
+          for (const buf of [aBuf, bBuf, out]) buf.destroy();
+        }
+      },
+    });
+
     await t.step("matmul: tile-boundary and decode-sized shapes", async () => {
       await checkMatmul(gpu, 64, 1024, 257);
       await checkMatmul(gpu, 65, 17, 63);

@@ -259,6 +259,38 @@ for (const tp of [1, 2, 4]) {
   });
 }
 
+/**
+ * f16 weights (matmuls only; activations, sums and everything else stay f32). Documented
+ * tolerance: logits within 0.05 of the f32 fixture (they differ by ~0.01 on logits of ~18);
+ * on stories260K the 256 greedy tokens do not change.
+ */
+const F16_LOGIT_ATOL = 0.05;
+
+Deno.test("stories260K tp 2 (Workers), f16 weights: logits near the f32 fixture, same greedy tokens, half the bytes", async () => {
+  const f = await fixture();
+  const { logits, tokens, bytes16, bytes32 } = await runWith(
+    WorkersTransport(),
+    Effect.gen(function* () {
+      const bytes32 = (yield* stories(2)).weightBytesPerRank;
+      const model = yield* stories(2, { weights: "f16" });
+      const logits: Float32Array[] = [];
+      for (const [pos, token] of [BOS_ID, ...f.tokens.slice(0, 3)].entries()) {
+        yield* model.forward([token], pos);
+        logits.push(yield* model.logits());
+      }
+      const tokens = yield* greedy(model, BOS_ID, 0, f.steps);
+      return { logits, tokens, bytes16: model.weightBytesPerRank, bytes32 };
+    }),
+  );
+  logits.forEach((l, pos) => {
+    const diff = maxAbsDiff(l, f.logits[pos]);
+    assert.ok(diff <= F16_LOGIT_ATOL, `f16 logits@${pos}: max |diff| ${diff} > ${F16_LOGIT_ATOL}`);
+  });
+  assertFixtureTokens(tokens, f, "f16 greedy");
+  // The matmul weights are most of the bytes: f16 cuts each rank's share well below f32's.
+  bytes16.forEach((b, rank) => assert.ok(b < 0.7 * bytes32[rank], `rank ${rank}: ${b} bytes`));
+});
+
 Deno.test("stories260K tp 2 (in-process, Deno WebGPU): 24 greedy tokens", async () => {
   const f = await fixture();
   const { ranks, tokens } = await runWith(
