@@ -14,6 +14,7 @@ import { Effect, Fiber } from "effect";
 import { serveRank } from "../actors/rank_server.ts";
 import { parseAddress } from "../actors/tcp.ts";
 import { loadSecret } from "../wire/handshake.ts";
+import { describe } from "./main.ts";
 
 const USAGE =
   "usage: deno task rank --listen HOST:PORT --secret-file FILE [--backend auto|dawn|deno]";
@@ -68,7 +69,7 @@ Deno.addSignalListener("SIGTERM", shutdown);
 Deno.addSignalListener("SIGINT", shutdown);
 const exit = await Effect.runPromise(Fiber.await(fiber));
 if (exit._tag === "Failure") {
-  const failure = exit.cause._tag === "Fail" ? exit.cause.error : undefined;
-  console.error(`error: ${failure?.message ?? String(exit.cause)}`);
+  // One line like the other commands; a usage error exits above with 2, before the rank starts.
+  console.error(describe(exit.cause));
   Deno.exit(1);
 }
