@@ -21,10 +21,37 @@ export interface MatmulArgs {
   readonly n: number;
   /** Element type of `b` (default f32). */
   readonly weights?: WeightType;
+  /** How `b` is stored (default row-major [k, n]). */
+  readonly layout?: WeightLayout;
   readonly label?: string;
 }
 
 export type WeightType = "f32" | "f16";
+
+/**
+ * "rowMajor": b[kk, col] at kk·n + col. "blocked": the columns in blocks of WEIGHT_BLOCK, each
+ * block [k, WEIGHT_BLOCK] row-major and stored whole, so one workgroup's share of b is one
+ * contiguous run of memory. A decode GEMV streams every weight once; row-major makes each
+ * workgroup touch a new page per k (a row is n·4 bytes away), which lavapipe pays for dearly.
+ */
+export type WeightLayout = "rowMajor" | "blocked";
+
+/** Columns per block of the blocked layout (also the tiled kernel's tile width). */
+export const WEIGHT_BLOCK = 64;
+
+/** [k, n] row-major → the blocked layout, the last block zero-padded to WEIGHT_BLOCK columns. */
+export const blockColumns = (b: Float32Array, k: number, n: number): Float32Array => {
+  const blocks = Math.ceil(n / WEIGHT_BLOCK);
+  const out = new Float32Array(blocks * k * WEIGHT_BLOCK);
+  for (let blk = 0; blk < blocks; blk++) {
+    const c0 = blk * WEIGHT_BLOCK;
+    const width = Math.min(WEIGHT_BLOCK, n - c0);
+    for (let kk = 0; kk < k; kk++) {
+      out.set(b.subarray(kk * n + c0, kk * n + c0 + width), (blk * k + kk) * WEIGHT_BLOCK);
+    }
+  }
+  return out;
+};
 
 /** The WGSL preamble and element type for weights of type `w`. */
 const weightWgsl = (w: WeightType) => ({
@@ -49,7 +76,10 @@ const TILE = 64;
  * neighbouring invocations read neighbouring shared floats and write neighbouring outputs.
  * Out-of-range loads read as zero and out-of-range stores are skipped, so any m, k, n works.
  */
-export const matmulTiledWgsl = (weights: WeightType = "f32"): string => /* wgsl */ `
+export const matmulTiledWgsl = (
+  weights: WeightType = "f32",
+  layout: WeightLayout = "rowMajor",
+): string => /* wgsl */ `
 ${weightWgsl(weights).enable}
 struct Params { m: u32, k: u32, n: u32 }
 @group(0) @binding(0) var<storage, read> a: array<f32>;
@@ -85,7 +115,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
       let bRow = k0 + l / TILE;
       let bCol = col0 + l % TILE;
       var bv = 0.0;
-      if (bRow < k && bCol < n) { bv = f32(b[bRow * n + bCol]); }
+      if (bRow < k && bCol < n) { bv = f32(b[${
+  layout === "blocked"
+    ? `(bCol / ${WEIGHT_BLOCK}u) * k * ${WEIGHT_BLOCK}u + bRow * ${WEIGHT_BLOCK}u + bCol % ${WEIGHT_BLOCK}u`
+    : "bRow * n + bCol"
+}]); }
       tileB[l] = bv;
     }
     workgroupBarrier();
@@ -212,6 +246,65 @@ fn main(
 }
 `;
 
+/** k-slices per workgroup of the blocked GEMV. */
+const BLOCKED_SLICES = 4;
+
+/**
+ * GEMV for m ≤ SMALL_M_MAX rows over blocked weights: a workgroup owns one block (16 lanes of
+ * 4 columns) and splits k into 4 slices, each streaming one contiguous run of the block; the
+ * slices' sums meet in shared memory one row at a time, so a row's bits do not depend on m.
+ */
+export const matmulBlockedGemvWgsl = (
+  m: number,
+  weights: WeightType = "f32",
+): string => /* wgsl */ `
+${weightWgsl(weights).enable}
+struct Params { m: u32, k: u32, n: u32 }
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<${weightWgsl(weights).vec4}>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<uniform> params: Params;
+
+const M: u32 = ${m}u;
+const LANES: u32 = ${WEIGHT_BLOCK / 4}u;
+const SLICES: u32 = ${BLOCKED_SLICES}u;
+var<workgroup> partial: array<vec4<f32>, ${(WEIGHT_BLOCK / 4) * BLOCKED_SLICES}>;
+
+@compute @workgroup_size(${WEIGHT_BLOCK / 4}, ${BLOCKED_SLICES})
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) groups: vec3<u32>,
+  @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+  let k = params.k;
+  let n = params.n;
+  let block = ${LINEAR_WORKGROUP_WGSL};
+  let chunk = (k + SLICES - 1u) / SLICES;
+  let kBegin = min(lid.y * chunk, k);
+  let kEnd = min(kBegin + chunk, k);
+  var acc: array<vec4<f32>, M>;
+  var at = (block * k + kBegin) * LANES + lid.x;
+  for (var kk = kBegin; kk < kEnd; kk++) {
+    let bv = vec4<f32>(b[at]);
+    for (var r = 0u; r < M; r++) { acc[r] += a[r * k + kk] * bv; }
+    at += LANES;
+  }
+  let col = (block * LANES + lid.x) * 4u;
+  for (var r = 0u; r < M; r++) {
+    partial[lid.y * LANES + lid.x] = acc[r];
+    workgroupBarrier();
+    if (lid.y == 0u) {
+      var sum = vec4<f32>();
+      for (var s = 0u; s < SLICES; s++) { sum += partial[s * LANES + lid.x]; }
+      for (var i = 0u; i < 4u; i++) {
+        if (col + i < n) { out[r * n + col + i] = sum[i]; }
+      }
+    }
+    workgroupBarrier();
+  }
+}
+`;
+
 const checkShape = ({ m, k, n }: MatmulArgs) => {
   for (const [name, value] of [["m", m], ["k", k], ["n", n]] as const) {
     if (u32Param(name, value) === 0) throw new RangeError(`matmul: ${name} must be ≥ 1`);
@@ -229,7 +322,7 @@ export const matmulTiled = (gpu: Gpu, args: MatmulArgs): Dispatch => {
   }
   return prepareDispatch(gpu, {
     label: args.label ?? "matmul.tiled",
-    code: matmulTiledWgsl(args.weights),
+    code: matmulTiledWgsl(args.weights, args.layout),
     buffers: [a, b, out],
     params: [m, k, n],
     workgroups: [Math.ceil(n / TILE), rowTiles],
@@ -247,6 +340,15 @@ export const matmulSmallM = (
   checkShape(args);
   const { a, b, out, m, k, n } = args;
   if (m > SMALL_M_MAX) throw new RangeError(`matmulSmallM: m=${m} > ${SMALL_M_MAX}`);
+  if (args.layout === "blocked") {
+    return prepareDispatch(gpu, {
+      label: args.label ?? "matmul.gemv.blocked",
+      code: matmulBlockedGemvWgsl(m, args.weights),
+      buffers: [a, b, out],
+      params: [m, k, n],
+      workgroups: grid1d(gpu, Math.ceil(n / WEIGHT_BLOCK)),
+    });
+  }
   const vec4 = (args.vec4 ?? true) && n % 4 === 0;
   return prepareDispatch(gpu, {
     label: args.label ?? (vec4 ? "matmul.gemv4" : "matmul.gemv"),

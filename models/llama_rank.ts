@@ -20,7 +20,7 @@ import { type Dispatch, encodeDispatches } from "../gpu/dispatch.ts";
 import { attention, writeKvCache } from "../kernels/attention.ts";
 import { addInPlace, siluMulMerged } from "../kernels/elementwise.ts";
 import { embedding } from "../kernels/embedding.ts";
-import { matmul, type WeightType } from "../kernels/matmul.ts";
+import { blockColumns, matmul, type WeightType } from "../kernels/matmul.ts";
 import { createPositionBuffer, type RowPosition, writePositions } from "../kernels/position.ts";
 import { rmsnorm } from "../kernels/rmsnorm.ts";
 import { rope } from "../kernels/rope.ts";
@@ -142,12 +142,16 @@ export class RankLlama {
             weightBytes += data.byteLength;
             return createStorageBuffer(gpu, label, data);
           });
-      /** A matmul weight, in the chosen element type (f16 padded to whole 4-byte words). */
-      const uploadWeight = (label: string, data: Float32Array) => {
-        if (weights === "f32") return upload(label, data);
-        const half = new Float16Array(data.length + (data.length % 2));
-        half.set(data);
-        return upload(label, half as unknown as Float32Array);
+      /**
+       * A matmul weight [k, n] in the kernels' blocked layout and the chosen element type (a
+       * block is 64 columns, so an f16 weight is whole 4-byte words).
+       */
+      const uploadWeight = (label: string, data: Float32Array, k: number) => {
+        const blocked = blockColumns(data, k, data.length / k);
+        return upload(
+          label,
+          weights === "f32" ? blocked : Float16Array.from(blocked) as unknown as Float32Array,
+        );
       };
       const { seqLen, headDim: hd, dim } = config;
       const { heads, kvHeads, hidden, vocab } = plan;
@@ -163,11 +167,15 @@ export class RankLlama {
       for (const [l, s] of shards.layers.entries()) {
         layers.push({
           attentionNorm: yield* upload(`layers.${l}.attention_norm`, s.attentionNorm),
-          wqkv: yield* uploadWeight(`layers.${l}.wqkv`, concatColumns(dim, [s.wq, s.wk, s.wv])),
-          wo: yield* uploadWeight(`layers.${l}.wo`, s.wo),
+          wqkv: yield* uploadWeight(
+            `layers.${l}.wqkv`,
+            concatColumns(dim, [s.wq, s.wk, s.wv]),
+            dim,
+          ),
+          wo: yield* uploadWeight(`layers.${l}.wo`, s.wo, heads.count * hd),
           ffnNorm: yield* upload(`layers.${l}.ffn_norm`, s.ffnNorm),
-          w13: yield* uploadWeight(`layers.${l}.w13`, concatColumns(dim, [s.w1, s.w3])),
-          w2: yield* uploadWeight(`layers.${l}.w2`, s.w2),
+          w13: yield* uploadWeight(`layers.${l}.w13`, concatColumns(dim, [s.w1, s.w3]), dim),
+          w2: yield* uploadWeight(`layers.${l}.w2`, s.w2, hidden.count),
           kCache: createStorageBuffer(gpu, `layers.${l}.kCache`, cacheBytes),
           vCache: createStorageBuffer(gpu, `layers.${l}.vCache`, cacheBytes),
         });
@@ -208,7 +216,7 @@ export class RankLlama {
         yield* upload("tok_embeddings", shards.embedding),
         layers,
         yield* upload("norm", shards.norm),
-        yield* uploadWeight("output", shards.output),
+        yield* uploadWeight("output", shards.output, dim),
         run,
         weightBytes,
         cacheBytes * 2 * layers.length,
@@ -358,7 +366,7 @@ export class RankLlama {
     const { dim, headDim: hd } = config;
     const nh = plan.heads.count, nkv = plan.kvHeads.count, hid = plan.hidden.count;
     const mm = (a: GPUBuffer, b: GPUBuffer, out: GPUBuffer, k: number, n: number, label: string) =>
-      matmul(gpu, { a, b, out, m: T, k, n, weights: this.weights, label });
+      matmul(gpu, { a, b, out, m: T, k, n, weights: this.weights, layout: "blocked", label });
     const qkvWidth = (nh + 2 * nkv) * hd;
     segments = {
       addPartial: addInPlace(gpu, { target: run.x, other: run.partial, length: T * dim }),
@@ -466,6 +474,7 @@ export class RankLlama {
         k: config.dim,
         n: vocab,
         weights: this.weights,
+        layout: "blocked",
         label: "output",
       }),
       ...(k > 0
