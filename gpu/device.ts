@@ -7,6 +7,7 @@
  */
 import { Effect, type Scope } from "effect";
 import { instrumentDevice } from "./counters.ts";
+import { installGentleDawnPolling } from "./dawn_polling.ts";
 import { DeviceLostError, GpuOperationError, NoAdapterError } from "./errors.ts";
 
 export type Backend = "dawn" | "deno";
@@ -45,6 +46,7 @@ const loadDawn = Effect.promise(async (): Promise<GPU | null> => {
   try {
     const { create } = await import("webgpu");
     dawnGpu = create([]);
+    installGentleDawnPolling();
   } catch {
     dawnGpu = null;
   }
