@@ -16,7 +16,8 @@ import { createStorageBuffer, Readback, submitAndWait } from "../gpu/buffers.ts"
 import { diffCounters, type GpuCounters, snapshotCounters } from "../gpu/counters.ts";
 import { acquireGpu, type Backend } from "../gpu/device.ts";
 import { encodeDispatches, prepareDispatch } from "../gpu/dispatch.ts";
-import { matmul } from "../kernels/matmul.ts";
+import { matmul, type WeightType } from "../kernels/matmul.ts";
+import { WorkersTransport } from "../actors/workers.ts";
 import { LlamaModel } from "../models/llama.ts";
 import { readLlama2cHeader } from "../models/llama2c.ts";
 import { collectivesBench } from "./collectives.ts";
@@ -273,6 +274,8 @@ interface ConfigResult {
   readonly tp: number;
   /** The backend asked for, when not the transport's default. */
   readonly requestedBackend?: Backend;
+  readonly weights?: WeightType;
+  readonly transport?: "workers";
   readonly backends: readonly string[];
   /** Share of the machine's CPU that other processes used meanwhile. */
   readonly othersCpu?: number;
@@ -289,22 +292,48 @@ interface ConfigResult {
   readonly skipped?: string;
 }
 
-/** One configuration: tp and, for a same-backend baseline, a forced backend. */
+/**
+ * One configuration: tp and, for a same-backend baseline, a forced backend; f16 weights; or
+ * the Workers transport (one isolate and Dawn device per rank, still one process).
+ */
 interface Setup {
   readonly tp: number;
   readonly backend?: Backend;
+  readonly weights?: WeightType;
+  readonly transport?: "workers";
 }
 
 /**
- * tp 1, 2, 4 with the transport's defaults (Dawn at tp 1, Deno's built-in WebGPU above), and
- * tp 1 on Deno's backend too, so the tp > 1 ratios can also be read against the same backend.
+ * tp 1, 2, 4 with the in-process transport's defaults (Dawn at tp 1, Deno's built-in WebGPU
+ * above, as several Dawn devices in one isolate crash), tp 1 on Deno's backend too so the tp > 1
+ * ratios can also be read against the same backend, tp 1 with f16 weights, and tp 2 and 4 over
+ * Workers, where every rank has Dawn. Workers' GPU counters live in their isolates: "–" here.
  */
-const SETUPS: readonly Setup[] = [{ tp: 1 }, { tp: 1, backend: "deno" }, { tp: 2 }, { tp: 4 }];
+const SETUPS: readonly Setup[] = [
+  { tp: 1 },
+  { tp: 1, weights: "f16" },
+  { tp: 1, backend: "deno" },
+  { tp: 2 },
+  { tp: 4 },
+  { tp: 2, transport: "workers" },
+  { tp: 4, transport: "workers" },
+];
 
 const promptFor = (vocab: number) =>
   Array.from({ length: PROMPT_TOKENS }, (_, i) => (i === 0 ? 1 : 3 + ((i * 7919) % (vocab - 3))));
 
-const measureConfig = (mc: ModelCase, { tp, backend }: Setup) =>
+/** Counters that print as "–" (a rank whose device is in another isolate). */
+const UNKNOWN_COUNTERS: GpuCounters = {
+  dispatches: NaN,
+  submits: NaN,
+  readbacks: NaN,
+  readbackBytes: NaN,
+  writes: NaN,
+  gpuWaitMillis: NaN,
+  allocatedBytes: NaN,
+};
+
+const measureConfig = (mc: ModelCase, { tp, backend, weights, transport }: Setup) =>
   Effect.gen(function* () {
     const cpuBefore = cpuTicks();
     const collective = new Array<number>(tp).fill(0);
@@ -324,16 +353,18 @@ const measureConfig = (mc: ModelCase, { tp, backend }: Setup) =>
       source: { format: "llama2c", path: mc.path },
       tp,
       maxBatchTokens: PREFILL_CHUNK,
+      weights,
       onReply,
     });
     const loadMs = performance.now() - t;
     sampleRss();
     const ranks = yield* model.supervisor.ranks();
     const devices = ranks.map((r) => model.supervisor.localGpu(r.rank)?.device);
-    const snapshot = () =>
-      devices.map((d) => (d ? snapshotCounters(d) : undefined)) as GpuCounters[];
+    const snapshot = () => devices.map((d) => (d ? snapshotCounters(d) : UNKNOWN_COUNTERS));
     const phase = (before: GpuCounters[], collectiveBefore: number[]) => ({
-      counters: devices.map((d, r) => diffCounters(snapshotCounters(d!), before[r])),
+      counters: devices.map((d, r) =>
+        d ? diffCounters(snapshotCounters(d), before[r]) : UNKNOWN_COUNTERS
+      ),
       collectiveMs: collective.map((c, r) => c - collectiveBefore[r]),
     });
     const { vocabSize, dim } = model.config;
@@ -405,6 +436,8 @@ const measureConfig = (mc: ModelCase, { tp, backend }: Setup) =>
       model: mc.name,
       tp,
       requestedBackend: backend,
+      weights,
+      transport,
       backends: ranks.map((r) => r.backend),
       othersCpu: othersShare(cpuBefore),
       loadMs,
@@ -413,20 +446,23 @@ const measureConfig = (mc: ModelCase, { tp, backend }: Setup) =>
       decode,
       memory: loaded.map((l, r) => ({
         ...l,
-        allocated: snapshotCounters(devices[r]!).allocatedBytes,
+        allocated: devices[r] ? snapshotCounters(devices[r]).allocatedBytes : NaN,
       })),
       peakRss,
       vocabRowsPerRank: Math.ceil(vocabSize / tp),
       dim,
     } satisfies ConfigResult;
-  }).pipe(Effect.scoped, Effect.provide(InProcessTransport({ backend })));
+  }).pipe(
+    Effect.scoped,
+    Effect.provide(transport === "workers" ? WorkersTransport() : InProcessTransport({ backend })),
+  );
 
 // ---------------------------------------------------------------------------------------------
 // Report
 
 const f = (x: number | undefined, digits = 1) =>
   x === undefined || !Number.isFinite(x) ? "–" : x.toFixed(digits);
-const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
+const mb = (bytes: number) => f(bytes / 2 ** 20, 1);
 const perToken = (p: PhaseFigures, pick: (c: GpuCounters) => number, rank = 0) =>
   pick(p.counters[rank]) / p.tokens;
 const mark = (partial: boolean) => (partial ? "*" : "");
@@ -484,6 +520,7 @@ const targetRows = (results: readonly ConfigResult[]): TargetRow[] => {
   const get = (tp: number, backend?: Backend) =>
     results.find((r) =>
       r.model === "110M" && r.tp === tp && r.requestedBackend === backend && r.decode &&
+      r.weights === undefined && r.transport === undefined &&
       r.decode.tokens > 0
     );
   const rows: TargetRow[] = [];
@@ -604,7 +641,8 @@ const render = (
       }
       const s = split(r), d = r.decode, p = r.prefill!;
       const backend = [...new Set(r.backends)].join(", ") +
-        (r.requestedBackend ? " (forced)" : "");
+        (r.requestedBackend ? " (forced)" : "") + (r.weights ? `, ${r.weights} weights` : "") +
+        (r.transport ? `, ${r.transport}` : "");
       return `| ${r.model} | ${r.tp} | ${backend} | ${f(d.tokPerS, 2)}${mark(d.partial)} | ` +
         `${f(median(d.stepMs), 1)} | ` +
         `${f(p.tokPerS, 2)}${mark(p.partial)} | ${f(p.tokPerS / d.tokPerS, 2)}× | ${
@@ -645,7 +683,10 @@ const render = (
     "| model | tp | backend | weights | KV cache | run state | device total | process RSS |",
     "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ...ok.map((r) => {
-      const m = r.memory.reduce((a, b) => (b.allocated > a.allocated ? b : a));
+      const m = r.memory.reduce((
+        a,
+        b,
+      ) => (b.allocated > a.allocated || b.weights > a.weights ? b : a));
       return `| ${r.model} | ${r.tp} | ${r.backends[0]} | ${mb(m.weights)} | ${mb(m.kvCache)} | ${
         mb(m.allocated - m.weights - m.kvCache)
       } | ${mb(m.allocated)} | ${mb(r.peakRss)} |`;
@@ -766,11 +807,15 @@ const program = Effect.gen(function* () {
     const { config } = yield* readLlama2cHeader(mc.path);
     for (const setup of SETUPS) {
       const { tp } = setup;
-      const name = `${mc.name} tp ${tp}${setup.backend ? ` (${setup.backend})` : ""}`;
+      const name = `${mc.name} tp ${tp}${setup.backend ? ` (${setup.backend})` : ""}${
+        setup.weights ? ` (${setup.weights})` : ""
+      }${setup.transport ? ` (${setup.transport})` : ""}`;
       const base = {
         model: mc.name,
         tp,
         requestedBackend: setup.backend,
+        weights: setup.weights,
+        transport: setup.transport,
         backends: [],
         loadMs: 0,
         firstTokenMs: 0,

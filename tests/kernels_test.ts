@@ -195,44 +195,53 @@ Deno.test("kernels", (t) =>
       },
     });
 
-    await t.step("matmul: blocked weights, GEMV and tiled, f32 and f16, any n", async () => {
-      const f16 = gpu.device.features.has("shader-f16");
-      for (const [m, k, n] of [[1, 1, 1], [1, 300, 129], [3, 7, 8], [8, 768, 200], [9, 91, 53]]) {
-        for (const weights of f16 ? ["f32", "f16"] as const : ["f32"] as const) {
-          const a = randomFloats(m * k, m * 3 + k);
-          const b = randomFloats(k * n, k * 5 + n);
-          const blocked = blockColumns(b, k, n);
-          const stored = weights === "f16" ? Float16Array.from(blocked) : blocked;
-          const [aBuf, bBuf] = [
-            createStorageBuffer(gpu, "a", a),
-            createStorageBuffer(gpu, "b", stored),
-          ];
-          const out = createStorageBuffer(gpu, "out", m * n * 4);
-          await run(gpu, () => [
-            matmul(gpu, { a: aBuf, b: bBuf, out, m, k, n, weights, layout: "blocked" }),
-          ]);
-          const exact = weights === "f16" ? Float32Array.from(Float16Array.from(b)) : b;
-          assertClose(await read(gpu, out, m * n), reference.matmul(a, exact, m, k, n), {
-            atol: 2e-6 * Math.sqrt(k) + 1e-6,
-            rtol: 1e-5,
-            what: `blocked ${weights} matmul ${m}×${k}×${n}`,
-          });
-          // Batch invariance: each row alone gives the same bits.
-          if (m > 1 && m <= SMALL_M_MAX) {
-            const batched = await read(gpu, out, m * n);
-            for (const r of [0, m - 1]) {
-              const row = createStorageBuffer(gpu, "row", a.slice(r * k, (r + 1) * k));
-              await run(gpu, () => [
-                matmul(gpu, { a: row, b: bBuf, out, m: 1, k, n, weights, layout: "blocked" }),
-              ]);
-              assert.deepEqual(await read(gpu, out, n), batched.slice(r * n, (r + 1) * n));
-              row.destroy();
+    await t.step(
+      "matmul: blocked weights, any m and n, f32 and f16, rows batch-invariant",
+      async () => {
+        const f16 = gpu.device.features.has("shader-f16");
+        for (
+          const [m, k, n] of [[1, 1, 1], [1, 300, 129], [3, 7, 8], [8, 768, 200], [9, 91, 53], [
+            20,
+            130,
+            300,
+          ]]
+        ) {
+          for (const weights of f16 ? ["f32", "f16"] as const : ["f32"] as const) {
+            const a = randomFloats(m * k, m * 3 + k);
+            const b = randomFloats(k * n, k * 5 + n);
+            const blocked = blockColumns(b, k, n);
+            const stored = weights === "f16" ? Float16Array.from(blocked) : blocked;
+            const [aBuf, bBuf] = [
+              createStorageBuffer(gpu, "a", a),
+              createStorageBuffer(gpu, "b", stored),
+            ];
+            const out = createStorageBuffer(gpu, "out", m * n * 4);
+            await run(gpu, () => [
+              matmul(gpu, { a: aBuf, b: bBuf, out, m, k, n, weights, layout: "blocked" }),
+            ]);
+            const exact = weights === "f16" ? Float32Array.from(Float16Array.from(b)) : b;
+            assertClose(await read(gpu, out, m * n), reference.matmul(a, exact, m, k, n), {
+              atol: 2e-6 * Math.sqrt(k) + 1e-6,
+              rtol: 1e-5,
+              what: `blocked ${weights} matmul ${m}×${k}×${n}`,
+            });
+            // Batch invariance: each row alone gives the same bits (decode = prefill rows).
+            if (m > 1) {
+              const batched = await read(gpu, out, m * n);
+              for (const r of [0, m - 1]) {
+                const row = createStorageBuffer(gpu, "row", a.slice(r * k, (r + 1) * k));
+                await run(gpu, () => [
+                  matmul(gpu, { a: row, b: bBuf, out, m: 1, k, n, weights, layout: "blocked" }),
+                ]);
+                assert.deepEqual(await read(gpu, out, n), batched.slice(r * n, (r + 1) * n));
+                row.destroy();
+              }
             }
+            for (const buf of [aBuf, bBuf, out]) buf.destroy();
           }
-          for (const buf of [aBuf, bBuf, out]) buf.destroy();
         }
-      }
-    });
+      },
+    );
 
     await t.step("matmul: tile-boundary and decode-sized shapes", async () => {
       await checkMatmul(gpu, 64, 1024, 257);
