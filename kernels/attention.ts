@@ -15,14 +15,22 @@ import { type Dispatch, prepareDispatch } from "../gpu/dispatch.ts";
 import { f32Bits, grid1d, LINEAR_WORKGROUP_WGSL, u32Param } from "./grid.ts";
 import { ROW_POSITION_WGSL } from "./position.ts";
 
-const KEY_TILE = 64;
 const COPY_WORKGROUP = 256;
 
+/** Lanes per (head, row): as many as 32 whose partial outputs fit in 16 KiB of shared memory. */
+const lanesFor = (headDim: number) => {
+  let lanes = 32;
+  while (lanes > 1 && lanes * (headDim + 2) * 4 > 16384) lanes /= 2;
+  return lanes;
+};
+
 /**
- * One workgroup per (query head, row). Keys stream through in tiles of 64 with an online
- * softmax (running max and sum, rescaling the accumulator when the max grows), so no scratch
- * buffer of scores is needed and any context length works. Invocation j scores key t0+j; each
- * invocation owns output dims lid, lid+64, ... (headDim is baked in for the private array).
+ * One workgroup per (query head, row). Lane l takes keys l, l + LANES, ... and keeps its own
+ * online softmax (running max, sum and output accumulator), so the loop over the context has
+ * no barrier at all; at the end the lanes' partial results are merged once through shared
+ * memory. (The earlier kernel reduced every 64-key tile across the workgroup, ~15 barriers per
+ * tile: on lavapipe that made decode attention cost more with each position, 5 ms per layer at
+ * position 600.) headDim is baked in for the private arrays.
  */
 export const attentionWgsl = (headDim: number): string => /* wgsl */ `
 struct Params { nHeads: u32, nKvHeads: u32, maxSeq: u32, scaleBits: u32, qRowStride: u32 }
@@ -34,34 +42,13 @@ struct Params { nHeads: u32, nKvHeads: u32, maxSeq: u32, scaleBits: u32, qRowStr
 @group(0) @binding(5) var<uniform> params: Params;
 ${ROW_POSITION_WGSL}
 const HEAD_DIM: u32 = ${headDim}u;
-const TILE: u32 = ${KEY_TILE}u;
-const DIMS_PER_INVOCATION: u32 = ${Math.ceil(headDim / KEY_TILE)}u;
+const LANES: u32 = ${lanesFor(headDim)}u;
 const LOWEST: f32 = -0x1.fffffep+127f;
-var<workgroup> qShared: array<f32, HEAD_DIM>;
-var<workgroup> probs: array<f32, TILE>;
-var<workgroup> scratch: array<f32, TILE>;
+var<workgroup> laneMax: array<f32, LANES>;
+var<workgroup> laneSum: array<f32, LANES>;
+var<workgroup> laneAcc: array<f32, ${lanesFor(headDim) * headDim}>;
 
-fn reduceMax(lid: u32) -> f32 {
-  for (var stride = TILE / 2u; stride > 0u; stride /= 2u) {
-    if (lid < stride) { scratch[lid] = max(scratch[lid], scratch[lid + stride]); }
-    workgroupBarrier();
-  }
-  let result = scratch[0];
-  workgroupBarrier();
-  return result;
-}
-
-fn reduceSum(lid: u32) -> f32 {
-  for (var stride = TILE / 2u; stride > 0u; stride /= 2u) {
-    if (lid < stride) { scratch[lid] += scratch[lid + stride]; }
-    workgroupBarrier();
-  }
-  let result = scratch[0];
-  workgroupBarrier();
-  return result;
-}
-
-@compute @workgroup_size(${KEY_TILE})
+@compute @workgroup_size(${lanesFor(headDim)})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let head = wid.x;
   let row = wid.y;
@@ -70,48 +57,42 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let qBase = row * params.qRowStride + head * HEAD_DIM;
   let outBase = (row * params.nHeads + head) * HEAD_DIM;
   let scale = bitcast<f32>(params.scaleBits);
-  for (var d = lid; d < HEAD_DIM; d += TILE) { qShared[d] = q[qBase + d] * scale; }
+  var qv: array<f32, HEAD_DIM>;
+  for (var d = 0u; d < HEAD_DIM; d++) { qv[d] = q[qBase + d] * scale; }
   let length = min(rowPosition(row) + 1u, params.maxSeq);
   let slotBase = rowSequence(row) * params.maxSeq;
-  var runningMax = LOWEST;
-  var runningSum = 0.0;
-  var acc: array<f32, DIMS_PER_INVOCATION>;
-  workgroupBarrier();
-  for (var t0 = 0u; t0 < length; t0 += TILE) {
-    let key = t0 + lid;
-    var score = LOWEST;
-    if (key < length) {
-      let kBase = ((slotBase + key) * nKvHeads + kvHead) * HEAD_DIM;
-      score = 0.0;
-      for (var d = 0u; d < HEAD_DIM; d++) { score += qShared[d] * kCache[kBase + d]; }
+  var m = LOWEST;
+  var s = 0.0;
+  var acc: array<f32, HEAD_DIM>;
+  for (var key = lid; key < length; key += LANES) {
+    let base = ((slotBase + key) * nKvHeads + kvHead) * HEAD_DIM;
+    var score = 0.0;
+    for (var d = 0u; d < HEAD_DIM; d++) { score += qv[d] * kCache[base + d]; }
+    if (score > m) {
+      let correction = exp(m - score);
+      s *= correction;
+      for (var d = 0u; d < HEAD_DIM; d++) { acc[d] *= correction; }
+      m = score;
     }
-    scratch[lid] = score;
-    workgroupBarrier();
-    let newMax = max(runningMax, reduceMax(lid));
-    var p = 0.0;
-    if (key < length) { p = exp(score - newMax); }
-    probs[lid] = p;
-    scratch[lid] = p;
-    workgroupBarrier();
-    let tileSum = reduceSum(lid);
-    let correction = exp(runningMax - newMax);
-    runningSum = runningSum * correction + tileSum;
-    runningMax = newMax;
-    let tileLength = min(TILE, length - t0);
-    for (var j = 0u; j < DIMS_PER_INVOCATION; j++) { acc[j] *= correction; }
-    for (var t = 0u; t < tileLength; t++) {
-      let pt = probs[t];
-      let vBase = ((slotBase + t0 + t) * nKvHeads + kvHead) * HEAD_DIM;
-      for (var j = 0u; j < DIMS_PER_INVOCATION; j++) {
-        let d = lid + j * TILE;
-        if (d < HEAD_DIM) { acc[j] += pt * vCache[vBase + d]; }
-      }
-    }
-    workgroupBarrier();
+    let p = exp(score - m);
+    s += p;
+    for (var d = 0u; d < HEAD_DIM; d++) { acc[d] += p * vCache[base + d]; }
   }
-  for (var j = 0u; j < DIMS_PER_INVOCATION; j++) {
-    let d = lid + j * TILE;
-    if (d < HEAD_DIM) { out[outBase + d] = acc[j] / runningSum; }
+  laneMax[lid] = m;
+  laneSum[lid] = s;
+  for (var d = 0u; d < HEAD_DIM; d++) { laneAcc[lid * HEAD_DIM + d] = acc[d]; }
+  workgroupBarrier();
+  // Merge: every lane computes the global max and sum; lane l then writes dims l, l + LANES...
+  var globalMax = LOWEST;
+  for (var l = 0u; l < LANES; l++) { globalMax = max(globalMax, laneMax[l]); }
+  var total = 0.0;
+  for (var l = 0u; l < LANES; l++) { total += laneSum[l] * exp(laneMax[l] - globalMax); }
+  for (var d = lid; d < HEAD_DIM; d += LANES) {
+    var value = 0.0;
+    for (var l = 0u; l < LANES; l++) {
+      value += laneAcc[l * HEAD_DIM + d] * exp(laneMax[l] - globalMax);
+    }
+    out[outBase + d] = value / total;
   }
 }
 `;
