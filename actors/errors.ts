@@ -1,28 +1,57 @@
-import { Data } from "effect";
+import { type Cause, Data } from "effect";
+import type { ErrorFields, TaggedErrorClass } from "../util/tagged_error.ts";
 import type { RankDied } from "../collectives/errors.ts";
 
 /** A step (or load) failed on `rank`; `reason` is the tag of the underlying error. */
-export class RankFailed extends Data.TaggedError("RankFailed")<{
+export interface RankFailed extends Cause.YieldableError {
+  /** Always `"RankFailed"`. */
+  readonly _tag: "RankFailed";
   readonly rank: number;
   readonly step: number;
   readonly reason: string;
   readonly message: string;
-}> {}
+}
+
+/** Makes a `RankFailed` (a `Data.TaggedError`: yieldable, matched by `_tag`). */
+export const RankFailed: TaggedErrorClass<RankFailed> = Data.TaggedError("RankFailed")<
+  ErrorFields<RankFailed>
+>;
 
 /** A message a rank cannot act on: an unknown layer, or tensors of the wrong shape. */
-export class InvalidInput extends Data.TaggedError("InvalidInput")<{
+export interface InvalidInput extends Cause.YieldableError {
+  /** Always `"InvalidInput"`. */
+  readonly _tag: "InvalidInput";
   readonly message: string;
-}> {}
+}
+
+/** Makes a `InvalidInput` (a `Data.TaggedError`: yieldable, matched by `_tag`). */
+export const InvalidInput: TaggedErrorClass<InvalidInput> = Data.TaggedError("InvalidInput")<
+  ErrorFields<InvalidInput>
+>;
 
 /** A parallel plan that cannot work (for example a tp size that does not divide the heads). */
-export class PlanError extends Data.TaggedError("PlanError")<{
+export interface PlanError extends Cause.YieldableError {
+  /** Always `"PlanError"`. */
+  readonly _tag: "PlanError";
   readonly message: string;
-}> {}
+}
+
+/** Makes a `PlanError` (a `Data.TaggedError`: yieldable, matched by `_tag`). */
+export const PlanError: TaggedErrorClass<PlanError> = Data.TaggedError("PlanError")<
+  ErrorFields<PlanError>
+>;
 
 /** Why a step failed: a rank reported an error, or a rank died. */
 export type StepFailure = RankFailed | RankDied;
 
 /** Ranks could not be reached or started: a bad address, a refused connection, a wrong secret. */
-export class TransportError extends Data.TaggedError("TransportError")<{
+export interface TransportError extends Cause.YieldableError {
+  /** Always `"TransportError"`. */
+  readonly _tag: "TransportError";
   readonly message: string;
-}> {}
+}
+
+/** Makes a `TransportError` (a `Data.TaggedError`: yieldable, matched by `_tag`). */
+export const TransportError: TaggedErrorClass<TransportError> = Data.TaggedError("TransportError")<
+  ErrorFields<TransportError>
+>;

@@ -79,7 +79,7 @@ const spawnRank = (rank: number, tp: number, group: InProcessGroup, options: InP
   });
 
 /** Runs all ranks as fibers of this isolate, one WebGPU device each. */
-export const InProcessTransport = (options: InProcessOptions = {}) =>
+export const InProcessTransport = (options: InProcessOptions = {}): Layer.Layer<Transport> =>
   Layer.succeed(Transport, {
     name: "inprocess",
     spawn: (tp) =>

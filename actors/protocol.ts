@@ -5,11 +5,21 @@
 import { Schema } from "effect";
 import { TensorPayload } from "../collectives/protocol.ts";
 
-const Name = Schema.String.pipe(Schema.minLength(1));
-const Size = Schema.Int.pipe(Schema.positive());
+/** A non-empty name. */
+type Name = Schema.filter<typeof Schema.String>;
+/** A positive integer. */
+type Size = Schema.filter<typeof Schema.Int>;
+type NonNegativeInt = typeof Schema.NonNegativeInt;
+const Name: Name = Schema.String.pipe(Schema.minLength(1));
+const Size: Size = Schema.Int.pipe(Schema.positive());
 
 /** Y = X·W with W [in, out] split by output columns; `gatherOutput` all-gathers Y. */
-export const ColumnParallelSpec = Schema.TaggedStruct("ColumnParallelLinear", {
+export const ColumnParallelSpec: Schema.TaggedStruct<"ColumnParallelLinear", {
+  name: Name;
+  inFeatures: Size;
+  outFeatures: Size;
+  gatherOutput: typeof Schema.Boolean;
+}> = Schema.TaggedStruct("ColumnParallelLinear", {
   name: Name,
   inFeatures: Size,
   outFeatures: Size,
@@ -17,7 +27,12 @@ export const ColumnParallelSpec = Schema.TaggedStruct("ColumnParallelLinear", {
 });
 
 /** Y = X·W with W [in, out] split by input rows; partial sums are all-reduced. */
-export const RowParallelSpec = Schema.TaggedStruct("RowParallelLinear", {
+export const RowParallelSpec: Schema.TaggedStruct<"RowParallelLinear", {
+  name: Name;
+  inFeatures: Size;
+  outFeatures: Size;
+  inputIsParallel: typeof Schema.Boolean;
+}> = Schema.TaggedStruct("RowParallelLinear", {
   name: Name,
   inFeatures: Size,
   outFeatures: Size,
@@ -26,25 +41,78 @@ export const RowParallelSpec = Schema.TaggedStruct("RowParallelLinear", {
 });
 
 /** Y = act(X·A)·B, A column-split and B row-split: one all-reduce, no all-gather. */
-export const ParallelMlpSpec = Schema.TaggedStruct("ParallelMlp", {
+export const ParallelMlpSpec: Schema.TaggedStruct<"ParallelMlp", {
+  name: Name;
+  dim: Size;
+  hidden: Size;
+  activation: Schema.Literal<["gelu", "silu"]>;
+}> = Schema.TaggedStruct("ParallelMlp", {
   name: Name,
   dim: Size,
   hidden: Size,
   activation: Schema.Literal("gelu", "silu"),
 });
 
-export const LayerSpec = Schema.Union(ColumnParallelSpec, RowParallelSpec, ParallelMlpSpec);
+/** Any of the parallel layers a supervisor can load. */
+export const LayerSpec: Schema.Union<
+  [typeof ColumnParallelSpec, typeof RowParallelSpec, typeof ParallelMlpSpec]
+> = Schema.Union(ColumnParallelSpec, RowParallelSpec, ParallelMlpSpec);
+/** A decoded {@link LayerSpec}. */
 export type LayerSpec = typeof LayerSpec.Type;
 
 /** Where a rank finds the model weights; it reads only its own slices. */
-export const ModelSource = Schema.Struct({
+export const ModelSource: Schema.Struct<{
+  format: Schema.Literal<["llama2c", "huggingface"]>;
+  path: Name;
+}> = Schema.Struct({
   format: Schema.Literal("llama2c", "huggingface"),
   path: Name,
 });
+/** A decoded {@link ModelSource}. */
 export type ModelSource = typeof ModelSource.Type;
 
 /** Supervisor → rank. */
-export const RankCommand = Schema.Union(
+export const RankCommand: Schema.Union<[
+  Schema.TaggedStruct<"LoadLayer", {
+    step: NonNegativeInt;
+    spec: typeof LayerSpec;
+    shards: Schema.Array$<typeof TensorPayload>;
+  }>,
+  Schema.TaggedStruct<"Forward", {
+    step: NonNegativeInt;
+    layer: Name;
+    input: typeof TensorPayload;
+  }>,
+  Schema.TaggedStruct<"Ping", { step: NonNegativeInt }>,
+  Schema.TaggedStruct<"LoadModel", {
+    step: NonNegativeInt;
+    source: typeof ModelSource;
+    maxBatchTokens: Size;
+    maxSequences: Schema.optionalWith<Size, { default: () => number }>;
+    weights: Schema.optionalWith<Schema.Literal<["f32", "f16"]>, { default: () => "f32" }>;
+  }>,
+  Schema.filter<
+    Schema.TaggedStruct<"Embed", {
+      step: NonNegativeInt;
+      tokens: Schema.filter<Schema.Array$<NonNegativeInt>>;
+      positions: Schema.Array$<NonNegativeInt>;
+      sequences: Schema.Array$<NonNegativeInt>;
+    }>
+  >,
+  Schema.TaggedStruct<"DecoderLayer", { step: NonNegativeInt; layer: NonNegativeInt }>,
+  Schema.TaggedStruct<"LmHead", {
+    step: NonNegativeInt;
+    rows: Schema.filter<Schema.Array$<NonNegativeInt>>;
+    topK: NonNegativeInt;
+    temperature: typeof Schema.NonNegative;
+  }>,
+  Schema.TaggedStruct<"TimeCollective", {
+    step: NonNegativeInt;
+    op: Schema.Literal<["allReduce", "allGather"]>;
+    bytes: Schema.filter<NonNegativeInt>;
+    iterations: Schema.filter<typeof Schema.Int>;
+  }>,
+]> = Schema.Union(
   Schema.TaggedStruct("LoadLayer", {
     step: Schema.NonNegativeInt,
     spec: LayerSpec,
@@ -104,10 +172,50 @@ export const RankCommand = Schema.Union(
     iterations: Schema.Int.pipe(Schema.between(1, 1000)),
   }),
 );
+/** A decoded {@link RankCommand}. */
 export type RankCommand = typeof RankCommand.Type;
 
 /** Rank → supervisor. */
-export const RankReply = Schema.Union(
+export const RankReply: Schema.Union<[
+  Schema.TaggedStruct<"Loaded", {
+    rank: NonNegativeInt;
+    bytes: NonNegativeInt;
+    shardShapes: Schema.Array$<Schema.Array$<NonNegativeInt>>;
+  }>,
+  Schema.TaggedStruct<"Output", { rank: NonNegativeInt; output: typeof TensorPayload }>,
+  Schema.TaggedStruct<"Pong", {
+    rank: NonNegativeInt;
+    backend: typeof Schema.String;
+    adapter: typeof Schema.String;
+  }>,
+  Schema.TaggedStruct<"ModelLoaded", {
+    rank: NonNegativeInt;
+    bytes: NonNegativeInt;
+    kvCacheBytes: NonNegativeInt;
+  }>,
+  Schema.TaggedStruct<"Done", {
+    rank: NonNegativeInt;
+    collectiveMillis: Schema.optional<typeof Schema.NonNegative>;
+  }>,
+  Schema.TaggedStruct<
+    "Timings",
+    { rank: NonNegativeInt; millis: Schema.Array$<typeof Schema.Number> }
+  >,
+  Schema.TaggedStruct<"Candidates", {
+    rank: NonNegativeInt;
+    rows: NonNegativeInt;
+    values: typeof Schema.Uint8ArrayFromSelf;
+    indices: typeof Schema.Uint8ArrayFromSelf;
+    logSumExp: Schema.optional<Schema.Array$<typeof Schema.Number>>;
+    vocabStart: NonNegativeInt;
+  }>,
+  Schema.TaggedStruct<"Failed", {
+    rank: NonNegativeInt;
+    step: NonNegativeInt;
+    reason: typeof Schema.String;
+    message: typeof Schema.String;
+  }>,
+]> = Schema.Union(
   Schema.TaggedStruct("Loaded", {
     rank: Schema.NonNegativeInt,
     bytes: Schema.NonNegativeInt,
@@ -155,4 +263,5 @@ export const RankReply = Schema.Union(
     message: Schema.String,
   }),
 );
+/** A decoded {@link RankReply}. */
 export type RankReply = typeof RankReply.Type;

@@ -114,7 +114,7 @@ const session = (
 export const serveRank = (
   options: RankServerOptions,
   onListening: (addr: Deno.NetAddr) => void,
-) =>
+): Effect.Effect<never> =>
   Effect.acquireRelease(
     Effect.sync(() => Deno.listen({ hostname: options.hostname, port: options.port })),
     (listener) => Effect.sync(() => listener.close()),

@@ -33,7 +33,20 @@ export interface RankGroup {
 
 export type SpawnError = NoAdapterError | GpuOperationError | TransportError;
 
-export class Transport extends Context.Tag("tessera/Transport")<Transport, {
+/** What a transport provides: a name and a way to spawn `tp` ranks. */
+export interface TransportShape {
+  /** "inprocess", "workers" or "tcp". */
   readonly name: string;
+  /** Starts `tp` ranks; they live until the scope closes. */
   spawn(tp: number): Effect.Effect<RankGroup, SpawnError, Scope.Scope>;
-}>() {}
+}
+
+/** The service key of {@link Transport}. */
+export type Transport = Context.TagClassShape<"tessera/Transport", TransportShape>;
+
+/**
+ * How the supervisor reaches its ranks (a `Context.Tag`); provide one of `InProcessTransport`,
+ * `WorkersTransport` or `TcpTransport`.
+ */
+export const Transport: Context.TagClass<Transport, "tessera/Transport", TransportShape> = Context
+  .Tag("tessera/Transport")<Transport, TransportShape>();

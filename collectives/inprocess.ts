@@ -24,7 +24,7 @@ export interface InProcessGroupOptions {
 }
 
 export class InProcessGroup implements CollectiveGroup {
-  readonly stats = new CollectiveStats();
+  readonly stats: CollectiveStats = new CollectiveStats();
   private readonly pending = new Map<string, Rendezvous>();
   private readonly abortedSteps = new Map<number, CollectiveFailure>();
   private dead: RankDied | undefined;

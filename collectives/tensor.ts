@@ -29,7 +29,11 @@ export const splitSizes = (total: number, world: number): number[] =>
   Array.from({ length: world }, (_, r) => Math.floor(total / world) + (r < total % world ? 1 : 0));
 
 /** The [start, start + size) part of `total` owned by `rank`. */
-export const partRange = (total: number, rank: number, world: number) => {
+export const partRange = (
+  total: number,
+  rank: number,
+  world: number,
+): { start: number; size: number } => {
   const sizes = splitSizes(total, world);
   const start = sizes.slice(0, rank).reduce((a, b) => a + b, 0);
   return { start, size: sizes[rank] };

@@ -4,7 +4,8 @@
  * it batches every running request into one step (continuous batching) and restarts a rank
  * group that died; the HTTP layer only maps this vocabulary to OpenAI's.
  */
-import { Context, Data, type Effect, type Stream } from "effect";
+import { type Cause, Context, Data, type Effect, type Stream } from "effect";
+import type { ErrorFields, TaggedErrorClass } from "../util/tagged_error.ts";
 import type { TextTokenizer } from "../models/tokenizer.ts";
 
 /** One request, already tokenized (BOS included where the model wants it). */
@@ -34,31 +35,65 @@ export interface GeneratedPiece {
 }
 
 /** The queue of waiting requests is full: try later (HTTP 429). */
-export class QueueFull extends Data.TaggedError("QueueFull")<{
+export interface QueueFull extends Cause.YieldableError {
+  /** Always `"QueueFull"`. */
+  readonly _tag: "QueueFull";
   readonly message: string;
-}> {}
+}
+
+/** Makes a `QueueFull` (a `Data.TaggedError`: yieldable, matched by `_tag`). */
+export const QueueFull: TaggedErrorClass<QueueFull> = Data.TaggedError("QueueFull")<
+  ErrorFields<QueueFull>
+>;
 
 /** The ranks are starting, restarting or shutting down: retry after a while (HTTP 503). */
-export class EngineUnavailable extends Data.TaggedError("EngineUnavailable")<{
+export interface EngineUnavailable extends Cause.YieldableError {
+  /** Always `"EngineUnavailable"`. */
+  readonly _tag: "EngineUnavailable";
   readonly message: string;
   readonly retryAfterSeconds: number;
-}> {}
+}
+
+/** Makes a `EngineUnavailable` (a `Data.TaggedError`: yieldable, matched by `_tag`). */
+export const EngineUnavailable: TaggedErrorClass<EngineUnavailable> = Data.TaggedError(
+  "EngineUnavailable",
+)<
+  ErrorFields<EngineUnavailable>
+>;
 
 /** The request cannot run on this model, e.g. a prompt longer than the context (HTTP 400). */
-export class RequestRejected extends Data.TaggedError("RequestRejected")<{
+export interface RequestRejected extends Cause.YieldableError {
+  /** Always `"RequestRejected"`. */
+  readonly _tag: "RequestRejected";
   readonly message: string;
   /** The request field at fault, for the error body's `param`. */
   readonly param?: string;
-}> {}
+}
+
+/** Makes a `RequestRejected` (a `Data.TaggedError`: yieldable, matched by `_tag`). */
+export const RequestRejected: TaggedErrorClass<RequestRejected> = Data.TaggedError(
+  "RequestRejected",
+)<
+  ErrorFields<RequestRejected>
+>;
 
 /**
  * A generation that had started was lost (its rank group died and it could not be resumed).
  * Retriable: the same request sent again will run once the group is back.
  */
-export class GenerationFailed extends Data.TaggedError("GenerationFailed")<{
+export interface GenerationFailed extends Cause.YieldableError {
+  /** Always `"GenerationFailed"`. */
+  readonly _tag: "GenerationFailed";
   readonly message: string;
   readonly retriable: boolean;
-}> {}
+}
+
+/** Makes a `GenerationFailed` (a `Data.TaggedError`: yieldable, matched by `_tag`). */
+export const GenerationFailed: TaggedErrorClass<GenerationFailed> = Data.TaggedError(
+  "GenerationFailed",
+)<
+  ErrorFields<GenerationFailed>
+>;
 
 export type SubmitError = QueueFull | EngineUnavailable | RequestRejected;
 
@@ -107,7 +142,15 @@ export interface InferenceEngineShape {
   readonly killRank: (rank: number) => Effect.Effect<void>;
 }
 
-export class InferenceEngine extends Context.Tag("tessera/InferenceEngine")<
-  InferenceEngine,
+/** The service key of {@link InferenceEngine}. */
+export type InferenceEngine = Context.TagClassShape<
+  "tessera/InferenceEngine",
   InferenceEngineShape
->() {}
+>;
+
+/** The inference engine as an Effect service (a `Context.Tag`); see `makeInferenceEngine`. */
+export const InferenceEngine: Context.TagClass<
+  InferenceEngine,
+  "tessera/InferenceEngine",
+  InferenceEngineShape
+> = Context.Tag("tessera/InferenceEngine")<InferenceEngine, InferenceEngineShape>();

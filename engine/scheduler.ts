@@ -24,7 +24,7 @@ import type { ModelSource, RankReply } from "../actors/protocol.ts";
 import { Transport } from "../actors/transport.ts";
 import { SMALL_M_MAX, type WeightType } from "../kernels/matmul.ts";
 import { loadTokenizer, modelSourceOf } from "../models/generate.ts";
-import { LlamaModel } from "../models/llama.ts";
+import { LlamaModel, type LoadLlamaError } from "../models/llama.ts";
 import {
   type EngineHealth,
   type EngineState,
@@ -69,7 +69,9 @@ interface Group {
 
 const baseName = (path: string) => path.replace(/\/+$/, "").split("/").pop() ?? path;
 
-export const makeInferenceEngine = (options: EngineOptions) =>
+export const makeInferenceEngine = (
+  options: EngineOptions,
+): Effect.Effect<InferenceEngineShape, LoadLlamaError, Transport | Scope.Scope> =>
   Effect.gen(function* () {
     const maxSequences = options.maxSequences ?? 8;
     const maxQueue = options.maxQueue ?? 64;

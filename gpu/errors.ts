@@ -1,20 +1,46 @@
-import { Data } from "effect";
+import { type Cause, Data } from "effect";
+import type { ErrorFields, TaggedErrorClass } from "../util/tagged_error.ts";
 
 /** No WebGPU adapter could be found by any backend. */
-export class NoAdapterError extends Data.TaggedError("NoAdapterError")<{
+export interface NoAdapterError extends Cause.YieldableError {
+  /** Always `"NoAdapterError"`. */
+  readonly _tag: "NoAdapterError";
   readonly message: string;
-}> {}
+}
+
+/** Makes a `NoAdapterError` (a `Data.TaggedError`: yieldable, matched by `_tag`). */
+export const NoAdapterError: TaggedErrorClass<NoAdapterError> = Data.TaggedError("NoAdapterError")<
+  ErrorFields<NoAdapterError>
+>;
 
 /** The device was lost (driver reset, destroyed, out of memory) while in use. */
-export class DeviceLostError extends Data.TaggedError("DeviceLostError")<{
+export interface DeviceLostError extends Cause.YieldableError {
+  /** Always `"DeviceLostError"`. */
+  readonly _tag: "DeviceLostError";
   readonly message: string;
   readonly reason: string;
-}> {}
+}
+
+/** Makes a `DeviceLostError` (a `Data.TaggedError`: yieldable, matched by `_tag`). */
+export const DeviceLostError: TaggedErrorClass<DeviceLostError> = Data.TaggedError(
+  "DeviceLostError",
+)<
+  ErrorFields<DeviceLostError>
+>;
 
 /** A GPU operation failed: validation, out of memory, or a failed map. */
-export class GpuOperationError extends Data.TaggedError("GpuOperationError")<{
+export interface GpuOperationError extends Cause.YieldableError {
+  /** Always `"GpuOperationError"`. */
+  readonly _tag: "GpuOperationError";
   readonly message: string;
   readonly operation: string;
-}> {}
+}
+
+/** Makes a `GpuOperationError` (a `Data.TaggedError`: yieldable, matched by `_tag`). */
+export const GpuOperationError: TaggedErrorClass<GpuOperationError> = Data.TaggedError(
+  "GpuOperationError",
+)<
+  ErrorFields<GpuOperationError>
+>;
 
 export type DeviceError = NoAdapterError | DeviceLostError | GpuOperationError;

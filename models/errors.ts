@@ -1,18 +1,33 @@
 /** Typed failures of the model layer: reading files (load) and describing models (config). */
-import { Data } from "effect";
+import { type Cause, Data } from "effect";
+import type { ErrorFields, TaggedErrorClass } from "../util/tagged_error.ts";
 
 /** A model or tokenizer file could not be read or does not have the shape its header promises. */
-export class LoadError extends Data.TaggedError("LoadError")<{
+export interface LoadError extends Cause.YieldableError {
+  /** Always `"LoadError"`. */
+  readonly _tag: "LoadError";
   readonly file: string;
   readonly tensor?: string;
   readonly reason: string;
   readonly message: string;
-}> {}
+}
+
+/** Makes a `LoadError` (a `Data.TaggedError`: yieldable, matched by `_tag`). */
+export const LoadError: TaggedErrorClass<LoadError> = Data.TaggedError("LoadError")<
+  ErrorFields<LoadError>
+>;
 
 /** A model configuration or a sampler setting that cannot work, named with its numbers. */
-export class ConfigError extends Data.TaggedError("ConfigError")<{
+export interface ConfigError extends Cause.YieldableError {
+  /** Always `"ConfigError"`. */
+  readonly _tag: "ConfigError";
   readonly message: string;
-}> {}
+}
+
+/** Makes a `ConfigError` (a `Data.TaggedError`: yieldable, matched by `_tag`). */
+export const ConfigError: TaggedErrorClass<ConfigError> = Data.TaggedError("ConfigError")<
+  ErrorFields<ConfigError>
+>;
 
 /** Builds a `LoadError` whose message is one line naming the file, the tensor and the reason. */
 export const loadError = (file: string, reason: string, tensor?: string): LoadError =>

@@ -20,7 +20,8 @@
  * Whatever the streaming decoder still holds at the end (only an unfinished UTF-8 character,
  * as U+FFFD) is appended to the last element's text, so no element with a fake token is needed.
  */
-import { Data, Effect, Option, Stream } from "effect";
+import { type Cause, Data, Effect, Option, Stream } from "effect";
+import type { ErrorFields, TaggedErrorClass } from "../util/tagged_error.ts";
 import { dirname, join } from "node:path";
 import type { StepFailure } from "../actors/errors.ts";
 import type { ModelSource } from "../actors/protocol.ts";
@@ -32,9 +33,18 @@ import { Sampler } from "./sampler.ts";
 import { loadLlama2cTokenizer, type StreamDecoder, type TextTokenizer } from "./tokenizer.ts";
 
 /** Generation options that cannot work (checked before any rank is asked for anything). */
-export class GenerateInputError extends Data.TaggedError("GenerateInputError")<{
+export interface GenerateInputError extends Cause.YieldableError {
+  /** Always `"GenerateInputError"`. */
+  readonly _tag: "GenerateInputError";
   readonly message: string;
-}> {}
+}
+
+/** Makes a `GenerateInputError` (a `Data.TaggedError`: yieldable, matched by `_tag`). */
+export const GenerateInputError: TaggedErrorClass<GenerateInputError> = Data.TaggedError(
+  "GenerateInputError",
+)<
+  ErrorFields<GenerateInputError>
+>;
 
 export type GenerateError = StepFailure | ConfigError | GenerateInputError;
 

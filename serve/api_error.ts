@@ -5,7 +5,8 @@
  * reaches the wire, so clients written for OpenAI handle them as they already do.
  */
 import { HttpServerResponse } from "@effect/platform";
-import { Data } from "effect";
+import { type Cause, Data } from "effect";
+import type { ErrorFields, TaggedErrorClass } from "../util/tagged_error.ts";
 import type { SubmitError } from "../engine/engine.ts";
 
 export type ApiErrorType =
@@ -15,7 +16,9 @@ export type ApiErrorType =
   | "server_error"
   | "service_unavailable";
 
-export class ApiError extends Data.TaggedError("ApiError")<{
+export interface ApiError extends Cause.YieldableError {
+  /** Always `"ApiError"`. */
+  readonly _tag: "ApiError";
   readonly status: number;
   readonly message: string;
   readonly type: ApiErrorType;
@@ -23,7 +26,12 @@ export class ApiError extends Data.TaggedError("ApiError")<{
   readonly param: string | null;
   readonly code: string | null;
   readonly headers?: Readonly<Record<string, string>>;
-}> {}
+}
+
+/** Makes a `ApiError` (a `Data.TaggedError`: yieldable, matched by `_tag`). */
+export const ApiError: TaggedErrorClass<ApiError> = Data.TaggedError("ApiError")<
+  ErrorFields<ApiError>
+>;
 
 /** The JSON body OpenAI sends with an error (also used for an SSE error event). */
 export const errorBody = (error: ApiError) => ({

@@ -37,10 +37,15 @@ export interface ChatTemplateShape {
   readonly render: (messages: readonly ChatTurn[]) => Either.Either<RenderedPrompt, ApiError>;
 }
 
-export class ChatTemplate extends Context.Tag("tessera/ChatTemplate")<
+/** The service key of {@link ChatTemplate}. */
+export type ChatTemplate = Context.TagClassShape<"tessera/ChatTemplate", ChatTemplateShape>;
+
+/** The chat template the server renders messages with (a `Context.Tag`). */
+export const ChatTemplate: Context.TagClass<
   ChatTemplate,
+  "tessera/ChatTemplate",
   ChatTemplateShape
->() {}
+> = Context.Tag("tessera/ChatTemplate")<ChatTemplate, ChatTemplateShape>();
 
 /** `role: content` lines, then `assistant:`; encoded with BOS. */
 export const defaultChatTemplate: ChatTemplateShape = {
