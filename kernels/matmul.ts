@@ -253,13 +253,13 @@ const BLOCKED_SLICES = 4;
  * row at a time. A row's arithmetic is the same whatever m and whichever rows share its
  * workgroup, so a row's bits do not depend on the batch, in decode or in prefill. (Measured on
  * lavapipe: 7-9 GB/s of weights at m = 1; 8 rows cost ~1.4x one row; the shared-memory tiled
- * kernel was 14x slower at m = 16.)
+ * kernel was 14x slower at m = 16.) f16 weights are read as pairs of packed halves and widened
+ * with unpack2x16float: no shader-f16 needed, and on lavapipe 13% faster than f16 loads.
  */
 export const matmulBlockedWgsl = (rows: number, weights: WeightType = "f32"): string => /* wgsl */ `
-${weightWgsl(weights).enable}
 struct Params { m: u32, k: u32, n: u32 }
 @group(0) @binding(0) var<storage, read> a: array<f32>;
-@group(0) @binding(1) var<storage, read> b: array<${weightWgsl(weights).vec4}>;
+@group(0) @binding(1) var<storage, read> b: array<${weights === "f16" ? "vec2<u32>" : "vec4<f32>"}>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;
 
@@ -284,7 +284,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   var at = (block * k + kBegin) * BLOCK4 + lid.x;
   for (var kk = kBegin; kk < kEnd; kk++) {
     for (var v = 0u; v < V; v++) {
-      let bv = vec4<f32>(b[at + v * LANES]);
+      ${
+  weights === "f16"
+    ? "let packed = b[at + v * LANES];\n      let bv = vec4<f32>(unpack2x16float(packed.x), unpack2x16float(packed.y));"
+    : "let bv = b[at + v * LANES];"
+}
       for (var r = 0u; r < rows; r++) { acc[r * V + v] += a[(row0 + r) * k + kk] * bv; }
     }
     at += BLOCK4;

@@ -124,11 +124,6 @@ export class RankLlama {
   ): Effect.Effect<RankLlama, InvalidInput> {
     return Effect.gen(function* () {
       const limit = gpu.limits.maxStorageBufferBindingSize;
-      if (weights === "f16" && !gpu.device.features.has("shader-f16")) {
-        return yield* new InvalidInput({
-          message: `f16 weights need the shader-f16 feature, which ${gpu.adapterName} lacks`,
-        });
-      }
       let weightBytes = 0;
       const upload = (label: string, data: Float32Array) =>
         data.byteLength > limit
