@@ -28,7 +28,7 @@ export interface LoadLlamaOptions {
   readonly onReply?: ReplyObserver;
   /**
    * Element type of the matmul weights on the devices: "f32" (default, exact) or "f16" (half
-   * the bytes per decode step; needs the adapter's shader-f16).
+   * the bytes per decode step; packed halves widened in the kernel, so any adapter).
    */
   readonly weights?: WeightType;
 }
