@@ -22,12 +22,16 @@ fn silu(x: f32) -> f32 {
 }
 `;
 
-/** A kernel binding `bindings` in order and running `statement` for each index `i < length`. */
+/**
+ * A kernel binding `bindings` in order and running `statement` for each index `i < length`;
+ * `extraParams` are further u32 uniforms after `length`.
+ */
 const elementwiseWgsl = (
   bindings: readonly string[],
   statement: string,
+  extraParams: readonly string[] = [],
 ): string => /* wgsl */ `
-struct Params { length: u32 }
+struct Params { length: u32, ${extraParams.map((p) => `${p}: u32`).join(", ")} }
 ${bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b};`).join("\n")}
 @group(0) @binding(${bindings.length}) var<uniform> params: Params;
 ${ACTIVATIONS_WGSL}
@@ -76,24 +80,12 @@ export const SILU_MUL_WGSL = elementwiseWgsl(
  * out[r, j] = silu(gateUp[r, j])·gateUp[r, hidden + j]: SwiGLU over the merged gate/up
  * projection's output [rows, 2·hidden] (one matmul instead of two).
  */
-export const SILU_MUL_MERGED_WGSL = /* wgsl */ `
-struct Params { length: u32, hidden: u32 }
-@group(0) @binding(0) var<storage, read> gateUp: array<f32>;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;
-@group(0) @binding(2) var<uniform> params: Params;
-${ACTIVATIONS_WGSL}
-@compute @workgroup_size(${WORKGROUP})
-fn main(
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) groups: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let i = ${LINEAR_WORKGROUP_WGSL} * ${WORKGROUP}u + lid;
-  if (i >= params.length) { return; }
-  let gate = (i / params.hidden) * 2u * params.hidden + i % params.hidden;
-  out[i] = silu(gateUp[gate]) * gateUp[gate + params.hidden];
-}
-`;
+export const SILU_MUL_MERGED_WGSL = elementwiseWgsl(
+  ["read> gateUp: array<f32>", "read_write> out: array<f32>"],
+  `let gate = (i / params.hidden) * 2u * params.hidden + i % params.hidden;
+  out[i] = silu(gateUp[gate]) * gateUp[gate + params.hidden];`,
+  ["hidden"],
+);
 
 const prepare = (
   gpu: Gpu,
