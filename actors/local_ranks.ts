@@ -89,11 +89,14 @@ export const startLocalRanks = (tp: number, options: { backend?: BackendChoice }
     return {
       key,
       addresses: ranks.map((r) => r.address),
-      /** kill -9, as a crash would. */
-      kill: (rank: number) =>
+      /**
+       * Sends `signal` to rank's process: SIGKILL (the default) as a crash would, SIGSTOP to
+       * freeze it with its connection still open (a hung host).
+       */
+      kill: (rank: number, signal: Deno.Signal = "SIGKILL") =>
         Effect.sync(() => {
           try {
-            ranks[rank]?.child.kill("SIGKILL");
+            ranks[rank]?.child.kill(signal);
           } catch { /* already gone */ }
         }),
     };

@@ -118,6 +118,19 @@ Deno.test("tcp: a dropped connection to a rank fails the step with RankDied", as
   assertRankDied(outcome, "dropped connection");
 });
 
+Deno.test("tcp: a frozen rank (SIGSTOP, connection open) is declared dead by heartbeat silence", async () => {
+  const outcome = await Effect.runPromise(
+    Effect.gen(function* () {
+      const ranks = yield* startLocalRanks(2);
+      // Nothing closes: the process just stops answering and stops sending heartbeats.
+      return yield* killDuringGeneration(() => ranks.kill(1, "SIGSTOP")).pipe(
+        Effect.provide(TcpTransport({ ranks: ranks.addresses, key: ranks.key })),
+      );
+    }).pipe(Effect.scoped),
+  );
+  assertRankDied(outcome, "frozen rank");
+});
+
 Deno.test("tcp: silent, malformed and wrong-secret peers are refused; the ranks still serve", async () => {
   const f = await fixture();
   const outcome = await Effect.runPromise(
