@@ -19,14 +19,20 @@
  *
  * @module
  */
-export { Supervisor, type SupervisorOptions } from "./actors/supervisor.ts";
+export { type ReplyObserver, Supervisor, type SupervisorOptions } from "./actors/supervisor.ts";
 export { type InProcessOptions, InProcessTransport } from "./actors/inprocess.ts";
 export { type WorkersOptions, WorkersTransport } from "./actors/workers.ts";
 export { type TcpOptions, TcpTransport } from "./actors/tcp.ts";
 export { type RankServerOptions, serveRank } from "./actors/rank_server.ts";
 export { importSecret, loadSecret } from "./wire/handshake.ts";
 export { SecretError, WireError } from "./wire/errors.ts";
-export { type RankGroup, type RankHandle, Transport } from "./actors/transport.ts";
+export {
+  type RankGroup,
+  type RankHandle,
+  type SpawnError,
+  Transport,
+  type TransportShape,
+} from "./actors/transport.ts";
 export {
   InvalidInput,
   PlanError,
@@ -37,35 +43,79 @@ export {
 export {
   ColumnParallelSpec,
   LayerSpec,
+  type ModelSource,
+  type Name,
+  type NonNegativeInt,
   ParallelMlpSpec,
   RankCommand,
   RankReply,
   RowParallelSpec,
+  type Size,
 } from "./actors/protocol.ts";
 export { CollectiveError, RankDied } from "./collectives/errors.ts";
-export { type Communicator, stepCommunicator } from "./collectives/communicator.ts";
-export { InProcessGroup } from "./collectives/inprocess.ts";
-export { CollectiveOp, Contribution, TensorPayload } from "./collectives/protocol.ts";
+export {
+  type CollectiveFailure,
+  type CollectiveGroup,
+  type Communicator,
+  stepCommunicator,
+} from "./collectives/communicator.ts";
+export { InProcessGroup, type InProcessGroupOptions } from "./collectives/inprocess.ts";
+export type { CollectiveStats } from "./collectives/stats.ts";
+export type { SharedRegionOptions } from "./collectives/shared_memory.ts";
+export {
+  CollectiveOp,
+  Contribution,
+  type ContributionFields,
+  type DTypeSchema,
+  TensorPayload,
+} from "./collectives/protocol.ts";
 export {
   concat,
+  type DType,
   type HostTensor,
   partRange,
   slice,
   splitSizes,
   tensor,
 } from "./collectives/tensor.ts";
-export { acquireGpu, type Backend, type Gpu } from "./gpu/device.ts";
+export { acquireGpu, type Backend, type BackendChoice, type Gpu } from "./gpu/device.ts";
+export type { WeightType } from "./kernels/matmul.ts";
 export { DeviceLostError, GpuOperationError, NoAdapterError } from "./gpu/errors.ts";
-export { ColumnParallelLinear, RowParallelLinear } from "./layers/linear.ts";
-export { ParallelMlp } from "./layers/mlp.ts";
-export { LlamaModel, type LoadLlamaError, type LoadLlamaOptions } from "./models/llama.ts";
+export {
+  ColumnParallelLinear,
+  type ColumnSpec,
+  RowParallelLinear,
+  type RowSpec,
+} from "./layers/linear.ts";
+export { type MlpSpec, ParallelMlp } from "./layers/mlp.ts";
+export type {
+  ParallelLayerKind,
+  RankLayer,
+  StepContext,
+  StepFailure as LayerStepFailure,
+} from "./layers/layer.ts";
+export {
+  LlamaModel,
+  type LoadLlamaError,
+  type LoadLlamaOptions,
+  type StepRow,
+} from "./models/llama.ts";
 export type { LlamaConfig, RopeLayout } from "./models/config.ts";
 export { ConfigError, LoadError } from "./models/errors.ts";
-export { planLlama, type RankPlan } from "./models/plan.ts";
+export { planLlama, type RankPlan, type Span } from "./models/plan.ts";
 export { openLlama2c } from "./models/llama2c.ts";
 export { loadHuggingFaceTokenizer, openHuggingFace } from "./models/huggingface.ts";
-export { loadLlama2cTokenizer, type TextTokenizer } from "./models/tokenizer.ts";
-export { Sampler, type SamplerOptions } from "./models/sampler.ts";
+export {
+  loadLlama2cTokenizer,
+  type StreamDecoder,
+  type TextTokenizer,
+} from "./models/tokenizer.ts";
+export {
+  type CandidateList,
+  type CandidateSample,
+  Sampler,
+  type SamplerOptions,
+} from "./models/sampler.ts";
 export {
   generate,
   type GeneratedToken,
@@ -86,8 +136,19 @@ export {
   InferenceEngine,
   type InferenceEngineShape,
   QueueFull,
+  type RankHealth,
   RequestRejected,
+  type SubmitError,
 } from "./engine/engine.ts";
 export { type EngineOptions, makeInferenceEngine } from "./engine/scheduler.ts";
-export { ChatTemplate, defaultChatTemplate, loadChatTemplate } from "./serve/chat_template.ts";
+export {
+  ChatTemplate,
+  type ChatTemplateShape,
+  defaultChatTemplate,
+  loadChatTemplate,
+  type RenderedPrompt,
+} from "./serve/chat_template.ts";
 export { type RunningServer, type ServerOptions, startServer } from "./serve/server.ts";
+export type { ErrorFields, TaggedErrorClass } from "./util/tagged_error.ts";
+export type { ApiError, ApiErrorType } from "./serve/api_error.ts";
+export type { ChatTurn } from "./serve/openai_schema.ts";

@@ -6,9 +6,13 @@ import type { RankDied } from "../collectives/errors.ts";
 export interface RankFailed extends Cause.YieldableError {
   /** Always `"RankFailed"`. */
   readonly _tag: "RankFailed";
+  /** The rank that failed. */
   readonly rank: number;
+  /** The step it failed in (-1 when not tied to a step). */
   readonly step: number;
+  /** The `_tag` of the rank's underlying error. */
   readonly reason: string;
+  /** Human-readable description. */
   readonly message: string;
 }
 
@@ -21,6 +25,7 @@ export const RankFailed: TaggedErrorClass<RankFailed> = Data.TaggedError("RankFa
 export interface InvalidInput extends Cause.YieldableError {
   /** Always `"InvalidInput"`. */
   readonly _tag: "InvalidInput";
+  /** Human-readable description. */
   readonly message: string;
 }
 
@@ -33,6 +38,7 @@ export const InvalidInput: TaggedErrorClass<InvalidInput> = Data.TaggedError("In
 export interface PlanError extends Cause.YieldableError {
   /** Always `"PlanError"`. */
   readonly _tag: "PlanError";
+  /** What does not divide or fit, with its numbers. */
   readonly message: string;
 }
 
@@ -48,6 +54,7 @@ export type StepFailure = RankFailed | RankDied;
 export interface TransportError extends Cause.YieldableError {
   /** Always `"TransportError"`. */
   readonly _tag: "TransportError";
+  /** Human-readable description. */
   readonly message: string;
 }
 

@@ -17,6 +17,7 @@ import type { RankCommand, RankReply } from "./protocol.ts";
 import { makeRankRuntime } from "./rank_runtime.ts";
 import { Transport } from "./transport.ts";
 
+/** Options of {@link InProcessTransport}. */
 export interface InProcessOptions {
   /** Defaults to Dawn for one rank and Deno's built-in WebGPU for several (see above). */
   readonly backend?: BackendChoice;
@@ -78,7 +79,23 @@ const spawnRank = (rank: number, tp: number, group: InProcessGroup, options: InP
     return { rank, call, gpu, kill: Fiber.interrupt(fiber).pipe(Effect.asVoid) };
   });
 
-/** Runs all ranks as fibers of this isolate, one WebGPU device each. */
+/**
+ * Runs all ranks as fibers of this isolate, one WebGPU device each.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect";
+ * import { InProcessTransport, Supervisor } from "jsr:@tessera/tp";
+ *
+ * const program = Effect.gen(function* () {
+ *   const supervisor = yield* Supervisor.make({ tp: 2 });
+ *   console.log(yield* supervisor.ranks());
+ * });
+ * await Effect.runPromise(
+ *   Effect.scoped(program).pipe(Effect.provide(InProcessTransport({ collectiveTimeout: "30 seconds" }))),
+ * );
+ * ```
+ */
 export const InProcessTransport = (options: InProcessOptions = {}): Layer.Layer<Transport> =>
   Layer.succeed(Transport, {
     name: "inprocess",

@@ -5,12 +5,15 @@
 import { Schema } from "effect";
 import { TensorPayload } from "../collectives/protocol.ts";
 
+/** Schema of a non-empty name (a layer's, a path). */
+export type Name = Schema.filter<typeof Schema.String>;
+/** Schema of a positive integer size. */
+export type Size = Schema.filter<typeof Schema.Int>;
+/** Schema of a non-negative integer (a step, a rank, an offset). */
+export type NonNegativeInt = typeof Schema.NonNegativeInt;
 /** A non-empty name. */
-type Name = Schema.filter<typeof Schema.String>;
-/** A positive integer. */
-type Size = Schema.filter<typeof Schema.Int>;
-type NonNegativeInt = typeof Schema.NonNegativeInt;
 const Name: Name = Schema.String.pipe(Schema.minLength(1));
+/** A positive integer. */
 const Size: Size = Schema.Int.pipe(Schema.positive());
 
 /** Y = X·W with W [in, out] split by output columns; `gatherOutput` all-gathers Y. */

@@ -16,14 +16,21 @@ import { FromRank, ToRank } from "./remote_protocol.ts";
 const encodeToRank = Schema.encodeSync(ToRank);
 const decodeFromRank = Schema.decodeUnknownEither(FromRank);
 
+/** Options of {@link serveRank}. */
 export interface RankServerOptions {
+  /** Interface to listen on. */
   readonly hostname: string;
+  /** TCP port to listen on. */
   readonly port: number;
+  /** The shared secret's HMAC key (see `loadSecret`) that supervisors must prove. */
   readonly key: CryptoKey;
   /** Overrides the backend the supervisor asks for (a host without Dawn, for example). */
   readonly backend?: BackendChoice;
+  /** How long a peer has to complete the handshake. Default 5000 ms. */
   readonly handshakeDeadlineMs?: number;
+  /** Interval between heartbeats sent to the supervisor. Default 250 ms. */
   readonly heartbeatMs?: number;
+  /** Receives one line per session event and refused peer. */
   readonly log?: (line: string) => void;
 }
 

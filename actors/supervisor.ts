@@ -13,7 +13,9 @@ import { type PlanError, RankFailed, type StepFailure } from "./errors.ts";
 import type { LayerSpec, RankCommand, RankReply } from "./protocol.ts";
 import { type RankGroup, type SpawnError, Transport } from "./transport.ts";
 
+/** Options of {@link Supervisor.make}. */
 export interface SupervisorOptions {
+  /** Number of ranks (tensor-parallel size). */
   readonly tp: number;
   /** Upper bound on any one step, so even a wedged rank cannot hang the caller. */
   readonly stepTimeout?: Duration.DurationInput;
@@ -40,6 +42,28 @@ export const expectReplies =
         ),
     );
 
+/**
+ * Drives a group of ranks: loads parallel layers (each rank gets its own shards) and runs steps
+ * on them. Made with {@link Supervisor.make} inside a scope; needs a {@link Transport}.
+ *
+ * @example A two-rank MLP, in this isolate
+ * ```ts
+ * import { Effect } from "effect";
+ * import { InProcessTransport, Supervisor, tensor } from "jsr:@tessera/tp";
+ *
+ * const program = Effect.gen(function* () {
+ *   const supervisor = yield* Supervisor.make({ tp: 2 });
+ *   const spec = { _tag: "ParallelMlp", name: "mlp", dim: 4, hidden: 8, activation: "gelu" } as const;
+ *   yield* supervisor.load(spec, [
+ *     tensor([4, 8], new Float32Array(32).fill(0.1)),
+ *     tensor([8, 4], new Float32Array(32).fill(0.1)),
+ *   ]);
+ *   const [y] = yield* supervisor.forward("mlp", tensor([1, 4], new Float32Array([1, 2, 3, 4])));
+ *   return y.data;
+ * });
+ * await Effect.runPromise(Effect.scoped(program).pipe(Effect.provide(InProcessTransport())));
+ * ```
+ */
 export class Supervisor {
   private nextStep = 0;
 

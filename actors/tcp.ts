@@ -23,13 +23,17 @@ import { FromRank, ToRank } from "./remote_protocol.ts";
 import { Transport } from "./transport.ts";
 import { startLocalRanks } from "./local_ranks.ts";
 
+/** Options of {@link TcpTransport}. */
 export interface TcpOptions {
   /** `host:port` of each rank, in rank order; omitted: start tp rank processes on loopback. */
   readonly ranks?: readonly string[];
   /** The shared secret's HMAC key (see `loadSecret`); required with `ranks`. */
   readonly key?: CryptoKey;
+  /** WebGPU backend the ranks are asked to use (a rank server may override it). */
   readonly backend?: BackendChoice;
+  /** How long a collective waits for the slowest rank before failing. Default 5 minutes. */
   readonly collectiveTimeout?: Duration.DurationInput;
+  /** Silence after which a rank is declared dead. Default 1.5 s. */
   readonly heartbeatTimeout?: Duration.DurationInput;
   /** Connecting, authenticating and acquiring the rank's device. */
   readonly startTimeout?: Duration.DurationInput;
@@ -112,7 +116,23 @@ const connectRank = (
     return { handle: link.handle, dropConnection: Effect.sync(() => closeQuietly(conn)) };
   });
 
-/** Ranks as processes reached over TCP (see above). */
+/**
+ * Ranks as processes reached over TCP (see above).
+ *
+ * @example Two ranks started with `deno task rank --listen … --secret-file tp.secret`
+ * ```ts
+ * import { Effect } from "effect";
+ * import { loadSecret, Supervisor, TcpTransport } from "jsr:@tessera/tp";
+ *
+ * const key = await Effect.runPromise(loadSecret("tp.secret"));
+ * const program = Effect.gen(function* () {
+ *   const supervisor = yield* Supervisor.make({ tp: 2 });
+ *   console.log(yield* supervisor.ranks());
+ * });
+ * const tcp = TcpTransport({ ranks: ["10.0.0.1:7001", "10.0.0.2:7001"], key });
+ * await Effect.runPromise(Effect.scoped(program).pipe(Effect.provide(tcp)));
+ * ```
+ */
 export const TcpTransport = (options: TcpOptions = {}): Layer.Layer<Transport> =>
   Layer.succeed(Transport, {
     name: "tcp",

@@ -9,7 +9,9 @@ import type { GpuOperationError, NoAdapterError } from "../gpu/errors.ts";
 import type { StepFailure, TransportError } from "./errors.ts";
 import type { RankCommand, RankReply } from "./protocol.ts";
 
+/** One rank as the supervisor sees it. */
 export interface RankHandle {
+  /** The rank's index, 0 to tp - 1. */
   readonly rank: number;
   /** Sends one command and waits for its reply; a `Failed` reply or a dead rank fails. */
   call(command: RankCommand): Effect.Effect<RankReply, StepFailure>;
@@ -17,6 +19,7 @@ export interface RankHandle {
 
 /** A running group of ranks; closing the scope that spawned it shuts every rank down. */
 export interface RankGroup {
+  /** Every rank, in rank order. */
   readonly ranks: readonly RankHandle[];
   /** Fails every pending and future collective of `step` (a rank of that step failed). */
   abortStep(step: number, failure: CollectiveFailure): void;
@@ -31,6 +34,7 @@ export interface RankGroup {
   collectiveStats(): ReadonlyArray<{ op: string; calls: number; bytes: number }>;
 }
 
+/** Why ranks could not be started: no adapter, a failed device, or an unreachable rank. */
 export type SpawnError = NoAdapterError | GpuOperationError | TransportError;
 
 /** What a transport provides: a name and a way to spawn `tp` ranks. */

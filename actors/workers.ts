@@ -19,7 +19,9 @@ import { linkRank } from "./rank_link.ts";
 import { FromRank, ToRank } from "./remote_protocol.ts";
 import { Transport } from "./transport.ts";
 
+/** Options of {@link WorkersTransport}. */
 export interface WorkersOptions {
+  /** WebGPU backend of every rank; default from the environment (`auto`: Dawn, else Deno's). */
   readonly backend?: BackendChoice;
   /** How long a collective waits for the slowest rank before failing. */
   readonly collectiveTimeout?: Duration.DurationInput;
@@ -115,7 +117,23 @@ export const withCpuRendererThreads = (tp: number) => <A, E, R>(spawn: Effect.Ef
       ),
   );
 
-/** Runs each rank in its own Worker with its own device. */
+/**
+ * Runs each rank in its own Worker with its own device.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect";
+ * import { Supervisor, WorkersTransport } from "jsr:@tessera/tp";
+ *
+ * const program = Effect.gen(function* () {
+ *   const supervisor = yield* Supervisor.make({ tp: 4 });
+ *   console.log(yield* supervisor.ranks());
+ * });
+ * await Effect.runPromise(
+ *   Effect.scoped(program).pipe(Effect.provide(WorkersTransport({ startTimeout: "2 minutes" }))),
+ * );
+ * ```
+ */
 export const WorkersTransport = (options: WorkersOptions = {}): Layer.Layer<Transport> =>
   Layer.succeed(Transport, {
     name: "workers",

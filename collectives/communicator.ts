@@ -10,14 +10,20 @@ import { type HostTensor, tensor } from "./tensor.ts";
 
 /** Carries contributions between ranks; one per transport (in-process, Workers, TCP). */
 export interface CollectiveGroup {
+  /** Number of ranks in the group. */
   readonly worldSize: number;
+  /** Hands in one rank's contribution; succeeds with that rank's result once all have arrived. */
   exchange(contribution: Contribution): Effect.Effect<TensorPayload, CollectiveError | RankDied>;
 }
 
+/** Why a collective failed: a mismatch, timeout or abort, or a dead rank. */
 export type CollectiveFailure = CollectiveError | RankDied;
 
+/** One rank's collectives within one step (see {@link stepCommunicator}). */
 export interface Communicator {
+  /** This rank's index. */
   readonly rank: number;
+  /** Number of ranks. */
   readonly worldSize: number;
   /** Element-wise sum over ranks; everyone gets the total. */
   allReduce(t: HostTensor): Effect.Effect<HostTensor, CollectiveFailure>;

@@ -5,8 +5,11 @@ import type { ErrorFields, TaggedErrorClass } from "../util/tagged_error.ts";
 export interface CollectiveError extends Cause.YieldableError {
   /** Always `"CollectiveError"`. */
   readonly _tag: "CollectiveError";
+  /** The collective operation, e.g. `allReduce`. */
   readonly op: string;
+  /** The ranks at fault (those missing or disagreeing). */
   readonly ranks: readonly number[];
+  /** Human-readable description. */
   readonly message: string;
 }
 
@@ -21,7 +24,9 @@ export const CollectiveError: TaggedErrorClass<CollectiveError> = Data.TaggedErr
 export interface RankDied extends Cause.YieldableError {
   /** Always `"RankDied"`. */
   readonly _tag: "RankDied";
+  /** The rank that stopped. */
   readonly rank: number;
+  /** Human-readable description. */
   readonly message: string;
 }
 

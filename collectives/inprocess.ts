@@ -18,22 +18,27 @@ interface Rendezvous {
   readonly timer: ReturnType<typeof setTimeout>;
 }
 
+/** Options of {@link InProcessGroup}. */
 export interface InProcessGroupOptions {
   /** How long a rank waits for the others before the collective fails. */
   readonly timeout?: Duration.DurationInput;
 }
 
+/** A collective group whose ranks are fibers of this isolate, meeting at a rendezvous per collective. */
 export class InProcessGroup implements CollectiveGroup {
+  /** Calls and bytes moved per collective operation. */
   readonly stats: CollectiveStats = new CollectiveStats();
   private readonly pending = new Map<string, Rendezvous>();
   private readonly abortedSteps = new Map<number, CollectiveFailure>();
   private dead: RankDied | undefined;
   private readonly timeout: Duration.Duration;
 
+  /** A group of `worldSize` ranks; collectives fail after `options.timeout` (default 5 minutes). */
   constructor(readonly worldSize: number, options: InProcessGroupOptions = {}) {
     this.timeout = Duration.decode(options.timeout ?? "5 minutes");
   }
 
+  /** Waits for every rank's contribution to the same collective, then returns this rank's result. */
   exchange(c: Contribution): Effect.Effect<TensorPayload, CollectiveFailure> {
     return Effect.suspend(() => {
       const failure = this.dead ?? this.abortedSteps.get(c.step);
@@ -103,6 +108,11 @@ export class InProcessGroup implements CollectiveGroup {
     for (const [key, rv] of this.pending) this.finish(key, rv, Either.left(this.dead));
   }
 
+  /**
+   * Ends a rendezvous: fails or completes every waiter.
+   *
+   * @ignore
+   */
   private finish(
     key: string,
     rv: Rendezvous,
@@ -126,6 +136,11 @@ export class InProcessGroup implements CollectiveGroup {
     });
   }
 
+  /**
+   * The error for ranks that called different collectives at the same point.
+   *
+   * @ignore
+   */
   private orderError(c: Contribution, rv: Rendezvous) {
     const ranks = rv.arrived.flatMap((t, r) => (t ? [r] : []));
     return new CollectiveError({
@@ -136,6 +151,11 @@ export class InProcessGroup implements CollectiveGroup {
     });
   }
 
+  /**
+   * The error for ranks that did not arrive in time.
+   *
+   * @ignore
+   */
   private timeoutError(c: Contribution, rv: Rendezvous) {
     const missing = [...rv.arrived.keys()].filter((r) => rv.arrived[r] === undefined);
     return new CollectiveError({

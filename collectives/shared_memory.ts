@@ -41,9 +41,11 @@ const WAIT_SLICE_MS = 100;
  */
 export const DEFAULT_ONE_SHOT_MAX_BYTES = 128 * 1024;
 
+/** Sizes of the Workers transport's shared-memory region. */
 export interface SharedRegionOptions {
   /** Largest contribution carried in shared memory; larger ones go through the fallback. */
   readonly slotBytes?: number;
+  /** Largest contribution reduced one-shot; larger ones use two passes. Default 128 KiB. */
   readonly oneShotMaxBytes?: number;
 }
 

@@ -1,13 +1,19 @@
 /** Host tensors as collectives see them: a dtype, a shape and the bytes. */
 
+/** Element type of a host tensor (only f32 so far). */
 export type DType = "f32";
 
+/** A tensor in host memory: row-major f32 data and its shape. */
 export interface HostTensor {
+  /** Element type. */
   readonly dtype: DType;
+  /** Dimensions, outermost first. */
   readonly shape: readonly number[];
+  /** The elements, row-major; length is the product of `shape`. */
   readonly data: Float32Array;
 }
 
+/** Makes a host tensor; throws a `RangeError` when `data.length` does not match `shape`. */
 export const tensor = (shape: readonly number[], data: Float32Array): HostTensor => {
   const n = elementCount(shape);
   if (n !== data.length) {

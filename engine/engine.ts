@@ -10,6 +10,7 @@ import type { TextTokenizer } from "../models/tokenizer.ts";
 
 /** One request, already tokenized (BOS included where the model wants it). */
 export interface GenerationRequest {
+  /** The prompt's token ids. */
   readonly promptTokens: readonly number[];
   /** Most tokens to generate; at least 1. */
   readonly maxTokens: number;
@@ -28,9 +29,11 @@ export type FinishReason = "stop" | "length";
 
 /** One generated token; the last one of a stream carries `finishReason`. */
 export interface GeneratedPiece {
+  /** The token id. */
   readonly token: number;
   /** Text this token completed (a stop token carries ""); the last adds the decoder's rest. */
   readonly text: string;
+  /** Why the generation ended; only on the last piece. */
   readonly finishReason?: FinishReason;
 }
 
@@ -38,6 +41,7 @@ export interface GeneratedPiece {
 export interface QueueFull extends Cause.YieldableError {
   /** Always `"QueueFull"`. */
   readonly _tag: "QueueFull";
+  /** Human-readable description. */
   readonly message: string;
 }
 
@@ -50,7 +54,9 @@ export const QueueFull: TaggedErrorClass<QueueFull> = Data.TaggedError("QueueFul
 export interface EngineUnavailable extends Cause.YieldableError {
   /** Always `"EngineUnavailable"`. */
   readonly _tag: "EngineUnavailable";
+  /** Human-readable description. */
   readonly message: string;
+  /** Suggested wait before retrying (the `Retry-After` header). */
   readonly retryAfterSeconds: number;
 }
 
@@ -65,6 +71,7 @@ export const EngineUnavailable: TaggedErrorClass<EngineUnavailable> = Data.Tagge
 export interface RequestRejected extends Cause.YieldableError {
   /** Always `"RequestRejected"`. */
   readonly _tag: "RequestRejected";
+  /** Human-readable description. */
   readonly message: string;
   /** The request field at fault, for the error body's `param`. */
   readonly param?: string;
@@ -84,7 +91,9 @@ export const RequestRejected: TaggedErrorClass<RequestRejected> = Data.TaggedErr
 export interface GenerationFailed extends Cause.YieldableError {
   /** Always `"GenerationFailed"`. */
   readonly _tag: "GenerationFailed";
+  /** Human-readable description. */
   readonly message: string;
+  /** Whether sending the same request again may succeed. */
   readonly retriable: boolean;
 }
 
@@ -95,29 +104,43 @@ export const GenerationFailed: TaggedErrorClass<GenerationFailed> = Data.TaggedE
   ErrorFields<GenerationFailed>
 >;
 
+/** Why a request could not be queued. */
 export type SubmitError = QueueFull | EngineUnavailable | RequestRejected;
 
+/** Where the engine's rank group is in its life cycle. */
 export type EngineState = "starting" | "ready" | "restarting" | "draining" | "stopped";
 
+/** One rank of the current group, as reported by the health check. */
 export interface RankHealth {
+  /** The rank's index. */
   readonly rank: number;
+  /** False once the rank has died (until the group is restarted). */
   readonly alive: boolean;
+  /** Its WebGPU backend. */
   readonly backend: string;
+  /** Its adapter's name. */
   readonly adapter: string;
 }
 
+/** A snapshot of the engine for health checks and `/health`. */
 export interface EngineHealth {
+  /** The life-cycle state. */
   readonly state: EngineState;
+  /** The ranks of the current group. */
   readonly ranks: readonly RankHealth[];
+  /** Rank-group restarts so far. */
   readonly restarts: number;
   /** Requests waiting for a slot, and requests decoding now. */
   readonly waiting: number;
+  /** Requests decoding now. */
   readonly running: number;
 }
 
+/** The inference engine's operations (the service behind {@link InferenceEngine}). */
 export interface InferenceEngineShape {
   /** Served model name (for `/v1/models` and the `model` field of responses). */
   readonly modelId: string;
+  /** The model's tokenizer (requests arrive tokenized). */
   readonly tokenizer: TextTokenizer;
   /** Positions per sequence (prompt + generated). */
   readonly contextLength: number;
@@ -129,6 +152,7 @@ export interface InferenceEngineShape {
   readonly submit: (
     request: GenerationRequest,
   ) => Effect.Effect<Stream.Stream<GeneratedPiece, GenerationFailed>, SubmitError>;
+  /** The current {@link EngineHealth}. */
   readonly health: Effect.Effect<EngineHealth>;
   /**
    * Stops admitting requests and waits, at most `timeoutMillis`, for those in flight to finish;

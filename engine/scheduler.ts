@@ -38,9 +38,13 @@ import {
 import * as metrics from "./metrics.ts";
 import { CANDIDATES_PER_RANK, generationFailed, Sequence } from "./sequence.ts";
 
+/** Options of {@link makeInferenceEngine}. */
 export interface EngineOptions {
+  /** A llama2.c `.bin` file or a Hugging Face model directory. */
   readonly modelPath: string;
+  /** Tokenizer file; default: found next to the model (see `loadTokenizer`). */
   readonly tokenizerPath?: string;
+  /** Number of ranks (tensor-parallel size). */
   readonly tp: number;
   /** Element type of the matmul weights on the devices (see LlamaModel.load). Default f32. */
   readonly weights?: WeightType;
@@ -69,6 +73,35 @@ interface Group {
 
 const baseName = (path: string) => path.replace(/\/+$/, "").split("/").pop() ?? path;
 
+/**
+ * Starts the inference engine: loads the model over `tp` ranks, then batches every submitted
+ * request into shared steps and restarts the rank group when it dies. Lives until the scope
+ * closes.
+ *
+ * @example Generate from a tokenized prompt
+ * ```ts
+ * import { Effect, Stream } from "effect";
+ * import { makeInferenceEngine, WorkersTransport } from "jsr:@tessera/tp";
+ *
+ * const program = Effect.gen(function* () {
+ *   const engine = yield* makeInferenceEngine({
+ *     modelPath: "stories260K.bin",
+ *     tokenizerPath: "tok512.bin",
+ *     tp: 2,
+ *   });
+ *   const promptTokens = engine.tokenizer.encode("Once upon a time", { bos: true, eos: false });
+ *   const pieces = yield* engine.submit({
+ *     promptTokens,
+ *     maxTokens: 32,
+ *     temperature: 0,
+ *     topP: 0.9,
+ *     stopAtEos: true,
+ *   });
+ *   yield* Stream.runForEach(pieces, (p) => Effect.sync(() => console.log(p.text)));
+ * });
+ * await Effect.runPromise(Effect.scoped(program).pipe(Effect.provide(WorkersTransport())));
+ * ```
+ */
 export const makeInferenceEngine = (
   options: EngineOptions,
 ): Effect.Effect<InferenceEngineShape, LoadLlamaError, Transport | Scope.Scope> =>

@@ -10,15 +10,22 @@ import { instrumentDevice } from "./counters.ts";
 import { installGentleDawnPolling } from "./dawn_polling.ts";
 import { DeviceLostError, GpuOperationError, NoAdapterError } from "./errors.ts";
 
+/** A WebGPU implementation: Dawn (the `webgpu` npm package) or Deno's built-in `navigator.gpu`. */
 export type Backend = "dawn" | "deno";
+/** A backend to use, or `auto`: Dawn first, Deno's built-in when Dawn is unavailable. */
 export type BackendChoice = Backend | "auto";
 
 /** One rank's device plus what the kernels need to know about it. */
 export interface Gpu {
+  /** The WebGPU device. */
   readonly device: GPUDevice;
+  /** Which backend provided it. */
   readonly backend: Backend;
+  /** The adapter's description, e.g. `llvmpipe`. */
   readonly adapterName: string;
+  /** Whether the device has the `shader-f16` feature. */
   readonly hasF16: boolean;
+  /** The device limits the kernels size their buffers and dispatches by. */
   readonly limits: {
     readonly maxStorageBufferBindingSize: number;
     readonly maxBufferSize: number;

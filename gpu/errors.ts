@@ -5,6 +5,7 @@ import type { ErrorFields, TaggedErrorClass } from "../util/tagged_error.ts";
 export interface NoAdapterError extends Cause.YieldableError {
   /** Always `"NoAdapterError"`. */
   readonly _tag: "NoAdapterError";
+  /** Human-readable description. */
   readonly message: string;
 }
 
@@ -17,7 +18,9 @@ export const NoAdapterError: TaggedErrorClass<NoAdapterError> = Data.TaggedError
 export interface DeviceLostError extends Cause.YieldableError {
   /** Always `"DeviceLostError"`. */
   readonly _tag: "DeviceLostError";
+  /** Human-readable description. */
   readonly message: string;
+  /** The reason WebGPU gave for the loss. */
   readonly reason: string;
 }
 
@@ -32,7 +35,9 @@ export const DeviceLostError: TaggedErrorClass<DeviceLostError> = Data.TaggedErr
 export interface GpuOperationError extends Cause.YieldableError {
   /** Always `"GpuOperationError"`. */
   readonly _tag: "GpuOperationError";
+  /** Human-readable description. */
   readonly message: string;
+  /** The operation that failed. */
   readonly operation: string;
 }
 

@@ -26,6 +26,7 @@ export interface MatmulArgs {
   readonly label?: string;
 }
 
+/** Element type of matmul weights on the device: f32, or f16 stored as packed halves. */
 export type WeightType = "f32" | "f16";
 
 /**

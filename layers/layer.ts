@@ -10,17 +10,24 @@ import type { Gpu } from "../gpu/device.ts";
 import { InvalidInput, PlanError } from "../actors/errors.ts";
 import type { LayerSpec } from "../actors/protocol.ts";
 
+/** What a rank-side forward gets besides its input: the step and its communicator. */
 export interface StepContext {
+  /** The supervisor step being run. */
   readonly step: number;
+  /** This rank's collectives for the step. */
   readonly comm: Communicator;
 }
 
+/** Why a rank-side forward failed. */
 export type StepFailure = InvalidInput | CollectiveFailure | DeviceLostError | GpuOperationError;
 
 /** A layer as it lives on one rank: its shards on the device and buffers per batch size. */
 export interface RankLayer {
+  /** Bytes of this rank's shards on the device. */
   readonly weightBytes: number;
+  /** Runs the layer on this rank's part of a step. */
   forward(ctx: StepContext, input: HostTensor): Effect.Effect<HostTensor, StepFailure>;
+  /** Frees the layer's buffers. */
   destroy(): void;
 }
 

@@ -20,8 +20,10 @@ import {
   type StepContext,
 } from "./layer.ts";
 
-type ColumnSpec = typeof ColumnParallelSpec.Type;
-type RowSpec = typeof RowParallelSpec.Type;
+/** A decoded {@link ColumnParallelSpec}. */
+export type ColumnSpec = typeof ColumnParallelSpec.Type;
+/** A decoded {@link RowParallelSpec}. */
+export type RowSpec = typeof RowParallelSpec.Type;
 
 /** Device buffers for one batch size of a single matmul y[M, n] = x[M, k]·w[k, n]. */
 const matmulBatch =

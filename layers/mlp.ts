@@ -22,10 +22,12 @@ import {
   type StepContext,
 } from "./layer.ts";
 
-type MlpSpec = typeof ParallelMlpSpec.Type;
+/** A decoded {@link ParallelMlpSpec}. */
+export type MlpSpec = typeof ParallelMlpSpec.Type;
 
 const activations = { gelu: geluInPlace, silu: siluInPlace };
 
+/** The Megatron MLP block as a parallel layer kind: one all-reduce per forward. */
 export const ParallelMlp: ParallelLayerKind<MlpSpec> = {
   plan: (spec, tp) => planSplit(spec.name, "hidden", spec.hidden, tp),
 

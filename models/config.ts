@@ -6,16 +6,19 @@
  */
 export type RopeLayout = "interleaved" | "half";
 
+/** The shape of a Llama-family model, independent of the file format it came from. */
 export interface LlamaConfig {
   /** Width of the residual stream. */
   readonly dim: number;
   /** Width of the SwiGLU feed-forward layer (w1/w3 outputs, w2 input). */
   readonly hiddenDim: number;
+  /** Decoder layers. */
   readonly nLayers: number;
   /** Query heads. */
   readonly nHeads: number;
   /** Key/value heads (GQA when fewer than `nHeads`; must divide it). */
   readonly nKvHeads: number;
+  /** Tokens in the vocabulary. */
   readonly vocabSize: number;
   /** Longest sequence the KV cache holds. */
   readonly seqLen: number;
@@ -25,6 +28,7 @@ export interface LlamaConfig {
   readonly normEps: number;
   /** RoPE base (10000 in llama2.c). */
   readonly ropeTheta: number;
+  /** How RoPE pairs a head's dimensions. */
   readonly ropeLayout: RopeLayout;
   /** The classifier (LM head) is the token-embedding matrix. */
   readonly sharedClassifier: boolean;

@@ -6,9 +6,13 @@ import type { ErrorFields, TaggedErrorClass } from "../util/tagged_error.ts";
 export interface LoadError extends Cause.YieldableError {
   /** Always `"LoadError"`. */
   readonly _tag: "LoadError";
+  /** The file being read. */
   readonly file: string;
+  /** The tensor being read, when the failure is in one. */
   readonly tensor?: string;
+  /** What is wrong with it. */
   readonly reason: string;
+  /** Human-readable description. */
   readonly message: string;
 }
 
@@ -21,6 +25,7 @@ export const LoadError: TaggedErrorClass<LoadError> = Data.TaggedError("LoadErro
 export interface ConfigError extends Cause.YieldableError {
   /** Always `"ConfigError"`. */
   readonly _tag: "ConfigError";
+  /** Human-readable description. */
   readonly message: string;
 }
 

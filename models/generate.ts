@@ -36,6 +36,7 @@ import { loadLlama2cTokenizer, type StreamDecoder, type TextTokenizer } from "./
 export interface GenerateInputError extends Cause.YieldableError {
   /** Always `"GenerateInputError"`. */
   readonly _tag: "GenerateInputError";
+  /** Human-readable description. */
   readonly message: string;
 }
 
@@ -46,9 +47,12 @@ export const GenerateInputError: TaggedErrorClass<GenerateInputError> = Data.Tag
   ErrorFields<GenerateInputError>
 >;
 
+/** Why {@link generate} failed. */
 export type GenerateError = StepFailure | ConfigError | GenerateInputError;
 
+/** Options of {@link generate}. */
 export interface GenerateOptions {
+  /** Text to continue; encoded with BOS. */
   readonly prompt: string;
   /** Most tokens to generate (the prompt not counted); at least 1. */
   readonly maxTokens: number;
@@ -62,7 +66,9 @@ export interface GenerateOptions {
   readonly stopAtEos?: boolean;
 }
 
+/** One token of {@link generate}'s stream. */
 export interface GeneratedToken {
+  /** The token id. */
   readonly token: number;
   /** Text this token completed, plus the decoder's remainder on the last element. */
   readonly text: string;
@@ -122,6 +128,25 @@ interface State {
 /**
  * Generates from `prompt` on a loaded model. Nothing runs until the stream is pulled; stopping
  * early (e.g. `Stream.take`) simply stops feeding the model.
+ *
+ * @example Stream a story to stdout
+ * ```ts
+ * import { Effect, Stream } from "effect";
+ * import { generate, LlamaModel, loadTokenizer, WorkersTransport } from "jsr:@tessera/tp";
+ *
+ * const story = Effect.gen(function* () {
+ *   const model = yield* LlamaModel.load({
+ *     source: { format: "llama2c", path: "stories260K.bin" },
+ *     tp: 2,
+ *   });
+ *   const tokenizer = yield* loadTokenizer("stories260K.bin", "tok512.bin");
+ *   yield* Stream.runForEach(
+ *     generate(model, tokenizer, { prompt: "Once upon a time", maxTokens: 64 }),
+ *     (t) => Effect.sync(() => Deno.stdout.writeSync(new TextEncoder().encode(t.text))),
+ *   );
+ * });
+ * await Effect.runPromise(Effect.scoped(story).pipe(Effect.provide(WorkersTransport())));
+ * ```
  */
 export const generate = (
   model: LlamaModel,

@@ -17,8 +17,11 @@ import { planLlama } from "./plan.ts";
 import { type CandidateList, mergeCandidates } from "./sampler.ts";
 import { openModelSource } from "./source.ts";
 
+/** Options of {@link LlamaModel.load}. */
 export interface LoadLlamaOptions {
+  /** Where the weights come from (see `modelSourceOf`). */
   readonly source: ModelSource;
+  /** Number of ranks (tensor-parallel size). */
   readonly tp: number;
   /** Most prompt tokens per prefill step; longer prompts are prefilled in chunks. */
   readonly maxBatchTokens?: number;
@@ -35,13 +38,21 @@ export interface LoadLlamaOptions {
 
 /** A token of a step and where it goes: its sequence's KV-cache slot and its position. */
 export interface StepRow {
+  /** Token id to feed. */
   readonly token: number;
+  /** KV-cache slot of its sequence, below `maxSequences`. */
   readonly sequence: number;
+  /** Its position in the sequence. */
   readonly position: number;
 }
 
+/** Why {@link LlamaModel.load} failed. */
 export type LoadLlamaError = LoadError | ConfigError | PlanError | StepFailure | SpawnError;
 
+/**
+ * A Llama-family model sharded over a group of ranks (see {@link LlamaModel.load}): runs
+ * batched steps and returns the last row's top candidates or logits.
+ */
 export class LlamaModel {
   /** Rows of the last step run, so `candidates` can name its last row. */
   private lastStepRows = 0;
@@ -57,6 +68,21 @@ export class LlamaModel {
   /**
    * Reads the config, rejects an impossible plan before any rank starts, spawns `tp` ranks and
    * has each load only its own slices.
+   *
+   * @example Load stories260K over two Workers and print its config
+   * ```ts
+   * import { Effect } from "effect";
+   * import { LlamaModel, WorkersTransport } from "jsr:@tessera/tp";
+   *
+   * const program = Effect.gen(function* () {
+   *   const model = yield* LlamaModel.load({
+   *     source: { format: "llama2c", path: "stories260K.bin" },
+   *     tp: 2,
+   *   });
+   *   console.log(model.config.nLayers, model.weightBytesPerRank);
+   * });
+   * await Effect.runPromise(Effect.scoped(program).pipe(Effect.provide(WorkersTransport())));
+   * ```
    */
   static load(
     options: LoadLlamaOptions,

@@ -7,13 +7,19 @@ import { PlanError } from "../actors/errors.ts";
 import { partRange } from "../collectives/tensor.ts";
 import type { LlamaConfig } from "./config.ts";
 
+/** A contiguous range of heads, units or rows: `count` starting at `start`. */
 export interface Span {
+  /** First index. */
   readonly start: number;
+  /** Number of indices. */
   readonly count: number;
 }
 
+/** What one rank owns of a Llama model. */
 export interface RankPlan {
+  /** The rank's index. */
   readonly rank: number;
+  /** Number of ranks. */
   readonly tp: number;
   /** Query heads, column-parallel by heads. */
   readonly heads: Span;

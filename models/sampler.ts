@@ -60,12 +60,17 @@ export class XorShift64Star {
  * treated as the whole distribution.
  */
 export interface CandidateList {
+  /** Logits, sorted descending. */
   readonly values: Float32Array;
+  /** Token id of each value. */
   readonly indices: Int32Array;
+  /** `log Σ exp(logit / temperature)` over the vocabulary covered. */
   readonly logSumExp?: number;
 }
 
+/** Options of {@link Sampler.make}. */
 export interface SamplerOptions {
+  /** Size of the vocabulary the logits cover. */
   readonly vocabSize: number;
   /** 0 means greedy (argmax). */
   readonly temperature: number;
@@ -75,7 +80,9 @@ export interface SamplerOptions {
   readonly seed: number | bigint;
 }
 
+/** A token sampled from candidates, and whether the full logits would agree. */
 export interface CandidateSample {
+  /** The sampled token id. */
   readonly token: number;
   /** True when full-logit sampling with the same state would certainly give the same token. */
   readonly exact: boolean;
@@ -184,6 +191,7 @@ const multinomial = (probs: ArrayLike<number>, coin: number): number => {
   return probs.length - 1;
 };
 
+/** run.c's sampler (greedy, temperature, top-p) with its xorshift64* state. */
 export class Sampler {
   private readonly rng: XorShift64Star;
 
@@ -224,6 +232,11 @@ export class Sampler {
     }
   }
 
+  /**
+   * Whether top-p filtering is on.
+   *
+   * @ignore
+   */
   private get toppOn(): boolean {
     return this.options.topp > 0 && this.options.topp < 1;
   }

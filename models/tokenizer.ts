@@ -25,9 +25,13 @@ export interface StreamDecoder {
  * (`Tokenizer` below) or Hugging Face `tokenizer.json` (models/huggingface.ts).
  */
 export interface TextTokenizer {
+  /** Tokens in the vocabulary. */
   readonly vocabSize: number;
+  /** Id of the beginning-of-sequence token. */
   readonly bosId: number;
+  /** Id of the end-of-sequence token. */
   readonly eosId: number;
+  /** Token ids of `text`, with BOS and/or EOS added as asked. */
   encode(text: string, options: { readonly bos: boolean; readonly eos: boolean }): number[];
   /** Text of a token sequence; BOS, EOS and other control tokens produce no text. */
   decode(tokens: readonly number[]): string;

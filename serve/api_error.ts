@@ -9,6 +9,7 @@ import { type Cause, Data } from "effect";
 import type { ErrorFields, TaggedErrorClass } from "../util/tagged_error.ts";
 import type { SubmitError } from "../engine/engine.ts";
 
+/** OpenAI's error `type` values that this server uses. */
 export type ApiErrorType =
   | "invalid_request_error"
   | "authentication_error"
@@ -16,15 +17,21 @@ export type ApiErrorType =
   | "server_error"
   | "service_unavailable";
 
+/** An error in OpenAI's shape, with the HTTP status to answer it with. */
 export interface ApiError extends Cause.YieldableError {
   /** Always `"ApiError"`. */
   readonly _tag: "ApiError";
+  /** HTTP status. */
   readonly status: number;
+  /** Human-readable description. */
   readonly message: string;
+  /** OpenAI's error type. */
   readonly type: ApiErrorType;
   /** The request field at fault, or null. */
   readonly param: string | null;
+  /** OpenAI's error code, or null. */
   readonly code: string | null;
+  /** Extra response headers, e.g. `Retry-After`. */
   readonly headers?: Readonly<Record<string, string>>;
 }
 

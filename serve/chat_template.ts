@@ -27,13 +27,17 @@ import type { ChatTurn } from "./openai_schema.ts";
 
 /** A rendered prompt, and whether the tokenizer must still put BOS in front. */
 export interface RenderedPrompt {
+  /** The prompt text. */
   readonly text: string;
+  /** Whether the tokenizer must prepend BOS (the template did not). */
   readonly addBos: boolean;
 }
 
+/** A chat template: renders chat messages into one prompt. */
 export interface ChatTemplateShape {
   /** "jinja" for the model's own template, "default" for the plain one above. */
   readonly kind: "jinja" | "default";
+  /** The prompt for `messages`, or an invalid-request error. */
   readonly render: (messages: readonly ChatTurn[]) => Either.Either<RenderedPrompt, ApiError>;
 }
 

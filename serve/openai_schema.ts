@@ -66,8 +66,11 @@ export interface GenerationParams {
   readonly includeUsage: boolean;
 }
 
+/** One chat message of a request. */
 export interface ChatTurn {
+  /** Who said it. */
   readonly role: "system" | "user" | "assistant";
+  /** What was said. */
   readonly content: string;
 }
 

@@ -14,6 +14,7 @@ import { makeApiKeyCheck } from "./auth.ts";
 import type { ChatTemplate } from "./chat_template.ts";
 import { app, ServeConfig } from "./routes.ts";
 
+/** Options of {@link startServer}. */
 export interface ServerOptions {
   /** Interface to bind; default 127.0.0.1 (loopback only). */
   readonly hostname?: string;
@@ -27,8 +28,11 @@ export interface ServerOptions {
   readonly maxBodyBytes?: number;
 }
 
+/** A server that is listening. */
 export interface RunningServer {
+  /** The interface it is bound to. */
   readonly hostname: string;
+  /** The port it is bound to (the actual one when 0 was asked for). */
   readonly port: number;
   /** `http://host:port`. */
   readonly url: string;
@@ -56,6 +60,35 @@ const registerMetrics = Effect.all([
 /**
  * Serves the engine over HTTP until the scope closes (which shuts the server down gracefully).
  * The listener is bound when this succeeds.
+ *
+ * @example An OpenAI-compatible server for stories260K on two Workers
+ * ```ts
+ * import { Effect } from "effect";
+ * import {
+ *   ChatTemplate,
+ *   InferenceEngine,
+ *   loadChatTemplate,
+ *   makeInferenceEngine,
+ *   startServer,
+ *   WorkersTransport,
+ * } from "jsr:@tessera/tp";
+ *
+ * const program = Effect.gen(function* () {
+ *   const engine = yield* makeInferenceEngine({
+ *     modelPath: "stories260K.bin",
+ *     tokenizerPath: "tok512.bin",
+ *     tp: 2,
+ *   });
+ *   const template = yield* loadChatTemplate("stories260K.bin", "tok512.bin");
+ *   const server = yield* startServer({ port: 8000 }).pipe(
+ *     Effect.provideService(InferenceEngine, engine),
+ *     Effect.provideService(ChatTemplate, template),
+ *   );
+ *   console.log(`listening on ${server.url}`);
+ *   yield* Effect.never; // serve until interrupted
+ * });
+ * await Effect.runPromise(Effect.scoped(program).pipe(Effect.provide(WorkersTransport())));
+ * ```
  */
 export const startServer = (
   options: ServerOptions = {},

@@ -8,8 +8,11 @@ import type { ErrorFields, TaggedErrorClass } from "../util/tagged_error.ts";
 export interface WireError extends Cause.YieldableError {
   /** Always `"WireError"`. */
   readonly _tag: "WireError";
+  /** The peer's address. */
   readonly peer: string;
+  /** How the connection failed. */
   readonly reason: "Closed" | "TooLarge" | "Malformed" | "Timeout" | "AuthFailed" | "Io";
+  /** Human-readable description. */
   readonly message: string;
 }
 
@@ -24,6 +27,7 @@ export interface SecretError extends Cause.YieldableError {
   readonly _tag: "SecretError";
   /** Where the secret came from, e.g. the file path. */
   readonly source: string;
+  /** Human-readable description. */
   readonly message: string;
 }
 
