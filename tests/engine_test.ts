@@ -12,20 +12,12 @@ import type { GeneratedPiece, GenerationRequest } from "../engine/engine.ts";
 import { makeInferenceEngine } from "../engine/scheduler.ts";
 import { generate, loadTokenizer, modelSourceOf } from "../models/generate.ts";
 import { LlamaModel } from "../models/llama.ts";
+import { BATCH_PROMPTS } from "./fixtures/batch_prompts.ts";
 
 const MODEL = fileURLToPath(new URL("../../shared/models/stories260K.bin", import.meta.url));
 const TOKENIZER = fileURLToPath(new URL("../../shared/models/tok512.bin", import.meta.url));
 
-const PROMPTS = [
-  "Once upon a time",
-  "The cat",
-  "Lily wanted",
-  "",
-  "One day, a big dog",
-  "Tom and Sue went to the park",
-  "The sun",
-  "A little bird sat on a tree and",
-];
+const PROMPTS = BATCH_PROMPTS;
 
 type Engine = Effect.Effect.Success<ReturnType<typeof makeInferenceEngine>>;
 

@@ -27,6 +27,7 @@ import { type RunningServer, startServer } from "../serve/server.ts";
 import { StopScanner } from "../serve/stop_strings.ts";
 import { makeInferenceEngine } from "../engine/scheduler.ts";
 import type { GreedyFixture } from "./fixtures/make_stories260K_greedy.ts";
+import { BATCH_PROMPTS } from "./fixtures/batch_prompts.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const MODEL = fileURLToPath(new URL("../../shared/models/stories260K.bin", import.meta.url));
@@ -646,8 +647,13 @@ Deno.test({
       let text = first.value.choices[0].text;
 
       // One slot, taken; one place in the queue, which the next request takes...
-      const queued = client.completions.create({ model: MODEL_ID, prompt: "", max_tokens: 1 })
-        .then((res) => res.choices[0].text, (e: unknown) => e);
+      // Greedy (OpenAI's default temperature is 1), so its one token is the fixture's first.
+      const queued = client.completions.create({
+        model: MODEL_ID,
+        prompt: "",
+        max_tokens: 1,
+        temperature: 0,
+      }).then((res) => res.choices[0].text, (e: unknown) => e);
       const health = async () => await (await fetch(`${url}/health`)).json();
       while ((await health()).waiting < 1) await new Promise((r) => setTimeout(r, 10));
       // ...so the one after is refused.
@@ -710,16 +716,7 @@ Deno.test({
       }).pipe(Effect.provide(Layer.fresh(WorkersTransport())), Scope.extend(scope)),
     );
     const client = clientFor(server);
-    const prompts = [
-      "Once upon a time",
-      "The cat",
-      "Lily wanted",
-      "",
-      "One day, a big dog",
-      "Tom and Sue went to the park",
-      "The sun",
-      "A little bird sat on a tree and",
-    ];
+    const prompts = BATCH_PROMPTS;
     const complete = async (prompt: string, maxTokens: number) =>
       (await client.completions.create({
         model: MODEL_ID,
