@@ -6,23 +6,24 @@
  * the loop admits waiting requests into free KV-cache slots, prefills each newly admitted prompt
  * in steps of its own, then runs ONE decode step with a row for every running sequence, each at
  * its own position in its own slot. A request that arrives joins at the next turn; one that
- * finishes (or whose client goes away) leaves at the next turn. Prefill and decode never share
- * a step, and the decode GEMV gives a row the same bits whatever the batch (kernels/matmul.ts),
- * so greedy output does not depend on what else is running.
+ * finishes (or whose client goes away) leaves at the next turn. Every kernel gives a row the
+ * same bits whatever else is in its step (kernels/matmul.ts), so greedy output does not depend
+ * on what else is running.
  *
  * Supervision. Any step failure (a rank died, failed or timed out) closes the group, restarts it
  * with exponential backoff and reloads the shards; the loop also pings an idle group so a death
  * is noticed without traffic. While restarting, new requests are refused as unavailable (503 +
- * Retry-After). Sequences in flight keep their slot and are resumed: the prompt is prefilled in
- * the same chunks as before and the tokens generated so far are re-fed in decode-sized chunks,
- * which reproduces their KV cache bit for bit, so greedy output stays identical. A sequence that
+ * Retry-After). Sequences in flight keep their slot and are resumed: prompt and tokens so far
+ * are prefilled again, and since every kernel gives a row the same bits whatever step it is in
+ * (prefill or decode, alone or batched), that rebuilds their KV cache bit for bit, so greedy
+ * output stays identical. A sequence that
  * keeps failing ends with a retriable `GenerationFailed`; none is left hanging.
  */
 import { Deferred, Duration, Effect, Exit, Option, Queue, Scope, Stream } from "effect";
 import type { StepFailure } from "../actors/errors.ts";
 import type { ModelSource, RankReply } from "../actors/protocol.ts";
 import { Transport } from "../actors/transport.ts";
-import { SMALL_M_MAX, type WeightType } from "../kernels/matmul.ts";
+import type { WeightType } from "../kernels/matmul.ts";
 import { loadTokenizer, modelSourceOf } from "../models/generate.ts";
 import { LlamaModel, type LoadLlamaError } from "../models/llama.ts";
 import {
@@ -196,22 +197,14 @@ export const makeInferenceEngine = (
     const prefill = (model: LlamaModel, sequence: Sequence) =>
       Effect.gen(function* () {
         const { promptTokens } = sequence.request;
-        yield* model.forward(promptTokens, 0, sequence.slot);
         if (sequence.generated.length > 0) {
-          // Resuming: re-feed the generated tokens in decode-sized steps (same kernels, same
-          // bits as when they were decoded); the last one is fed by the next decode step.
-          const fed = sequence.tokensSoFar.slice(promptTokens.length);
-          for (let i = 0; i < fed.length; i += SMALL_M_MAX) {
-            const chunk = fed.slice(i, i + SMALL_M_MAX);
-            yield* model.step(chunk.map((token, r) => ({
-              token,
-              sequence: sequence.slot,
-              position: promptTokens.length + i + r,
-            })));
-          }
+          // Resuming: prompt and tokens so far in one prefill (a row's bits do not depend on
+          // the step it is in); the last generated token is fed by the next decode step.
+          yield* model.forward(sequence.tokensSoFar, 0, sequence.slot);
           sequence.prefilled = true;
           return;
         }
+        yield* model.forward(promptTokens, 0, sequence.slot);
         yield* metrics.promptTokens(Effect.succeed(promptTokens.length));
         const candidates = yield* model.candidates(
           sequence.temperature > 0 ? CANDIDATES_PER_RANK : 1,
