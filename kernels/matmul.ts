@@ -62,9 +62,9 @@ const weightWgsl = (w: WeightType) => ({
 });
 
 /**
- * Largest m served by the GEMV kernel; above it the tiled kernel wins. A row's sums are the same
- * whatever m ≤ SMALL_M_MAX is, so a batched decode of up to 8 sequences gives each one exactly
- * the logits it would get alone (the service's greedy outputs do not depend on the batch).
+ * Largest m served by the row-major GEMV kernel; above it the tiled kernel takes over. A row's
+ * sums are the same whatever m ≤ SMALL_M_MAX is. (The model uses the blocked layout, whose one
+ * kernel keeps that property for every m.)
  */
 export const SMALL_M_MAX = 8;
 
