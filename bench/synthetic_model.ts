@@ -8,17 +8,13 @@
 import type { LlamaConfig } from "../models/config.ts";
 import { encodeLlama2cHeader, planLlama2cLayout } from "../models/llama2c.ts";
 
-/** The header fields of a llama2.c model shape. */
-export interface ModelShape {
-  readonly name: string;
-  readonly dim: number;
-  readonly hiddenDim: number;
-  readonly nLayers: number;
-  readonly nHeads: number;
-  readonly nKvHeads: number;
-  readonly vocabSize: number;
-  readonly seqLen: number;
-}
+/** The header fields of a llama2.c model shape, and a name for the tables. */
+export type ModelShape =
+  & { readonly name: string }
+  & Pick<
+    LlamaConfig,
+    "dim" | "hiddenDim" | "nLayers" | "nHeads" | "nKvHeads" | "vocabSize" | "seqLen"
+  >;
 
 export const STORIES15M: ModelShape = {
   name: "15M",

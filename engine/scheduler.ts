@@ -24,7 +24,7 @@ import type { StepFailure } from "../actors/errors.ts";
 import type { ModelSource, RankReply } from "../actors/protocol.ts";
 import { Transport } from "../actors/transport.ts";
 import type { WeightType } from "../kernels/matmul.ts";
-import { loadTokenizer, modelSourceOf } from "../models/generate.ts";
+import { CANDIDATES_PER_RANK, loadTokenizer, modelSourceOf } from "../models/generate.ts";
 import { LlamaModel, type LoadLlamaError } from "../models/llama.ts";
 import {
   type EngineHealth,
@@ -37,7 +37,7 @@ import {
   RequestRejected,
 } from "./engine.ts";
 import * as metrics from "./metrics.ts";
-import { CANDIDATES_PER_RANK, generationFailed, Sequence } from "./sequence.ts";
+import { generationFailed, Sequence } from "./sequence.ts";
 
 /** Options of {@link makeInferenceEngine}. */
 export interface EngineOptions {

@@ -9,21 +9,13 @@ import type { StepFailure } from "../actors/errors.ts";
 import type { CandidateList } from "../models/sampler.ts";
 import { Sampler } from "../models/sampler.ts";
 import type { StreamDecoder, TextTokenizer } from "../models/tokenizer.ts";
+import { stopIds } from "../models/generate.ts";
 import {
   type FinishReason,
   type GeneratedPiece,
   GenerationFailed,
   type GenerationRequest,
 } from "./engine.ts";
-
-/** Candidates each rank sends when sampling; enough to hold the nucleus almost always. */
-export const CANDIDATES_PER_RANK = 64;
-
-/** The ids that end generation with `stopAtEos`: BOS, EOS, and any further EOS ids (HF). */
-export const stopIdsOf = (tokenizer: TextTokenizer): ReadonlySet<number> => {
-  const extra = (tokenizer as { eosIds?: readonly number[] }).eosIds ?? [];
-  return new Set([tokenizer.bosId, tokenizer.eosId, ...extra]);
-};
 
 export class Sequence {
   /** Tokens generated and emitted so far (the last one is fed at the next decode step). */
@@ -67,7 +59,7 @@ export class Sequence {
           seed: request.seed ?? (Date.now() % 0x7fffffff) + 1,
         })
         : undefined;
-      const stops = request.stopAtEos ? stopIdsOf(tokenizer) : new Set<number>();
+      const stops = request.stopAtEos ? stopIds(tokenizer) : new Set<number>();
       // Unbounded: the engine never waits on a client; a request holds at most maxTokens.
       const output = yield* Queue.unbounded<Take.Take<GeneratedPiece, GenerationFailed>>();
       return new Sequence(id, request, contextLength, sampler, stops, tokenizer, output);
@@ -98,10 +90,7 @@ export class Sequence {
   ): Effect.Effect<number, StepFailure> {
     const sampler = this.sampler;
     if (sampler === undefined) return Effect.succeed(candidates.indices[0]);
-    if (sampler.replay((s) => s.sampleCandidates(candidates)).exact) {
-      return Effect.succeed(sampler.sampleCandidates(candidates).token);
-    }
-    return Effect.map(fullLogits, (logits) => sampler.sample(logits));
+    return sampler.sampleExactly(candidates, fullLogits);
   }
 
   /**

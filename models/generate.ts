@@ -99,7 +99,7 @@ const checkOptions = (model: LlamaModel, promptLength: number, options: Generate
 };
 
 /** The ids that end generation with `stopAtEos`: BOS, EOS, and any further EOS ids (HF). */
-const stopIds = (tokenizer: TextTokenizer): ReadonlySet<number> => {
+export const stopIds = (tokenizer: TextTokenizer): ReadonlySet<number> => {
   const extra = (tokenizer as { eosIds?: readonly number[] }).eosIds ?? [];
   return new Set([tokenizer.bosId, tokenizer.eosId, ...extra]);
 };
@@ -171,13 +171,10 @@ export const generate = (
     /** The next token from the logits of the last position fed. */
     const nextToken: Effect.Effect<number, StepFailure> = sampler === undefined
       ? Effect.map(model.candidates(1, 0), (c) => c.indices[0])
-      : Effect.gen(function* () {
-        const candidates = yield* model.candidates(CANDIDATES_PER_RANK, temperature);
-        if (sampler.replay((s) => s.sampleCandidates(candidates)).exact) {
-          return sampler.sampleCandidates(candidates).token;
-        }
-        return sampler.sample(yield* model.logits());
-      });
+      : Effect.flatMap(
+        model.candidates(CANDIDATES_PER_RANK, temperature),
+        (candidates) => sampler.sampleExactly(candidates, model.logits()),
+      );
 
     const step = (state: State) =>
       Effect.gen(function* () {

@@ -294,8 +294,18 @@ export class Sampler {
     const { position, passed } = nucleus(probs.subarray(0, n0), topp, coin);
     return { token: indices[position], exact: (exactMass || complete) && (passed || coveredAll) };
   }
-}
 
-/** `Sampler.make` as a plain function, for pipelines. */
-export const makeSampler = (options: SamplerOptions): Effect.Effect<Sampler, ConfigError> =>
-  Sampler.make(options);
+  /**
+   * The next token from merged candidates, exactly as the full logits would give it: the
+   * candidates' draw when it is provably the same, else the same coin on `fullLogits`.
+   */
+  sampleExactly<E>(
+    candidates: CandidateList,
+    fullLogits: Effect.Effect<Float32Array, E>,
+  ): Effect.Effect<number, E> {
+    if (this.replay((s) => s.sampleCandidates(candidates)).exact) {
+      return Effect.succeed(this.sampleCandidates(candidates).token);
+    }
+    return Effect.map(fullLogits, (logits) => this.sample(logits));
+  }
+}
