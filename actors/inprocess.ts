@@ -14,6 +14,7 @@ import { InProcessGroup } from "../collectives/inprocess.ts";
 import { acquireGpu, type BackendChoice, backendFromEnv } from "../gpu/device.ts";
 import { RankFailed } from "./errors.ts";
 import type { RankCommand, RankReply } from "./protocol.ts";
+import { currentTelemetry } from "../observe/telemetry.ts";
 import { makeRankRuntime } from "./rank_runtime.ts";
 import { Transport } from "./transport.ts";
 
@@ -40,7 +41,11 @@ const spawnRank = (rank: number, tp: number, group: InProcessGroup, options: InP
   Effect.gen(function* () {
     const backend = inProcessBackend(tp, options.backend);
     const gpu = yield* acquireGpu({ label: `rank ${rank}`, backend });
-    const runtime = makeRankRuntime(rank, tp, gpu, group);
+    const telemetry = yield* currentTelemetry;
+    const runtime = makeRankRuntime(rank, tp, gpu, group, {
+      tracing: telemetry.tracing,
+      emit: telemetry.rankEvent,
+    });
     yield* Effect.addFinalizer(() => Effect.sync(() => runtime.release()));
     const mailbox = yield* Queue.bounded<Envelope>(16);
     const loop = Queue.take(mailbox).pipe(

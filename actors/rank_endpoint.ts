@@ -10,6 +10,7 @@ import { CollectiveError, RankDied } from "../collectives/errors.ts";
 import type { Contribution, TensorPayload } from "../collectives/protocol.ts";
 import { SharedMemoryGroup } from "../collectives/shared_memory.ts";
 import { acquireGpu } from "../gpu/device.ts";
+import { logAsRank, loggingLayer } from "../observe/logging.ts";
 import type { RankCommand } from "./protocol.ts";
 import { makeRankRuntime } from "./rank_runtime.ts";
 import type { FromRank, ToRank } from "./remote_protocol.ts";
@@ -58,8 +59,11 @@ export const makeRankEndpoint = (post: (message: FromRank) => void): RankEndpoin
           timeoutMs: start.collectiveTimeoutMs,
         })
         : hub;
-      const runtime = makeRankRuntime(rank, tp, gpu, group);
+      const runtime = makeRankRuntime(rank, tp, gpu, group, { tracing: start.tracing, emit: post });
       yield* Effect.addFinalizer(() => Effect.sync(() => runtime.release()));
+      yield* Effect.logDebug("device ready").pipe(
+        Effect.annotateLogs({ backend: gpu.backend, adapter: gpu.adapterName }),
+      );
       post({ _tag: "Ready", rank, backend: gpu.backend, adapter: gpu.adapterName });
       while (true) {
         const { id, command } = yield* Queue.take(commands);
@@ -77,6 +81,8 @@ export const makeRankEndpoint = (post: (message: FromRank) => void): RankEndpoin
           })
         )
       ),
+      logAsRank(start.rank),
+      Effect.provide(loggingLayer(start.logLevel)),
     );
 
   let stopped: Promise<void> | undefined;

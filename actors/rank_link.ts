@@ -10,6 +10,7 @@ import { RankDied } from "../collectives/errors.ts";
 import type { InProcessGroup } from "../collectives/inprocess.ts";
 import { GpuOperationError, NoAdapterError } from "../gpu/errors.ts";
 import { RankFailed } from "./errors.ts";
+import type { RankEvent } from "../observe/rank_events.ts";
 import type { RankCommand, RankReply } from "./protocol.ts";
 import type { FromRank, ToRank } from "./remote_protocol.ts";
 import type { RankHandle, SpawnError } from "./transport.ts";
@@ -32,6 +33,7 @@ export const linkRank = (
   send: (message: ToRank) => void,
   hub: InProcessGroup,
   onDeath: (error: RankDied) => void = () => {},
+  onEvent: (event: RankEvent) => void = () => {},
 ): RankLink => {
   const ready = Deferred.unsafeMake<void, SpawnError>(FiberId.none);
   const death = Deferred.unsafeMake<never, RankDied>(FiberId.none);
@@ -94,6 +96,9 @@ export const linkRank = (
         // The hub answers every contribution, with a result or a typed failure.
         answer(message);
         return;
+      case "LoadProgress":
+      case "RankSpans":
+        return onEvent(message);
     }
   };
 

@@ -14,8 +14,11 @@ import { InvalidInput } from "./errors.ts";
 import { RankLlama } from "../models/llama_rank.ts";
 import { planLlama } from "../models/plan.ts";
 import { type CandidateList, shardCandidates } from "../models/sampler.ts";
-import { loadRankShards } from "../models/shards.ts";
+import { loadRankShards, plannedShardBytes } from "../models/shards.ts";
 import { openModelSource } from "../models/source.ts";
+import { logAsRank } from "../observe/logging.ts";
+import type { RankEvent } from "../observe/rank_events.ts";
+import { noTimeline, recordingTimeline, withSpan } from "../observe/timeline.ts";
 import type { RankCommand, RankReply } from "./protocol.ts";
 
 export interface RankRuntime {
@@ -45,12 +48,29 @@ const concatInts = (parts: readonly Int32Array[]) => {
   return out;
 };
 
+/** How a rank reports on itself: load progress always, spans when tracing. */
+export interface RankReporting {
+  /** Record spans (kernel segments, transfers, waits, steps) and send them after each command. */
+  readonly tracing: boolean;
+  /** Delivers an event to the supervisor, ahead of the reply of the command in progress. */
+  emit(event: RankEvent): void;
+}
+
+/** Reports nothing. */
+export const silentReporting: RankReporting = { tracing: false, emit: () => {} };
+
+/** The span name of a command: its tag, and the layer for a decoder layer. */
+const stepName = (command: RankCommand) =>
+  command._tag === "DecoderLayer" ? `layer ${command.layer}` : command._tag;
+
 export const makeRankRuntime = (
   rank: number,
   tp: number,
   gpu: Gpu,
   group: CollectiveGroup,
+  reporting: RankReporting = silentReporting,
 ): RankRuntime => {
+  const timeline = reporting.tracing ? recordingTimeline() : undefined;
   const layers = new Map<string, RankLayer>();
   let model: RankLlama | undefined;
   const loadedModel = Effect.suspend(() =>
@@ -92,10 +112,19 @@ export const makeRankRuntime = (
           return { _tag: "Output", rank, output: toPayload(output) } as const;
         }
         case "LoadModel": {
+          const started = performance.now();
           const loaded = yield* Effect.scoped(Effect.gen(function* () {
             const { config, source } = yield* openModelSource(command.source);
             const plans = yield* planLlama(config, tp);
-            const shards = yield* loadRankShards(source, config, plans[rank]);
+            const bytesPlanned = plannedShardBytes(config, plans[rank]);
+            reporting.emit({ _tag: "LoadProgress", rank, bytesRead: 0, bytesPlanned });
+            const shards = yield* loadRankShards(
+              source,
+              config,
+              plans[rank],
+              (bytesRead) =>
+                reporting.emit({ _tag: "LoadProgress", rank, bytesRead, bytesPlanned }),
+            );
             return yield* RankLlama.create(
               gpu,
               config,
@@ -104,10 +133,17 @@ export const makeRankRuntime = (
               command.maxBatchTokens,
               command.maxSequences,
               command.weights,
+              timeline ?? noTimeline,
             );
           }));
           model?.release();
           model = loaded;
+          yield* Effect.logInfo("model loaded").pipe(Effect.annotateLogs({
+            weightMB: +(loaded.weightBytes / 1e6).toFixed(1),
+            kvCacheMB: +(loaded.kvCacheBytes / 1e6).toFixed(1),
+            weights: command.weights,
+            seconds: +((performance.now() - started) / 1000).toFixed(2),
+          }));
           return {
             _tag: "ModelLoaded",
             rank,
@@ -171,17 +207,29 @@ export const makeRankRuntime = (
     gpu,
     handle: Effect.fn("Rank.handle")(function* (command: RankCommand) {
       yield* Effect.annotateCurrentSpan({ rank, command: command._tag, step: command.step });
-      return yield* execute(command).pipe(
-        Effect.catchAll((error): Effect.Effect<RankReply> =>
-          Effect.succeed({
-            _tag: "Failed",
-            rank,
-            step: command.step,
-            reason: error._tag,
-            message: error.message,
-          })
+      const reply = yield* withSpan(
+        timeline ?? noTimeline,
+        stepName(command),
+        "step",
+        execute(command),
+        { step: command.step },
+      ).pipe(
+        Effect.catchAll((error) =>
+          Effect.logWarning(`${command._tag} failed: ${error.message}`).pipe(
+            Effect.as<RankReply>({
+              _tag: "Failed",
+              rank,
+              step: command.step,
+              reason: error._tag,
+              message: error.message,
+            }),
+          )
         ),
+        logAsRank(rank),
       );
+      const spans = timeline?.drain();
+      if (spans && spans.length > 0) reporting.emit({ _tag: "RankSpans", rank, spans });
+      return reply;
     }),
     release: () => {
       model?.release();

@@ -5,6 +5,8 @@
  */
 import { Schema } from "effect";
 import { Contribution, TensorPayload } from "../collectives/protocol.ts";
+import { LOG_LEVELS } from "../observe/logging.ts";
+import { LoadProgress, RankSpans } from "../observe/rank_events.ts";
 import { RankCommand, RankReply } from "./protocol.ts";
 
 const Int = Schema.NonNegativeInt;
@@ -18,6 +20,12 @@ export const ToRank = Schema.Union(
     collectiveTimeoutMs: Int,
     /** Workers only: the region their collectives meet in (collectives/shared_memory.ts). */
     shared: Schema.optional(Schema.instanceOf(SharedArrayBuffer)),
+    /** Record spans and send them after each command (`--trace`). */
+    tracing: Schema.optionalWith(Schema.Boolean, { default: () => false }),
+    /** The rank's log level. */
+    logLevel: Schema.optionalWith(Schema.Literal(...LOG_LEVELS), {
+      default: () => "info" as const,
+    }),
   }),
   Schema.TaggedStruct("Command", { id: Int, command: RankCommand }),
   Schema.TaggedStruct("CollectiveDone", { step: Int, seq: Int, tensor: TensorPayload }),
@@ -41,5 +49,7 @@ export const FromRank = Schema.Union(
   /** Sent on an interval by rank processes, so a silent connection is noticed. */
   Schema.TaggedStruct("Heartbeat", { rank: Int }),
   Contribution,
+  LoadProgress,
+  RankSpans,
 );
 export type FromRank = typeof FromRank.Type;

@@ -9,6 +9,8 @@ import { fromPayload, toPayload } from "../collectives/protocol.ts";
 import type { HostTensor } from "../collectives/tensor.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { layerKind } from "../layers/kinds.ts";
+import { currentTelemetry } from "../observe/telemetry.ts";
+import { noTimeline, type Timeline, wallClockMillis } from "../observe/timeline.ts";
 import { type PlanError, RankFailed, type StepFailure } from "./errors.ts";
 import type { LayerSpec, RankCommand, RankReply } from "./protocol.ts";
 import { type RankGroup, type SpawnError, Transport } from "./transport.ts";
@@ -73,6 +75,7 @@ export class Supervisor {
     private readonly group: RankGroup,
     private readonly stepTimeout: Duration.Duration,
     private readonly onReply: ReplyObserver | undefined,
+    private readonly timeline: Timeline = noTimeline,
   ) {}
 
   /** Spawns `tp` ranks; they shut down (devices destroyed, fibers interrupted) with the scope. */
@@ -81,13 +84,18 @@ export class Supervisor {
   ): Effect.Effect<Supervisor, SpawnError | PlanError, Scope.Scope | Transport> {
     return Effect.gen(function* () {
       const transport = yield* Transport;
+      const { timeline } = yield* currentTelemetry;
       const group = yield* transport.spawn(options.tp);
+      yield* Effect.logDebug("ranks started").pipe(
+        Effect.annotateLogs({ tp: options.tp, transport: transport.name }),
+      );
       return new Supervisor(
         options.tp,
         transport.name,
         group,
         Duration.decode(options.stepTimeout ?? "5 minutes"),
         options.onReply,
+        timeline,
       );
     });
   }
@@ -193,10 +201,17 @@ export class Supervisor {
           );
         });
       const finished = new Set<number>();
+      const started = wallClockMillis();
+      let name = "step";
+      const build = (rank: number) => {
+        const built = command(rank, step);
+        name = built._tag === "DecoderLayer" ? `layer ${built.layer}` : built._tag;
+        return built;
+      };
       return Effect.forEach(
         this.group.ranks,
         (handle) =>
-          handle.call(command(handle.rank, step)).pipe(
+          handle.call(build(handle.rank)).pipe(
             Effect.timed,
             Effect.tap(([elapsed, reply]) =>
               this.onReply ? this.onReply(reply, Duration.toMillis(elapsed)) : Effect.void
@@ -234,6 +249,7 @@ export class Supervisor {
             ? Effect.fail(first)
             : Effect.succeed(outcomes.flatMap((o) => (o._tag === "Right" ? [o.right] : [])));
         }),
+        Effect.ensuring(Effect.sync(() => this.timeline.record(name, "step", started, { step }))),
       );
     });
   }

@@ -18,6 +18,7 @@ import { GpuOperationError } from "../gpu/errors.ts";
 import { closeQuietly, encodeFrame, makeFrameWriter } from "../wire/frames.ts";
 import { clientHandshake } from "../wire/handshake.ts";
 import { TransportError } from "./errors.ts";
+import { currentTelemetry } from "../observe/telemetry.ts";
 import { linkRank } from "./rank_link.ts";
 import { FromRank, ToRank } from "./remote_protocol.ts";
 import { Transport } from "./transport.ts";
@@ -77,7 +78,8 @@ const connectRank = (
     const writer = makeFrameWriter(conn, address);
     const send = (message: ToRank) =>
       Effect.runFork(writer.write(encodeFrame(ToRank, message)).pipe(Effect.ignore));
-    const link = linkRank(rank, send, hub, () => closeQuietly(conn));
+    const telemetry = yield* currentTelemetry;
+    const link = linkRank(rank, send, hub, () => closeQuietly(conn), telemetry.rankEvent);
 
     // Every frame from the rank goes to its link; the connection ending is its death.
     yield* Effect.forkScoped(
@@ -111,6 +113,8 @@ const connectRank = (
       tp,
       backend: options.backend ?? "auto",
       collectiveTimeoutMs: Duration.toMillis(options.collectiveTimeout ?? "5 minutes"),
+      tracing: telemetry.tracing,
+      logLevel: telemetry.logLevel,
     });
     yield* link.ready;
     return { handle: link.handle, dropConnection: Effect.sync(() => closeQuietly(conn)) };

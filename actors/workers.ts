@@ -15,6 +15,7 @@ import {
 } from "../collectives/shared_memory.ts";
 import type { BackendChoice } from "../gpu/device.ts";
 import { GpuOperationError } from "../gpu/errors.ts";
+import { currentTelemetry } from "../observe/telemetry.ts";
 import { linkRank } from "./rank_link.ts";
 import { FromRank, ToRank } from "./remote_protocol.ts";
 import { Transport } from "./transport.ts";
@@ -42,12 +43,14 @@ const spawnWorker = (
   options: WorkersOptions,
 ) =>
   Effect.gen(function* () {
+    const telemetry = yield* currentTelemetry;
     const worker = new Worker(new URL("./rank_worker.ts", import.meta.url), { type: "module" });
     const link = linkRank(
       rank,
       (message) => worker.postMessage(encode(message)),
       hub,
       () => markRankDead(shared, tp, rank),
+      telemetry.rankEvent,
     );
     worker.onerror = (event) => {
       event.preventDefault();
@@ -75,6 +78,8 @@ const spawnWorker = (
       backend: options.backend ?? "auto",
       collectiveTimeoutMs: Duration.toMillis(options.collectiveTimeout ?? "5 minutes"),
       shared,
+      tracing: telemetry.tracing,
+      logLevel: telemetry.logLevel,
     }));
     yield* link.ready.pipe(
       Effect.timeoutFail({

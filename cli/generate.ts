@@ -28,13 +28,21 @@ import {
   type UsageError,
 } from "./flags.ts";
 import { runMain } from "./main.ts";
+import {
+  OBSERVE_USAGE,
+  observeFlagOptions,
+  type ObserveFlags,
+  observeFlagsOf,
+  observeLayer,
+} from "./observe.ts";
+import { logAsRank } from "../observe/logging.ts";
 
 const USAGE = "usage: deno task generate --model PATH [--tokenizer PATH] [--tp N] " +
   "[--prompt TEXT] [--max-tokens K] [--temperature T] [--top-p P] [--seed S] " +
   "[--transport inprocess|workers|tcp] [--ranks HOST:PORT,...] [--secret-file F] " +
-  "[--weights f32|f16] [--json]";
+  `[--weights f32|f16] [--json] ${OBSERVE_USAGE}`;
 
-interface CliOptions extends ModelFlags {
+interface CliOptions extends ModelFlags, ObserveFlags {
   readonly prompt: string;
   readonly maxTokens: number;
   readonly temperature: number;
@@ -70,11 +78,13 @@ const parseCli = (args: string[]): Effect.Effect<CliOptions | "help", UsageError
       "top-p": { type: "string", default: "0.9" },
       seed: { type: "string" },
       json: { type: "boolean", default: false },
+      ...observeFlagOptions,
       ...helpFlagOption,
     });
     if (values.help) return "help" as const;
     return {
       ...yield* modelFlagsOf(values, (tp) => positiveInt("tp", tp)),
+      ...yield* observeFlagsOf(values),
       prompt: values.prompt,
       maxTokens: yield* positiveInt("max-tokens", values["max-tokens"]),
       temperature: yield* numberIn(
@@ -127,7 +137,12 @@ const run = (options: CliOptions) =>
         (tokens.length / seconds).toFixed(1)
       } tok/s), tp ${options.tp}, ${options.transport} transport`,
     );
-  }).pipe(Effect.scoped, Effect.provide(transportLayer(options)));
+  }).pipe(
+    Effect.scoped,
+    Effect.provide(transportLayer(options)),
+    logAsRank("supervisor"),
+    Effect.provide(observeLayer(options)),
+  );
 
 await runMain(
   parseCli(Deno.args).pipe(

@@ -29,14 +29,22 @@ import {
   type UsageError,
 } from "./flags.ts";
 import { runMain } from "./main.ts";
+import {
+  OBSERVE_USAGE,
+  observeFlagOptions,
+  type ObserveFlags,
+  observeFlagsOf,
+  observeLayer,
+} from "./observe.ts";
+import { logAsRank } from "../observe/logging.ts";
 
 const USAGE = "usage: deno task serve --model PATH [--tokenizer PATH] [--tp N] " +
   "[--transport inprocess|workers|tcp] [--ranks HOST:PORT,...] [--secret-file F] " +
   "[--port 8000] [--host 127.0.0.1] [--api-key K | env TESSERA_API_KEY] [--max-sequences 8] " +
   "[--max-queue 64] [--max-tokens-limit N] [--max-body-bytes B] [--drain-seconds 30] " +
-  "[--model-id NAME] [--weights f32|f16]";
+  `[--model-id NAME] [--weights f32|f16] ${OBSERVE_USAGE}`;
 
-interface ServeCliOptions extends ModelFlags {
+interface ServeCliOptions extends ModelFlags, ObserveFlags {
   readonly host: string;
   readonly port: number;
   readonly apiKey?: string;
@@ -61,6 +69,7 @@ const parseCli = (args: string[]): Effect.Effect<ServeCliOptions | "help", Usage
       "max-body-bytes": { type: "string", default: String(DEFAULT_MAX_BODY_BYTES) },
       "drain-seconds": { type: "string", default: "30" },
       "model-id": { type: "string" },
+      ...observeFlagOptions,
       ...helpFlagOption,
     });
     if (values.help) return "help" as const;
@@ -75,6 +84,7 @@ const parseCli = (args: string[]): Effect.Effect<ServeCliOptions | "help", Usage
     }
     return {
       ...modelFlags,
+      ...yield* observeFlagsOf(values),
       host: values.host,
       port: yield* intIn("port", values.port, 0, 65535),
       apiKey,
@@ -140,7 +150,12 @@ const run = (options: ServeCliOptions) =>
       Effect.provideService(InferenceEngine, engine),
       Effect.provideService(ChatTemplate, template),
     );
-  }).pipe(Effect.scoped, Effect.provide(transportLayer(options)));
+  }).pipe(
+    Effect.scoped,
+    Effect.provide(transportLayer(options)),
+    logAsRank("supervisor"),
+    Effect.provide(observeLayer(options)),
+  );
 
 await runMain(
   parseCli(Deno.args).pipe(

@@ -6,6 +6,7 @@
 import { Effect } from "effect";
 import type { Gpu } from "../gpu/device.ts";
 import { type Readback, writeBuffer } from "../gpu/buffers.ts";
+import { noTimeline, type Timeline, withSpan } from "../observe/timeline.ts";
 import type { Communicator } from "./communicator.ts";
 import { elementCount, type HostTensor, tensor } from "./tensor.ts";
 
@@ -20,6 +21,8 @@ export interface DeviceCollectiveArgs {
   readonly writeBackTo?: GPUBuffer;
   /** Host memory for the download (elementCount(shape) floats), reused across steps. */
   readonly host?: Float32Array;
+  /** Records the download and upload as transfer spans and the exchange as a wait span. */
+  readonly timeline?: Timeline;
 }
 
 const download = (args: DeviceCollectiveArgs) =>
@@ -27,18 +30,34 @@ const download = (args: DeviceCollectiveArgs) =>
     const data = args.host ?? new Float32Array(elementCount(args.shape));
     yield* args.readback.read(args.source, new Uint8Array(data.buffer), { encoder: args.encoder });
     return tensor(args.shape, data);
-  });
+  }).pipe((read) =>
+    withSpan(args.timeline ?? noTimeline, "download", "transfer", read, {
+      bytes: elementCount(args.shape) * 4,
+    })
+  );
 
 const writeBack = (gpu: Gpu, args: DeviceCollectiveArgs) => (result: HostTensor) =>
-  Effect.sync(() => {
-    if (args.writeBackTo) writeBuffer(gpu, args.writeBackTo, result.data);
-    return result;
-  });
+  withSpan(
+    args.timeline ?? noTimeline,
+    "upload",
+    "transfer",
+    Effect.sync(() => {
+      if (args.writeBackTo) writeBuffer(gpu, args.writeBackTo, result.data);
+      return result;
+    }),
+  );
+
+/** The exchange itself: waiting for the other ranks (and combining). */
+const exchange = <E>(
+  args: DeviceCollectiveArgs,
+  name: string,
+  effect: Effect.Effect<HostTensor, E>,
+) => withSpan(args.timeline ?? noTimeline, name, "wait", effect);
 
 /** Sum of every rank's `source`. */
 export const allReduceBuffer = (gpu: Gpu, comm: Communicator, args: DeviceCollectiveArgs) =>
   download(args).pipe(
-    Effect.flatMap((t) => comm.allReduce(t)),
+    Effect.flatMap((t) => exchange(args, "allReduce", comm.allReduce(t))),
     Effect.flatMap(writeBack(gpu, args)),
   );
 
@@ -49,6 +68,6 @@ export const allGatherBuffer = (
   args: DeviceCollectiveArgs & { readonly axis: number },
 ) =>
   download(args).pipe(
-    Effect.flatMap((t) => comm.allGather(t, args.axis)),
+    Effect.flatMap((t) => exchange(args, "allGather", comm.allGather(t, args.axis))),
     Effect.flatMap(writeBack(gpu, args)),
   );

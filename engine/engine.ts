@@ -120,6 +120,20 @@ export interface RankHealth {
   readonly backend: string;
   /** Its adapter's name. */
   readonly adapter: string;
+  /** Bytes of weight shards on its device. */
+  readonly weightBytes: number;
+  /** Bytes of KV cache on its device. */
+  readonly kvCacheBytes: number;
+}
+
+/** One restart of the rank group. */
+export interface RestartRecord {
+  /** When the failure was noticed, in milliseconds since the Unix epoch. */
+  readonly at: number;
+  /** The rank that died or failed. */
+  readonly rank: number;
+  /** What happened to it. */
+  readonly reason: string;
 }
 
 /** A snapshot of the engine for health checks and `/health`. */
@@ -134,6 +148,10 @@ export interface EngineHealth {
   readonly waiting: number;
   /** Requests decoding now. */
   readonly running: number;
+  /** The latest restarts, newest last (at most 10). */
+  readonly recentRestarts: readonly RestartRecord[];
+  /** Tokens generated in each of the last 60 whole seconds, oldest first. */
+  readonly tokensPerSecond: readonly number[];
 }
 
 /** The inference engine's operations (the service behind {@link InferenceEngine}). */

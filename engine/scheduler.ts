@@ -35,7 +35,11 @@ import {
   QueueFull,
   type RankHealth,
   RequestRejected,
+  type RestartRecord,
 } from "./engine.ts";
+import { currentTelemetry } from "../observe/telemetry.ts";
+import { wallClockMillis } from "../observe/timeline.ts";
+import { TokenRate } from "./token_rate.ts";
 import * as metrics from "./metrics.ts";
 import { generationFailed, Sequence } from "./sequence.ts";
 
@@ -115,6 +119,7 @@ export const makeInferenceEngine = (
     const source: ModelSource = yield* modelSourceOf(options.modelPath);
     const tokenizer = yield* loadTokenizer(options.modelPath, options.tokenizerPath);
     const transport = yield* Transport;
+    const { timeline } = yield* currentTelemetry;
 
     const observeReply = (reply: RankReply, millis: number) =>
       Effect.gen(function* () {
@@ -149,6 +154,8 @@ export const makeInferenceEngine = (
             backend,
             adapter,
             alive: true,
+            weightBytes: model.weightBytesPerRank[rank] ?? 0,
+            kvCacheBytes: model.kvCacheBytesPerRank[rank] ?? 0,
           })),
         } satisfies Group;
       }).pipe(Effect.onError(() => Scope.close(scope, Exit.void)));
@@ -163,6 +170,8 @@ export const makeInferenceEngine = (
     const state = (): EngineState =>
       stopped ? "stopped" : draining ? "draining" : restarting ? "restarting" : "ready";
     let restarts = 0;
+    const recentRestarts: RestartRecord[] = [];
+    const tokenRate = new TokenRate(60);
     let retryAfterSeconds = 1;
     let nextId = 0;
     const waiting: Sequence[] = [];
@@ -221,6 +230,7 @@ export const makeInferenceEngine = (
     const accept = (sequence: Sequence, token: number) =>
       Effect.gen(function* () {
         yield* metrics.generatedTokens(Effect.succeed(1));
+        tokenRate.add(1);
         yield* sequence.accept(token);
       });
 
@@ -270,6 +280,8 @@ export const makeInferenceEngine = (
       Effect.gen(function* () {
         restarting = true;
         restarts++;
+        recentRestarts.push({ at: Date.now(), rank: failure.rank, reason: failure.message });
+        if (recentRestarts.length > 10) recentRestarts.shift();
         yield* metrics.rankRestarts(Effect.succeed(1));
         yield* Effect.logWarning(
           `rank ${failure.rank} ${failure._tag === "RankDied" ? "died" : "failed"}: ` +
@@ -380,6 +392,7 @@ export const makeInferenceEngine = (
           Effect.mapError((e) => new RequestRejected({ message: e.message })),
         );
         sequence.admittedAt = performance.now();
+        const submittedAt = wallClockMillis();
         waiting.push(sequence);
         yield* updateGauges;
         yield* Queue.offer(wake, undefined);
@@ -387,6 +400,11 @@ export const makeInferenceEngine = (
           // The client went away (or read to the end): free the slot at the next turn.
           Stream.ensuring(Effect.suspend(() => {
             sequence.done = true;
+            timeline.record(`request ${sequence.id}`, "request", submittedAt, {
+              slot: sequence.slot,
+              promptTokens: prompt.length,
+              generatedTokens: sequence.generated.length,
+            });
             return Queue.offer(wake, undefined);
           })),
         );
@@ -398,6 +416,8 @@ export const makeInferenceEngine = (
       restarts,
       waiting: waiting.length,
       running: running.length,
+      recentRestarts: [...recentRestarts],
+      tokensPerSecond: tokenRate.lastSeconds(),
     }));
 
     const drain = (timeoutMillis: number) =>

@@ -63,6 +63,8 @@ export class LlamaModel {
     readonly maxBatchTokens: number,
     readonly maxSequences: number,
     readonly weightBytesPerRank: readonly number[],
+    /** Bytes of KV cache on each rank's device, in rank order. */
+    readonly kvCacheBytesPerRank: readonly number[],
   ) {}
 
   /**
@@ -119,6 +121,7 @@ export class LlamaModel {
         maxBatchTokens,
         maxSequences,
         loaded.map((r) => r.bytes),
+        loaded.map((r) => r.kvCacheBytes),
       );
     });
   }

@@ -14,7 +14,7 @@
 import { Effect } from "effect";
 import { allReduceBuffer } from "../collectives/device.ts";
 import type { Communicator } from "../collectives/communicator.ts";
-import { createStorageBuffer, Readback, writeBuffer } from "../gpu/buffers.ts";
+import { createStorageBuffer, Readback, submitAndWait, writeBuffer } from "../gpu/buffers.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, encodeDispatches } from "../gpu/dispatch.ts";
 import { attention, writeKvCache } from "../kernels/attention.ts";
@@ -26,6 +26,7 @@ import { rmsnorm } from "../kernels/rmsnorm.ts";
 import { rope } from "../kernels/rope.ts";
 import { MAX_TOPK, topk } from "../kernels/topk.ts";
 import { InvalidInput } from "../actors/errors.ts";
+import { noTimeline, type Timeline, wallClockMillis } from "../observe/timeline.ts";
 import type { StepFailure } from "../layers/layer.ts";
 import type { LlamaConfig } from "./config.ts";
 import type { RankPlan } from "./plan.ts";
@@ -107,6 +108,7 @@ export class RankLlama {
     private readonly run: RunState,
     readonly weightBytes: number,
     readonly kvCacheBytes: number,
+    private readonly timeline: Timeline,
   ) {}
 
   /**
@@ -121,6 +123,7 @@ export class RankLlama {
     maxTokens: number,
     maxSequences = 1,
     weights: WeightType = "f32",
+    timeline: Timeline = noTimeline,
   ): Effect.Effect<RankLlama, InvalidInput> {
     return Effect.gen(function* () {
       const limit = gpu.limits.maxStorageBufferBindingSize;
@@ -215,6 +218,7 @@ export class RankLlama {
         run,
         weightBytes,
         cacheBytes * 2 * layers.length,
+        timeline,
       );
     });
   }
@@ -246,7 +250,7 @@ export class RankLlama {
       // x = 0 and partial = Σ_ranks embedding slice: the stream x + partial is the embedding.
       const encoder = this.gpu.device.createCommandEncoder();
       encoder.clearBuffer(this.run.x, 0, T * this.config.dim * 4);
-      yield* this.runSegment(comm, encoder, this.segmentsFor(T).embed);
+      yield* this.runSegment(comm, encoder, this.segmentsFor(T).embed, "embedding");
     });
   }
 
@@ -263,8 +267,13 @@ export class RankLlama {
       // x += Σ_ranks attention(x), then x += Σ_ranks mlp(x); each sum is added on the device
       // by the dispatch that runs next.
       const device = this.gpu.device;
-      yield* this.runSegment(comm, device.createCommandEncoder(), segments.attention[l]);
-      yield* this.runSegment(comm, device.createCommandEncoder(), segments.mlp[l]);
+      yield* this.runSegment(
+        comm,
+        device.createCommandEncoder(),
+        segments.attention[l],
+        `attention ${l}`,
+      );
+      yield* this.runSegment(comm, device.createCommandEncoder(), segments.mlp[l], `mlp ${l}`);
     });
   }
 
@@ -302,17 +311,19 @@ export class RankLlama {
         encoder.copyBufferToBuffer(this.run.x, r * dim * 4, this.run.last, i * dim * 4, dim * 4)
       );
       encodeDispatches(encoder, this.headFor(B, wholeSlice ? 0 : k));
+      // The head's kernels and its small readback share one wait: one span for both.
+      const started = wallClockMillis();
+      const read = (source: GPUBuffer, into: ArrayBufferView) =>
+        this.run.logitsReadback.read(source, new Uint8Array(into.buffer), { encoder }).pipe(
+          Effect.tap(() => this.timeline.record("lm head", "kernels", started, { rows: B })),
+        );
       if (wholeSlice) {
         const logits = new Float32Array(B * vocabCount);
-        yield* this.run.logitsReadback.read(this.run.logits, new Uint8Array(logits.buffer), {
-          encoder,
-        });
+        yield* read(this.run.logits, logits);
         return { rows: B, values: new Float32Array(0), indices: new Int32Array(0), logits };
       }
       const raw = new Uint32Array(B * 2 * k);
-      yield* this.run.logitsReadback.read(this.run.candidates, new Uint8Array(raw.buffer), {
-        encoder,
-      });
+      yield* read(this.run.candidates, raw);
       const floats = new Float32Array(raw.buffer);
       return {
         rows: B,
@@ -334,13 +345,27 @@ export class RankLlama {
 
   /**
    * Runs `dispatches` (which end by writing `partial`) after what `encoder` holds, and
-   * all-reduces `partial` in place; at tp = 1 it only submits, without waiting.
+   * all-reduces `partial` in place; at tp = 1 it only submits, without waiting. When tracing,
+   * the kernels are waited for on their own first, so the trace can tell them from the
+   * transfer (one extra wait per segment, only then).
    */
-  private runSegment(comm: Communicator, encoder: GPUCommandEncoder, dispatches: Dispatch[]) {
+  private runSegment(
+    comm: Communicator,
+    encoder: GPUCommandEncoder,
+    dispatches: Dispatch[],
+    name: string,
+  ) {
     return Effect.gen(this, function* () {
       encodeDispatches(encoder, dispatches);
+      if (this.timeline.enabled) {
+        const started = wallClockMillis();
+        yield* submitAndWait(this.gpu, encoder);
+        this.timeline.record(name, "kernels", started, { dispatches: dispatches.length });
+        encoder = this.gpu.device.createCommandEncoder();
+      }
       if (comm.worldSize > 1) {
         yield* allReduceBuffer(this.gpu, comm, {
+          timeline: this.timeline,
           encoder,
           source: this.run.partial,
           shape: [this.rows, this.config.dim],
@@ -348,7 +373,7 @@ export class RankLlama {
           host: this.run.hostPartial.subarray(0, this.rows * this.config.dim),
           writeBackTo: this.run.partial,
         });
-      } else {
+      } else if (!this.timeline.enabled) {
         this.gpu.device.queue.submit([encoder.finish()]);
       }
     });

@@ -61,41 +61,58 @@ export const concatColumns = (rows: number, parts: readonly Float32Array[]): Flo
   return out;
 };
 
-/** Reads rank `plan.rank`'s shards of every tensor. */
+/** Bytes (as f32) of every shard rank `plan.rank` holds: what loading it reads. */
+export const plannedShardBytes = (config: LlamaConfig, plan: RankPlan): number => {
+  const { dim, headDim: hd } = config;
+  const { heads, kvHeads, hidden, vocab } = plan;
+  const perLayer = 2 * dim + dim * (heads.count + 2 * kvHeads.count) * hd +
+    heads.count * hd * dim + 3 * dim * hidden.count;
+  return 4 * (config.nLayers * perLayer + 2 * vocab.count * dim + dim);
+};
+
+/**
+ * Reads rank `plan.rank`'s shards of every tensor; `onRead` hears the bytes read so far after
+ * each tensor (of {@link plannedShardBytes}).
+ */
 export const loadRankShards = (
   source: WeightSource,
   config: LlamaConfig,
   plan: RankPlan,
+  onRead: (bytesRead: number) => void = () => {},
 ): Effect.Effect<RankShards, LoadError> =>
   Effect.gen(function* () {
     const { dim, headDim: hd } = config;
     const { heads, kvHeads, hidden, vocab } = plan;
+    let bytesRead = 0;
+    const counted = (read: Effect.Effect<Float32Array, LoadError>) =>
+      Effect.tap(read, (data) => onRead(bytesRead += data.byteLength));
     // Column-parallel: rows of [out, in] are output features; read them, then transpose.
     const column = (name: string, start: number, count: number) =>
-      Effect.map(source.rows(name, start, count), (d) => transpose(d, count, dim));
+      Effect.map(counted(source.rows(name, start, count)), (d) => transpose(d, count, dim));
     // Row-parallel: columns of [out, in] are input features.
     const row = (name: string, start: number, count: number) =>
-      Effect.map(source.columns(name, start, count), (d) => transpose(d, dim, count));
+      Effect.map(counted(source.columns(name, start, count)), (d) => transpose(d, dim, count));
+    const vector = (name: string, length: number) => counted(source.vector(name, length));
 
     const layers: LayerShards[] = [];
     for (let l = 0; l < config.nLayers; l++) {
       const p = `layers.${l}.`;
       layers.push({
-        attentionNorm: yield* source.vector(`${p}attention_norm`, dim),
+        attentionNorm: yield* vector(`${p}attention_norm`, dim),
         wq: yield* column(`${p}wq`, heads.start * hd, heads.count * hd), // split by query heads
         wk: yield* column(`${p}wk`, kvHeads.start * hd, kvHeads.count * hd), // by kv heads
         wv: yield* column(`${p}wv`, kvHeads.start * hd, kvHeads.count * hd), // by kv heads
         wo: yield* row(`${p}wo`, heads.start * hd, heads.count * hd), // rows of the local heads
-        ffnNorm: yield* source.vector(`${p}ffn_norm`, dim),
+        ffnNorm: yield* vector(`${p}ffn_norm`, dim),
         w1: yield* column(`${p}w1`, hidden.start, hidden.count), // gate: split over hidden
         w3: yield* column(`${p}w3`, hidden.start, hidden.count), // up: split over hidden
         w2: yield* row(`${p}w2`, hidden.start, hidden.count), // down: rows over hidden
       });
     }
     return {
-      embedding: yield* source.rows("tok_embeddings", vocab.start, vocab.count), // vocab-parallel
+      embedding: yield* counted(source.rows("tok_embeddings", vocab.start, vocab.count)), // vocab-parallel
       layers,
-      norm: yield* source.vector("norm", dim),
+      norm: yield* vector("norm", dim),
       output: yield* column("output", vocab.start, vocab.count), // LM head split over vocab
     };
   });

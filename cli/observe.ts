@@ -1,0 +1,69 @@
+/**
+ * The observability flags every long-running command shares (`--trace FILE`, `--log-level`,
+ * `--log-format`) and the layer they choose: structured logs, load progress on stderr (bars on
+ * a terminal, one line per rank otherwise) and, with `--trace`, a Chrome trace written on exit.
+ */
+import process from "node:process";
+import { Effect, Layer } from "effect";
+import { writeChromeTrace } from "../observe/chrome_trace.ts";
+import {
+  LOG_LEVELS,
+  type LogFormat,
+  loggingLayer,
+  logLevelFromEnv,
+  type LogLevelName,
+  parseLogLevel,
+} from "../observe/logging.ts";
+import { barProgress, lineProgress } from "../observe/progress.ts";
+import { type Telemetry, telemetryLayer } from "../observe/telemetry.ts";
+import { usage, type UsageError } from "./flags.ts";
+
+/** The `parseArgs` options of the observability flags. */
+export const observeFlagOptions = {
+  trace: { type: "string" },
+  "log-level": { type: "string" },
+  "log-format": { type: "string", default: "logfmt" },
+} as const;
+
+/** Usage text of the observability flags. */
+export const OBSERVE_USAGE = `[--trace FILE] [--log-level ${LOG_LEVELS.join("|")}] ` +
+  "[--log-format logfmt|json]";
+
+export interface ObserveFlags {
+  /** Where to write a Chrome trace when the command ends. */
+  readonly tracePath?: string;
+  readonly logLevel: LogLevelName;
+  readonly logFormat: LogFormat;
+}
+
+/** Checks the observability flags; the level defaults to `TESSERA_LOG_LEVEL`, else info. */
+export const observeFlagsOf = (values: {
+  readonly trace?: string;
+  readonly "log-level"?: string;
+  readonly "log-format": string;
+}): Effect.Effect<ObserveFlags, UsageError> =>
+  Effect.gen(function* () {
+    const level = values["log-level"];
+    const logLevel = level === undefined ? logLevelFromEnv() : parseLogLevel(level);
+    if (logLevel === undefined) {
+      return yield* usage(`--log-level must be one of ${LOG_LEVELS.join(", ")}, got ${level}`);
+    }
+    const format = values["log-format"];
+    if (format !== "logfmt" && format !== "json") {
+      return yield* usage(`--log-format must be logfmt or json, got ${format}`);
+    }
+    if (values.trace === "") return yield* usage("--trace needs a file path");
+    return { tracePath: values.trace, logLevel, logFormat: format };
+  });
+
+/** Logs, progress and (with `--trace`) a trace for the command's lifetime. */
+export const observeLayer = (flags: ObserveFlags): Layer.Layer<Telemetry> =>
+  telemetryLayer({
+    logLevel: flags.logLevel,
+    progress: process.stderr.isTTY
+      ? barProgress(process.stderr)
+      : lineProgress((line) => console.error(line)),
+    trace: flags.tracePath === undefined
+      ? undefined
+      : { onTrace: writeChromeTrace(flags.tracePath) },
+  }).pipe(Layer.provideMerge(loggingLayer(flags.logLevel, flags.logFormat)));
