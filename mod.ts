@@ -138,6 +138,7 @@ export {
   QueueFull,
   type RankHealth,
   RequestRejected,
+  type RestartRecord,
   type SubmitError,
 } from "./engine/engine.ts";
 export { type EngineOptions, makeInferenceEngine } from "./engine/scheduler.ts";
@@ -152,3 +153,44 @@ export { type RunningServer, type ServerOptions, startServer } from "./serve/ser
 export type { ErrorFields, TaggedErrorClass } from "./util/tagged_error.ts";
 export type { ApiError, ApiErrorType } from "./serve/api_error.ts";
 export type { ChatTurn } from "./serve/openai_schema.ts";
+export {
+  currentTelemetry,
+  makeTelemetry,
+  quietTelemetry,
+  Telemetry,
+  telemetryLayer,
+  type TelemetryOptions,
+  type TelemetryShape,
+} from "./observe/telemetry.ts";
+export {
+  ChromeTrace,
+  type TraceEvent,
+  type TraceFile,
+  type TraceOwner,
+  writeChromeTrace,
+} from "./observe/chrome_trace.ts";
+export {
+  LOG_LEVELS,
+  logAsRank,
+  type LogFormat,
+  loggingLayer,
+  logLevelFromEnv,
+  type LogLevelName,
+  parseLogLevel,
+} from "./observe/logging.ts";
+export { barProgress, lineProgress, type ProgressView } from "./observe/progress.ts";
+export {
+  LoadProgress,
+  RankEvent,
+  RankSpans,
+  SpanCategory,
+  TimelineSpan,
+} from "./observe/rank_events.ts";
+export {
+  noTimeline,
+  type RecordingTimeline,
+  recordingTimeline,
+  type Timeline,
+  wallClockMillis,
+  withSpan,
+} from "./observe/timeline.ts";

@@ -9,20 +9,31 @@ import { wallClockMillis } from "./timeline.ts";
 
 /** One event of the trace-event format (complete "X" spans and "M" metadata only). */
 export interface TraceEvent {
+  /** The span's name, or the metadata record's (`process_name`, `thread_name`, ...). */
   readonly name: string;
+  /** "X": a complete span; "M": metadata naming or ordering a row. */
   readonly ph: "X" | "M";
+  /** The row: 0 the supervisor, r + 1 rank r. */
   readonly pid: number;
+  /** The track within the row (a span category, or a request slot). */
   readonly tid: number;
+  /** Start, microseconds from the trace's origin. */
   readonly ts?: number;
+  /** Duration in microseconds. */
   readonly dur?: number;
+  /** The span's category. */
   readonly cat?: string;
+  /** Values shown with the span, or the metadata's value. */
   readonly args?: Record<string, string | number>;
 }
 
 /** The file's top level. */
 export interface TraceFile {
+  /** Spans and metadata. */
   readonly traceEvents: TraceEvent[];
+  /** How viewers show times. */
   readonly displayTimeUnit: "ms";
+  /** The producer, the wall-clock origin and the count of dropped spans. */
   readonly otherData: Record<string, string | number>;
 }
 
@@ -95,6 +106,7 @@ export class ChromeTrace {
     };
   }
 
+  /** Names row `pid` once. */
   private nameProcess(pid: number, name: string) {
     const key = `${pid}`;
     if (this.named.has(key)) return;
@@ -109,6 +121,7 @@ export class ChromeTrace {
     });
   }
 
+  /** Names track `tid` of row `pid` once. */
   private nameThread(pid: number, tid: number, name: string) {
     const key = `${pid}/${tid}`;
     if (this.named.has(key)) return;
@@ -119,13 +132,15 @@ export class ChromeTrace {
 }
 
 /** Writes the trace to `path` as JSON; a failed write is logged, never fatal. */
-export const writeChromeTrace = (path: string) => (trace: ChromeTrace): Effect.Effect<void> =>
-  Effect.tryPromise(() => Deno.writeTextFile(path, JSON.stringify(trace.toJSON()))).pipe(
-    Effect.tap(() =>
-      Effect.logInfo(`trace written to ${path}`).pipe(
-        Effect.annotateLogs("spans", trace.toJSON().traceEvents.length),
-      )
-    ),
-    Effect.catchAll((e) => Effect.logError(`cannot write the trace to ${path}: ${e.message}`)),
-    Effect.annotateLogs("rank", "supervisor"),
-  );
+export const writeChromeTrace =
+  (path: string): (trace: ChromeTrace) => Effect.Effect<void> =>
+  (trace: ChromeTrace): Effect.Effect<void> =>
+    Effect.tryPromise(() => Deno.writeTextFile(path, JSON.stringify(trace.toJSON()))).pipe(
+      Effect.tap(() =>
+        Effect.logInfo(`trace written to ${path}`).pipe(
+          Effect.annotateLogs("spans", trace.toJSON().traceEvents.length),
+        )
+      ),
+      Effect.catchAll((e) => Effect.logError(`cannot write the trace to ${path}: ${e.message}`)),
+      Effect.annotateLogs("rank", "supervisor"),
+    );

@@ -51,7 +51,8 @@ export const loggingLayer = (
   );
 
 /** Names the rank on every line `effect` logs (a number, or `supervisor`). */
-export const logAsRank =
-  (rank: number | "supervisor") =>
-  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    Effect.annotateLogs(effect, "rank", rank);
+export const logAsRank = (
+  rank: number | "supervisor",
+): <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R> =>
+<A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.annotateLogs(effect, "rank", rank);

@@ -2,6 +2,7 @@
 # Installs what Tessera needs on a fresh Debian bookworm machine (idempotent):
 #   - lavapipe from Mesa 25 (bookworm-backports), so Dawn finds a WebGPU adapter without a GPU
 #     (bookworm's own Mesa 22 is rejected by Dawn);
+#   - Debian's chromium, for the status page's headless browser test;
 #   - Deno 2.9.6 from npm;
 #   - the project's npm dependencies, pinned by deno.lock.
 set -euo pipefail
@@ -34,6 +35,13 @@ if [ -f /etc/debian_version ] && ! command -v ip >/dev/null; then
   echo "setup: installing iproute2"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq iproute2 >/dev/null
+fi
+
+# Headless Chromium for the status page's browser test (tests/status_page_test.ts).
+if [ -f /etc/debian_version ] && ! command -v chromium >/dev/null; then
+  echo "setup: installing chromium"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 
 if ! command -v deno >/dev/null || [ "$(deno --version | head -1 | cut -d' ' -f2)" != "$DENO_VERSION" ]; then

@@ -1,6 +1,7 @@
 /**
  * The HTTP API: OpenAI's `/v1/completions`, `/v1/chat/completions` and `/v1/models`, plus
- * `/health` and `/metrics`, as one `@effect/platform` app. Every failure leaves here as an
+ * `/health`, `/metrics`, the status page `/` and its data `/status`, as one `@effect/platform`
+ * app. Every failure leaves here as an
  * OpenAI-style JSON error (see api_error.ts); every answer is counted in
  * `tessera_http_requests_total{route,status}`.
  */
@@ -31,6 +32,7 @@ import {
 } from "./openai_schema.ts";
 import { PROMETHEUS_CONTENT_TYPE, prometheusText } from "./prometheus.ts";
 import { SSE_DONE, sseEvent, sseResponse } from "./sse.ts";
+import { STATUS_PAGE_HTML } from "./status_page.ts";
 
 /** The service's own limits (the engine has its own: slots, queue, context). */
 export interface ServeSettings {
@@ -54,7 +56,12 @@ const ROUTES = [
   { method: "GET", path: "/v1/models/:model" },
   { method: "GET", path: "/health" },
   { method: "GET", path: "/metrics" },
+  { method: "GET", path: "/" },
+  { method: "GET", path: "/status" },
 ] as const;
+
+/** Open without the API key: the health check, and the status page (it holds no data itself). */
+const OPEN_PATHS: ReadonlySet<string> = new Set(["/health", "/"]);
 
 /** The route pattern a path belongs to (its metrics label), if any. */
 const routeOf = (path: string): string | undefined =>
@@ -218,6 +225,19 @@ const health = Effect.gen(function* () {
   }, { status: ready ? 200 : 503 });
 });
 
+/** The status page's data: the engine's health with memory, throughput and restarts. */
+const status = Effect.gen(function* () {
+  const engine = yield* InferenceEngine;
+  const state = yield* engine.health;
+  return HttpServerResponse.unsafeJson({ model: engine.modelId, ...state });
+});
+
+const statusPage = Effect.succeed(
+  HttpServerResponse.html(STATUS_PAGE_HTML).pipe(
+    HttpServerResponse.setHeader("cache-control", "no-store"),
+  ),
+);
+
 const metrics = Effect.map(
   prometheusText,
   (text) => HttpServerResponse.text(text, { contentType: PROMETHEUS_CONTENT_TYPE }),
@@ -230,6 +250,8 @@ const router = HttpRouter.empty.pipe(
   HttpRouter.get("/v1/models/:model", retrieveModel),
   HttpRouter.get("/health", health),
   HttpRouter.get("/metrics", metrics),
+  HttpRouter.get("/", statusPage),
+  HttpRouter.get("/status", status),
 );
 
 /** A path we serve with another method is a 405 naming the allowed ones; others are 404. */
@@ -263,7 +285,7 @@ const internalError = new ApiError({
 });
 
 /**
- * The whole app: the API key check (all routes but /health), the router, every error as
+ * The whole app: the API key check (all routes but /health and the status page), the router, every error as
  * OpenAI's JSON, and the request counter.
  */
 export const app = Effect.gen(function* () {
@@ -271,7 +293,7 @@ export const app = Effect.gen(function* () {
   const config = yield* ServeConfig;
   const path = pathOf(request);
   const response = yield* Effect.gen(function* () {
-    if (config.apiKeyCheck !== undefined && path !== "/health") {
+    if (config.apiKeyCheck !== undefined && !OPEN_PATHS.has(path)) {
       yield* config.apiKeyCheck(request.headers["authorization"]);
     }
     return yield* router;
