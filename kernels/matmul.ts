@@ -242,18 +242,19 @@ fn main(
 
 /** Rows per workgroup of the blocked kernel; more rows take more workgroups along y. */
 const BLOCKED_ROWS = 8;
-/** vec4 columns per invocation, and k-slices per workgroup, of the blocked kernel. */
+/** vec4 columns per invocation of the blocked kernel. */
 const BLOCKED_VEC4S = 4;
-const BLOCKED_SLICES = 4;
 
 /**
  * Matmul over blocked weights, for any m: a workgroup owns one block of 128 columns and up to
- * 8 rows (workgroup y picks the rows). Each of its 8 lanes owns 4 vec4 columns, strided by the
- * lane count so each load instruction reads one contiguous run, and k is split into 4 slices
- * that each stream one contiguous part of the block. The slices' sums meet in shared memory one
- * row at a time. A row's arithmetic is the same whatever m and whichever rows share its
- * workgroup, so a row's bits do not depend on the batch, in decode or in prefill. (Measured on
- * lavapipe: 7-9 GB/s of weights at m = 1; 8 rows cost ~1.4x one row; the shared-memory tiled
+ * 8 rows (workgroup y picks the rows); each of its 8 lanes owns 4 vec4 columns, strided by the
+ * lane count so each load instruction reads one contiguous run, and walks all of k. The row
+ * loop has a constant bound (rows past m read the last row and are not stored), so the
+ * compiler unrolls it and keeps the accumulators in registers; each b load feeds every row.
+ * A row's arithmetic (one sum over k in order) is the same whatever m and whichever rows share
+ * its workgroup, so a row's bits do not depend on the batch, in decode or in prefill.
+ * (Measured on lavapipe: 7-9 GB/s of weights at m = 1; twice the previous kernel's GFLOP/s at
+ * m = 8-64, which split k into 4 slices summed through shared memory; the shared-memory tiled
  * kernel was 14x slower at m = 16.) f16 weights are read as pairs of packed halves and widened
  * with unpack2x16float: no shader-f16 needed, and on lavapipe 13% faster than f16 loads.
  */
@@ -268,46 +269,41 @@ const ROWS: u32 = ${rows}u;
 const V: u32 = ${BLOCKED_VEC4S}u;
 const BLOCK4: u32 = ${WEIGHT_BLOCK / 4}u;
 const LANES: u32 = ${WEIGHT_BLOCK / 4 / BLOCKED_VEC4S}u;
-const SLICES: u32 = ${BLOCKED_SLICES}u;
-var<workgroup> partial: array<vec4<f32>, ${(WEIGHT_BLOCK / 4) * BLOCKED_SLICES}>;
 
-@compute @workgroup_size(${WEIGHT_BLOCK / 4 / BLOCKED_VEC4S}, ${BLOCKED_SLICES})
+@compute @workgroup_size(${WEIGHT_BLOCK / 4 / BLOCKED_VEC4S})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let m = params.m;
   let k = params.k;
   let n = params.n;
   let block = wid.x;
   let row0 = wid.y * ROWS;
-  let rows = min(ROWS, params.m - row0);
-  let chunk = (k + SLICES - 1u) / SLICES;
-  let kBegin = min(lid.y * chunk, k);
-  let kEnd = min(kBegin + chunk, k);
+  var aRow: array<u32, ROWS>;
+  for (var r = 0u; r < ROWS; r++) { aRow[r] = min(row0 + r, m - 1u) * k; }
   var acc: array<vec4<f32>, ${rows * BLOCKED_VEC4S}>;
-  var at = (block * k + kBegin) * BLOCK4 + lid.x;
-  for (var kk = kBegin; kk < kEnd; kk++) {
+  var at = block * k * BLOCK4 + lid.x;
+  for (var kk = 0u; kk < k; kk++) {
+    var bv: array<vec4<f32>, V>;
     for (var v = 0u; v < V; v++) {
       ${
   weights === "f16"
-    ? "let packed = b[at + v * LANES];\n      let bv = vec4<f32>(unpack2x16float(packed.x), unpack2x16float(packed.y));"
-    : "let bv = b[at + v * LANES];"
+    ? "let packed = b[at + v * LANES];\n      bv[v] = vec4<f32>(unpack2x16float(packed.x), unpack2x16float(packed.y));"
+    : "bv[v] = b[at + v * LANES];"
 }
-      for (var r = 0u; r < rows; r++) { acc[r * V + v] += a[(row0 + r) * k + kk] * bv; }
+    }
+    for (var r = 0u; r < ROWS; r++) {
+      let av = a[aRow[r] + kk];
+      for (var v = 0u; v < V; v++) { acc[r * V + v] += av * bv[v]; }
     }
     at += BLOCK4;
   }
+  let rows = min(ROWS, m - row0);
   for (var r = 0u; r < rows; r++) {
-    for (var v = 0u; v < V; v++) { partial[lid.y * BLOCK4 + v * LANES + lid.x] = acc[r * V + v]; }
-    workgroupBarrier();
-    if (lid.y == 0u) {
-      for (var v = 0u; v < V; v++) {
-        var sum = vec4<f32>();
-        for (var s = 0u; s < SLICES; s++) { sum += partial[s * BLOCK4 + v * LANES + lid.x]; }
-        let col = (block * BLOCK4 + v * LANES + lid.x) * 4u;
-        for (var i = 0u; i < 4u; i++) {
-          if (col + i < n) { out[(row0 + r) * n + col + i] = sum[i]; }
-        }
+    for (var v = 0u; v < V; v++) {
+      let col = (block * BLOCK4 + v * LANES + lid.x) * 4u;
+      for (var i = 0u; i < 4u; i++) {
+        if (col + i < n) { out[(row0 + r) * n + col + i] = acc[r * V + v][i]; }
       }
     }
-    workgroupBarrier();
   }
 }
 `;
