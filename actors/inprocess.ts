@@ -2,16 +2,19 @@
  * The in-process transport: every rank is a fiber of this isolate reading a typed mailbox, with
  * its own device. Collectives meet in an `InProcessGroup`.
  *
- * Backend: several dawn.node devices in one isolate crashed within a few steps under Deno (at a
- * time when a dropped `GPU` object, since fixed, also crashed single devices; not re-tried). So
- * with tp > 1 the default here is Deno's built-in WebGPU: correct, but ~12 ms per
- * submit-and-wait. The Workers transport gives each rank its own isolate and is the fast way to
- * run tp > 1 on Dawn.
+ * Backend: Dawn first, as for a single device. Several dawn.node devices in one isolate used to
+ * crash within a few steps: the ranks, acquired concurrently, each created a `GPU`, and the one
+ * not kept was collected under its device (see gpu/device.ts); one `GPU` per isolate fixed it.
  */
 import { Deferred, type Duration, Effect, Exit, Fiber, Layer, Queue } from "effect";
 import { RankDied } from "../collectives/errors.ts";
 import { InProcessGroup } from "../collectives/inprocess.ts";
-import { acquireGpu, type BackendChoice, backendFromEnv } from "../gpu/device.ts";
+import {
+  acquireGpu,
+  type BackendChoice,
+  backendFromEnv,
+  withCpuRendererThreads,
+} from "../gpu/device.ts";
 import { RankFailed } from "./errors.ts";
 import type { RankCommand, RankReply } from "./protocol.ts";
 import { currentTelemetry } from "../observe/telemetry.ts";
@@ -20,7 +23,7 @@ import { Transport } from "./transport.ts";
 
 /** Options of {@link InProcessTransport}. */
 export interface InProcessOptions {
-  /** Defaults to Dawn for one rank and Deno's built-in WebGPU for several (see above). */
+  /** Defaults to `TESSERA_GPU_BACKEND`, else Dawn with Deno's built-in WebGPU as fallback. */
   readonly backend?: BackendChoice;
   /** How long a collective waits for the slowest rank before failing. */
   readonly collectiveTimeout?: Duration.DurationInput;
@@ -31,11 +34,9 @@ interface Envelope {
   readonly reply: Deferred.Deferred<RankReply>;
 }
 
-/** The backend for `tp` ranks in one isolate: an explicit choice wins, else see the note above. */
-export const inProcessBackend = (tp: number, requested?: BackendChoice): BackendChoice => {
-  const choice = requested ?? backendFromEnv();
-  return choice === "auto" && tp > 1 ? "deno" : choice;
-};
+/** The backend for `tp` ranks in one isolate: an explicit choice wins, else the environment's. */
+export const inProcessBackend = (_tp: number, requested?: BackendChoice): BackendChoice =>
+  requested ?? backendFromEnv();
 
 const spawnRank = (rank: number, tp: number, group: InProcessGroup, options: InProcessOptions) =>
   Effect.gen(function* () {
@@ -111,7 +112,7 @@ export const InProcessTransport = (options: InProcessOptions = {}): Layer.Layer<
           Array.from({ length: tp }, (_, r) => r),
           (r) => spawnRank(r, tp, group, options),
           { concurrency: "unbounded" },
-        );
+        ).pipe(withCpuRendererThreads(tp));
         return {
           ranks,
           abortStep: (step, failure) => group.abortStep(step, failure),

@@ -13,7 +13,7 @@ import {
   type SharedRegionOptions,
   sharedStats,
 } from "../collectives/shared_memory.ts";
-import type { BackendChoice } from "../gpu/device.ts";
+import { type BackendChoice, withCpuRendererThreads } from "../gpu/device.ts";
 import { GpuOperationError } from "../gpu/errors.ts";
 import { currentTelemetry } from "../observe/telemetry.ts";
 import { linkRank } from "./rank_link.ts";
@@ -97,30 +97,6 @@ const spawnWorker = (
     });
     return { handle: link.handle, kill };
   });
-
-/**
- * On a CPU renderer (lavapipe) every device starts one thread per core, so tp devices would
- * oversubscribe the cores tp-fold. While the ranks create their devices, ask Mesa for
- * cores / tp threads each (unless the user chose LP_NUM_THREADS), then restore the variable.
- */
-export const withCpuRendererThreads = (tp: number) => <A, E, R>(spawn: Effect.Effect<A, E, R>) =>
-  Effect.acquireUseRelease(
-    Effect.sync(() => {
-      const previous = Deno.env.get("LP_NUM_THREADS");
-      if (previous === undefined && tp > 1) {
-        const threads = Math.max(1, Math.floor(navigator.hardwareConcurrency / tp));
-        Deno.env.set("LP_NUM_THREADS", String(threads));
-      }
-      return previous;
-    }),
-    () => spawn,
-    (previous) =>
-      Effect.sync(() =>
-        previous === undefined
-          ? Deno.env.delete("LP_NUM_THREADS")
-          : Deno.env.set("LP_NUM_THREADS", previous)
-      ),
-  );
 
 /**
  * Runs each rank in its own Worker with its own device.

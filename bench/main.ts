@@ -310,10 +310,10 @@ interface Setup {
 }
 
 /**
- * tp 1, 2, 4 with the in-process transport's defaults (Dawn at tp 1, Deno's built-in WebGPU
- * above, as several Dawn devices in one isolate crash), tp 1 on Deno's backend too so the tp > 1
- * ratios can also be read against the same backend, tp 1 with f16 weights, and tp 2 and 4 over
- * Workers, where every rank has Dawn. Workers' GPU counters live in their isolates: "–" here.
+ * tp 1, 2, 4 with the in-process transport's defaults (Dawn at every tp), tp 1 on Deno's backend
+ * too (to read a tp > 1 forced onto Deno against the same backend), tp 1 with f16 weights, and
+ * tp 2 and 4 over Workers, where every rank has Dawn. Workers' GPU counters live in their
+ * isolates: "–" here.
  */
 const SETUPS: readonly Setup[] = [
   { tp: 1 },

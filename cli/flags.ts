@@ -125,9 +125,8 @@ export const modelFlagsOf = (
   });
 
 /**
- * Workers give each rank its own isolate and Dawn device (fast). In-process ranks share this
- * isolate, so with tp > 1 `InProcessTransport` picks Deno's built-in WebGPU (several Dawn devices
- * in one isolate crash under load): correct but slow, for comparison and debugging.
+ * Workers give each rank its own isolate and Dawn device; in-process ranks share this isolate
+ * (and its one Dawn instance), each with its own device; tcp ranks are processes.
  */
 export const transportLayer = (flags: ModelFlags): Layer.Layer<Transport, SecretError> => {
   switch (flags.transport) {

@@ -45,20 +45,30 @@ const INSTALL_HINT =
   "bookworm-backports suite and `apt-get install -t bookworm-backports mesa-vulkan-drivers` " +
   "(bookworm's Mesa 22 is rejected by Dawn). On a GPU machine install its Vulkan driver.";
 
-let dawnGpu: GPU | null | undefined;
+/**
+ * Dawn's `GPU`, loaded once per isolate and referenced for the isolate's life: dawn.node's
+ * adapters and devices keep only a raw pointer to their `GPU`'s native instance, which is freed
+ * when the `GPU` is collected, after which their next poll crashes (or deadlocks) in
+ * `InstanceBase::ProcessEvents` (bench/dawn_soak.ts --drop-gpu). The promise is what is cached,
+ * not its value, so ranks acquiring devices concurrently (the in-process transport) share one
+ * `create()`; caching the value let each pass the check before the first import resolved, and
+ * the `GPU` whose value was overwritten was collected mid-generation.
+ */
+let dawnGpu: Promise<GPU | null> | undefined;
 
 /** Loads Dawn once per isolate; `null` when the native module cannot load here. */
-const loadDawn = Effect.promise(async (): Promise<GPU | null> => {
-  if (dawnGpu !== undefined) return dawnGpu;
-  try {
-    const { create } = await import("webgpu");
-    dawnGpu = create([]);
-    installGentleDawnPolling();
-  } catch {
-    dawnGpu = null;
-  }
-  return dawnGpu;
-});
+const loadDawn = Effect.promise(() =>
+  dawnGpu ??= (async (): Promise<GPU | null> => {
+    try {
+      const { create } = await import("webgpu");
+      const gpu = create([]);
+      installGentleDawnPolling();
+      return gpu;
+    } catch {
+      return null;
+    }
+  })()
+);
 
 const requestAdapter = (gpu: GPU) =>
   Effect.tryPromise(() => gpu.requestAdapter({ powerPreference: "high-performance" })).pipe(
@@ -136,4 +146,31 @@ export const acquireGpu = (
       } satisfies Gpu;
     }),
     (gpu) => Effect.sync(() => gpu.device.destroy()),
+  );
+
+/**
+ * On a CPU renderer (lavapipe) every device starts one thread per core, so tp devices would
+ * oversubscribe the cores tp-fold. While the ranks create their devices, ask Mesa for
+ * cores / tp threads each (unless the user chose LP_NUM_THREADS), then restore the variable.
+ */
+export const withCpuRendererThreads = (
+  tp: number,
+): <A, E, R>(spawn: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R> =>
+<A, E, R>(spawn: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.acquireUseRelease(
+    Effect.sync(() => {
+      const previous = Deno.env.get("LP_NUM_THREADS");
+      if (previous === undefined && tp > 1) {
+        const threads = Math.max(1, Math.floor(navigator.hardwareConcurrency / tp));
+        Deno.env.set("LP_NUM_THREADS", String(threads));
+      }
+      return previous;
+    }),
+    () => spawn,
+    (previous) =>
+      Effect.sync(() =>
+        previous === undefined
+          ? Deno.env.delete("LP_NUM_THREADS")
+          : Deno.env.set("LP_NUM_THREADS", previous)
+      ),
   );

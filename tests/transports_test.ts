@@ -42,8 +42,7 @@ const runWith = <A, E>(
 ) => Effect.runPromise(effect.pipe(Effect.scoped, Effect.provide(transport)));
 
 const TRANSPORTS: ReadonlyArray<[string, (tp: number) => Layer.Layer<Transport>, number]> = [
-  // In one isolate tp > 1 runs on Deno's built-in WebGPU (~12 ms a sync), so fewer tokens.
-  ["inprocess", () => InProcessTransport(), 24],
+  ["inprocess", () => InProcessTransport(), 64],
   ["workers", () => WorkersTransport(), 64],
   ["tcp", () => TcpTransport(), 64],
 ];
