@@ -5,16 +5,13 @@
  * Backend: Dawn first, as for a single device. Several dawn.node devices in one isolate used to
  * crash within a few steps: the ranks, acquired concurrently, each created a `GPU`, and the one
  * not kept was collected under its device (see gpu/device.ts); one `GPU` per isolate fixed it.
+ * Unlike Workers, in-process ranks share one lavapipe screen (one Dawn instance), whose thread
+ * pool serves every device, so it keeps all the cores (no `withCpuRendererThreads`).
  */
 import { Deferred, type Duration, Effect, Exit, Fiber, Layer, Queue } from "effect";
 import { RankDied } from "../collectives/errors.ts";
 import { InProcessGroup } from "../collectives/inprocess.ts";
-import {
-  acquireGpu,
-  type BackendChoice,
-  backendFromEnv,
-  withCpuRendererThreads,
-} from "../gpu/device.ts";
+import { acquireGpu, type BackendChoice, backendFromEnv } from "../gpu/device.ts";
 import { RankFailed } from "./errors.ts";
 import type { RankCommand, RankReply } from "./protocol.ts";
 import { currentTelemetry } from "../observe/telemetry.ts";
@@ -112,7 +109,7 @@ export const InProcessTransport = (options: InProcessOptions = {}): Layer.Layer<
           Array.from({ length: tp }, (_, r) => r),
           (r) => spawnRank(r, tp, group, options),
           { concurrency: "unbounded" },
-        ).pipe(withCpuRendererThreads(tp));
+        );
         return {
           ranks,
           abortStep: (step, failure) => group.abortStep(step, failure),

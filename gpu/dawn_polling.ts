@@ -7,8 +7,9 @@
  * way; anything that lets the thread sleep between polls does not.
  *
  * So while Dawn is in use, a wait's first few polls run at once (a small readback is done by
- * then) and later ones first sleep (Atomics.wait on a private cell), 50 µs doubling up to 1 ms,
- * so a long wait polls ~1000×/s and leaves the cores to lavapipe. A poll that reschedules itself
+ * then) and later ones first sleep (Atomics.wait on a private cell), 50 µs doubling up to
+ * 0.25 ms, so a long wait polls ~4000×/s and leaves the cores to lavapipe (a 1 ms cap cost
+ * tp 2 decode ~3%: it waits on ~25 readbacks per token, each overshooting by up to the cap). A poll that reschedules itself
  * continues a wait; a `setImmediate` from anywhere else starts a new one.
  * Every other `setImmediate` caller in the isolate gets the same brief sleep, which is harmless
  * outside GPU waits because back-to-back immediates are rare there.
@@ -17,7 +18,7 @@
 /** Polls of one wait that run without sleeping. */
 const EAGER_POLLS = 8;
 const FIRST_SLEEP_MS = 0.05;
-const MAX_SLEEP_MS = 1;
+const MAX_SLEEP_MS = 0.25;
 
 let installed = false;
 
