@@ -15,7 +15,7 @@ import { TokenRate } from "../engine/token_rate.ts";
 import { makeInferenceEngine } from "../engine/scheduler.ts";
 import type { ChromeTrace, TraceEvent, TraceFile } from "../observe/chrome_trace.ts";
 import { parseLogLevel } from "../observe/logging.ts";
-import { lineProgress } from "../observe/progress.ts";
+import { barProgress, lineProgress } from "../observe/progress.ts";
 import { telemetryLayer } from "../observe/telemetry.ts";
 import type { GreedyFixture } from "./fixtures/make_stories260K_greedy.ts";
 
@@ -152,6 +152,29 @@ Deno.test("progress: off a terminal, one line per rank once it has read everythi
   view.update({ _tag: "LoadProgress", rank: 0, bytesRead: 2_000_000, bytesPlanned: 2_000_000 });
   assert.equal(lines.length, 2);
   assert.match(lines[1], /^rank 0: read 2\.0 MB/);
+});
+
+Deno.test("progress: on a terminal, a bar per rank with bytes read of bytes planned", () => {
+  const written: string[] = [];
+  const terminal = {
+    isTTY: true,
+    columns: 100,
+    write: (chunk: string) => written.push(String(chunk)) > 0,
+    on: () => terminal,
+    removeListener: () => terminal,
+  };
+  const view = barProgress(terminal as unknown as NodeJS.WriteStream);
+  view.update({ _tag: "LoadProgress", rank: 0, bytesRead: 0, bytesPlanned: 4_000_000 });
+  view.update({ _tag: "LoadProgress", rank: 1, bytesRead: 0, bytesPlanned: 4_000_000 });
+  view.update({ _tag: "LoadProgress", rank: 0, bytesRead: 4_000_000, bytesPlanned: 4_000_000 });
+  view.update({ _tag: "LoadProgress", rank: 1, bytesRead: 2_000_000, bytesPlanned: 4_000_000 });
+  view.stop();
+  // The final frame, escape sequences removed: one line per rank, in rank order.
+  const lines = written.join("").replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "").trim().split("\n");
+  assert.deepEqual(lines.slice(-2).map((l) => l.replace(/\[.*\]/, "[bar]")), [
+    "rank 0 [bar] 100% | 4.0/4.0 MB",
+    "rank 1 [bar] 50% | 2.0/4.0 MB",
+  ]);
 });
 
 Deno.test("token rate: per-second counts over a sliding window, idle seconds zero", () => {
