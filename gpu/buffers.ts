@@ -57,7 +57,10 @@ export const writeBuffer = (
   );
 };
 
-/** Waits for a GPU promise, failing with `DeviceLostError` instead of hanging on a lost device. */
+/**
+ * Waits for a GPU promise, failing with `DeviceLostError` instead of hanging on a lost device,
+ * and with `GpuOperationError` when the device has raised an error (its results are suspect).
+ */
 export const awaitGpu = <A>(gpu: Gpu, operation: string, promise: () => Promise<A>) =>
   Effect.tryPromise({
     try: () =>
@@ -72,7 +75,16 @@ export const awaitGpu = <A>(gpu: Gpu, operation: string, promise: () => Promise<
       cause instanceof DeviceLostError
         ? cause
         : new GpuOperationError({ operation, message: `${operation} failed: ${String(cause)}` }),
-  });
+  }).pipe(
+    Effect.filterOrFail(
+      () => gpu.uncapturedError() === undefined,
+      () =>
+        new GpuOperationError({
+          operation,
+          message: `the GPU device reported an error: ${gpu.uncapturedError()}`,
+        }),
+    ),
+  );
 
 const LOSS_GRACE_MS = 200;
 const sleep = (ms: number) =>

@@ -33,6 +33,12 @@ export interface Gpu {
   };
   /** Resolves if the device is lost, so every wait can race it instead of hanging. */
   readonly whenLost: Promise<DeviceLostError>;
+  /**
+   * The first error the device raised outside an error scope (a shader that does not compile,
+   * a binding over a limit, out of memory), if any. Work encoded after it may have been
+   * dropped, so every wait fails with it rather than return numbers that were never computed.
+   */
+  readonly uncapturedError: () => string | undefined;
 }
 
 export interface AcquireOptions {
@@ -125,6 +131,10 @@ export const acquireGpu = (
           new GpuOperationError({ operation: "requestDevice", message: String(cause) }),
       });
       instrumentDevice(device); // work counters for the benchmark (gpu/counters.ts)
+      let uncapturedError: string | undefined;
+      device.addEventListener("uncapturederror", (event) => {
+        uncapturedError ??= (event as GPUUncapturedErrorEvent).error.message;
+      });
       const whenLost = device.lost.then((info) =>
         new DeviceLostError({
           message: `GPU device ${options.label ?? ""} lost: ${info.message || info.reason}`,
@@ -143,6 +153,7 @@ export const acquireGpu = (
           maxComputeWorkgroupsPerDimension: device.limits.maxComputeWorkgroupsPerDimension,
         },
         whenLost,
+        uncapturedError: () => uncapturedError,
       } satisfies Gpu;
     }),
     (gpu) => Effect.sync(() => gpu.device.destroy()),

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { Effect, Either } from "effect";
 import { acquireGpu } from "../gpu/device.ts";
 import { createStorageBuffer, readF32 } from "../gpu/buffers.ts";
+import { computePipeline } from "../gpu/pipelines.ts";
 
 Deno.test("no adapter is a NoAdapterError that says what to install", async () => {
   const gpu = navigator.gpu;
@@ -32,3 +33,18 @@ for (const backend of ["dawn", "deno"] as const) {
     assert.equal((await lost).reason, "destroyed");
   });
 }
+
+Deno.test("a device error (a kernel that does not compile) fails the next wait with its message", async () => {
+  const outcome = await Effect.runPromise(Effect.scoped(Effect.gen(function* () {
+    const gpu = yield* acquireGpu({ label: "broken kernel" });
+    const buffer = createStorageBuffer(gpu, "x", new Float32Array([1, 2]));
+    const good = yield* readF32(gpu, buffer, 2);
+    const pipeline = computePipeline(gpu, "broken", "fn main( {");
+    void pipeline;
+    return { good: [...good], after: yield* Effect.either(readF32(gpu, buffer, 2)) };
+  })));
+  assert.deepEqual(outcome.good, [1, 2]);
+  assert.ok(Either.isLeft(outcome.after), "the read after the error must fail");
+  assert.equal(outcome.after.left._tag, "GpuOperationError");
+  assert.match(outcome.after.left.message, /the GPU device reported an error: .*WGSL/s);
+});
