@@ -170,7 +170,8 @@ Deno.test("progress: on a terminal, a bar per rank with bytes read of bytes plan
   view.update({ _tag: "LoadProgress", rank: 1, bytesRead: 2_000_000, bytesPlanned: 4_000_000 });
   view.stop();
   // The final frame, escape sequences removed: one line per rank, in rank order.
-  const lines = written.join("").replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "").trim().split("\n");
+  const escapes = new RegExp(`${String.fromCharCode(27)}\\[[0-9;?]*[A-Za-z]`, "g");
+  const lines = written.join("").replace(escapes, "").trim().split("\n");
   assert.deepEqual(lines.slice(-2).map((l) => l.replace(/\[.*\]/, "[bar]")), [
     "rank 0 [bar] 100% | 4.0/4.0 MB",
     "rank 1 [bar] 50% | 2.0/4.0 MB",
