@@ -23,7 +23,6 @@ import {
   modelFlagsOf,
   parseFlags,
   positiveInt,
-  transportLayer,
   usage,
   type UsageError,
 } from "./flags.ts";
@@ -33,9 +32,8 @@ import {
   observeFlagOptions,
   type ObserveFlags,
   observeFlagsOf,
-  observeLayer,
+  withRanksObserved,
 } from "./observe.ts";
-import { logAsRank } from "../observe/logging.ts";
 
 const USAGE = "usage: deno task generate --model PATH [--tokenizer PATH] [--tp N] " +
   "[--prompt TEXT] [--max-tokens K] [--temperature T] [--top-p P] [--seed S] " +
@@ -137,12 +135,7 @@ const run = (options: CliOptions) =>
         (tokens.length / seconds).toFixed(1)
       } tok/s), tp ${options.tp}, ${options.transport} transport`,
     );
-  }).pipe(
-    Effect.scoped,
-    Effect.provide(transportLayer(options)),
-    logAsRank("supervisor"),
-    Effect.provide(observeLayer(options)),
-  );
+  }).pipe(withRanksObserved(options));
 
 await runMain(
   parseCli(Deno.args).pipe(

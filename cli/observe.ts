@@ -4,10 +4,12 @@
  * a terminal, one line per rank otherwise) and, with `--trace`, a Chrome trace written on exit.
  */
 import process from "node:process";
-import { Effect, Layer } from "effect";
+import { Effect, Layer, type Scope } from "effect";
+import type { Transport } from "../actors/transport.ts";
 import { writeChromeTrace } from "../observe/chrome_trace.ts";
 import {
   LOG_LEVELS,
+  logAsRank,
   type LogFormat,
   loggingLayer,
   logLevelFromEnv,
@@ -16,7 +18,7 @@ import {
 } from "../observe/logging.ts";
 import { barProgress, lineProgress } from "../observe/progress.ts";
 import { type Telemetry, telemetryLayer } from "../observe/telemetry.ts";
-import { usage, type UsageError } from "./flags.ts";
+import { type ModelFlags, transportLayer, usage, type UsageError } from "./flags.ts";
 
 /** The `parseArgs` options of the observability flags. */
 export const observeFlagOptions = {
@@ -67,3 +69,17 @@ export const observeLayer = (flags: ObserveFlags): Layer.Layer<Telemetry> =>
       ? undefined
       : { onTrace: writeChromeTrace(flags.tracePath) },
   }).pipe(Layer.provideMerge(loggingLayer(flags.logLevel, flags.logFormat)));
+
+/**
+ * Runs a command's program in its own scope, with the chosen transport and the observability
+ * layer; lines it logs outside a rank name the supervisor.
+ */
+export const withRanksObserved =
+  (options: ModelFlags & ObserveFlags) =>
+  <A, E>(program: Effect.Effect<A, E, Scope.Scope | Transport>) =>
+    program.pipe(
+      Effect.scoped,
+      Effect.provide(transportLayer(options)),
+      logAsRank("supervisor"),
+      Effect.provide(observeLayer(options)),
+    );

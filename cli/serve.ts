@@ -24,7 +24,6 @@ import {
   type ModelFlags,
   modelFlagsOf,
   parseFlags,
-  transportLayer,
   usage,
   type UsageError,
 } from "./flags.ts";
@@ -34,9 +33,8 @@ import {
   observeFlagOptions,
   type ObserveFlags,
   observeFlagsOf,
-  observeLayer,
+  withRanksObserved,
 } from "./observe.ts";
-import { logAsRank } from "../observe/logging.ts";
 
 const USAGE = "usage: deno task serve --model PATH [--tokenizer PATH] [--tp N] " +
   "[--transport inprocess|workers|tcp] [--ranks HOST:PORT,...] [--secret-file F] " +
@@ -150,12 +148,7 @@ const run = (options: ServeCliOptions) =>
       Effect.provideService(InferenceEngine, engine),
       Effect.provideService(ChatTemplate, template),
     );
-  }).pipe(
-    Effect.scoped,
-    Effect.provide(transportLayer(options)),
-    logAsRank("supervisor"),
-    Effect.provide(observeLayer(options)),
-  );
+  }).pipe(withRanksObserved(options));
 
 await runMain(
   parseCli(Deno.args).pipe(

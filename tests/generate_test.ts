@@ -218,6 +218,9 @@ Deno.test("cli: failures print one `error:` line and exit non-zero", async () =>
     { args: [...model, "--tp", "3"], code: 1, says: /tp = 3 does not divide n_heads = 8/ },
     { args: [...model, "--bogus"], code: 2, says: /Unknown option '--bogus'/ },
     { args: [...model, "--temperature", "hot"], code: 2, says: /--temperature must be/ },
+    { args: [...model, "--log-level", "loud"], code: 2, says: /--log-level must be one of/ },
+    { args: [...model, "--log-format", "xml"], code: 2, says: /--log-format must be logfmt/ },
+    { args: [...model, "--trace", ""], code: 2, says: /--trace needs a file path/ },
   ];
   const results = await Promise.all(cases.map((c) => cli(...c.args)));
   results.forEach(({ code, stdout, stderr }, i) => {
