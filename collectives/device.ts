@@ -31,9 +31,13 @@ const download = (args: DeviceCollectiveArgs) =>
     yield* args.readback.read(args.source, new Uint8Array(data.buffer), { encoder: args.encoder });
     return tensor(args.shape, data);
   }).pipe((read) =>
-    withSpan(args.timeline ?? noTimeline, "download", "transfer", read, {
-      bytes: elementCount(args.shape) * 4,
-    })
+    withSpan(
+      args.timeline ?? noTimeline,
+      "download",
+      "transfer",
+      read,
+      args.timeline?.enabled ? { bytes: elementCount(args.shape) * 4 } : undefined,
+    )
   );
 
 const writeBack = (gpu: Gpu, args: DeviceCollectiveArgs) => (result: HostTensor) =>
