@@ -76,17 +76,6 @@ export const SILU_MUL_WGSL = elementwiseWgsl(
   "out[i] = silu(gate[i]) * up[i];",
 );
 
-/**
- * out[r, j] = silu(gateUp[r, j])·gateUp[r, hidden + j]: SwiGLU over the merged gate/up
- * projection's output [rows, 2·hidden] (one matmul instead of two).
- */
-export const SILU_MUL_MERGED_WGSL = elementwiseWgsl(
-  ["read> gateUp: array<f32>", "read_write> out: array<f32>"],
-  `let gate = (i / params.hidden) * 2u * params.hidden + i % params.hidden;
-  out[i] = silu(gateUp[gate]) * gateUp[gate + params.hidden];`,
-  ["hidden"],
-);
-
 const prepare = (
   gpu: Gpu,
   label: string,
@@ -166,24 +155,3 @@ export const siluMul = (
     readonly label?: string;
   },
 ): Dispatch => prepare(gpu, label ?? "siluMul", SILU_MUL_WGSL, [gate, up, out], length);
-
-/** out [rows, hidden] = silu(gate)·up from the merged gateUp [rows, 2·hidden]. */
-export const siluMulMerged = (
-  gpu: Gpu,
-  { gateUp, out, rows, hidden, label }: {
-    readonly gateUp: GPUBuffer;
-    readonly out: GPUBuffer;
-    readonly rows: number;
-    readonly hidden: number;
-    readonly label?: string;
-  },
-): Dispatch => {
-  const length = u32Param("length", rows * hidden);
-  return prepareDispatch(gpu, {
-    label: label ?? "siluMul.merged",
-    code: SILU_MUL_MERGED_WGSL,
-    buffers: [gateUp, out],
-    params: [length, u32Param("hidden", hidden)],
-    workgroups: grid1d(gpu, Math.ceil(length / WORKGROUP)),
-  });
-};

@@ -23,6 +23,11 @@ export interface MatmulArgs {
   readonly weights?: WeightType;
   /** How `b` is stored (default row-major [k, n]). */
   readonly layout?: WeightLayout;
+  /**
+   * "swiglu" (blocked layout only): `a` is [m, 2k], each row gate | up, and the input row is
+   * silu(gate)·up, computed as it is read, so the down projection needs no kernel before it.
+   */
+  readonly input?: "plain" | "swiglu";
   readonly label?: string;
 }
 
@@ -258,7 +263,11 @@ const BLOCKED_VEC4S = 4;
  * kernel was 14x slower at m = 16.) f16 weights are read as pairs of packed halves and widened
  * with unpack2x16float: no shader-f16 needed, and on lavapipe 13% faster than f16 loads.
  */
-export const matmulBlockedWgsl = (rows: number, weights: WeightType = "f32"): string => /* wgsl */ `
+export const matmulBlockedWgsl = (
+  rows: number,
+  weights: WeightType = "f32",
+  input: "plain" | "swiglu" = "plain",
+): string => /* wgsl */ `
 struct Params { m: u32, k: u32, n: u32 }
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<${weights === "f16" ? "vec2<u32>" : "vec4<f32>"}>;
@@ -278,7 +287,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let block = wid.x;
   let row0 = wid.y * ROWS;
   var aRow: array<u32, ROWS>;
-  for (var r = 0u; r < ROWS; r++) { aRow[r] = min(row0 + r, m - 1u) * k; }
+  for (var r = 0u; r < ROWS; r++) { aRow[r] = min(row0 + r, m - 1u) * ${
+  input === "swiglu" ? "2u * k" : "k"
+}; }
   var acc: array<vec4<f32>, ${rows * BLOCKED_VEC4S}>;
   var at = block * k * BLOCK4 + lid.x;
   for (var kk = 0u; kk < k; kk++) {
@@ -291,7 +302,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 }
     }
     for (var r = 0u; r < ROWS; r++) {
-      let av = a[aRow[r] + kk];
+      ${
+  input === "swiglu"
+    ? "let gate = a[aRow[r] + kk];\n      let av = gate / (1.0 + exp(-gate)) * a[aRow[r] + k + kk];"
+    : "let av = a[aRow[r] + kk];"
+}
       for (var v = 0u; v < V; v++) { acc[r * V + v] += av * bv[v]; }
     }
     at += BLOCK4;
@@ -320,7 +335,7 @@ export const matmulBlocked = (gpu: Gpu, args: MatmulArgs): Dispatch => {
   }
   return prepareDispatch(gpu, {
     label: args.label ?? "matmul.blocked",
-    code: matmulBlockedWgsl(Math.min(m, BLOCKED_ROWS), args.weights),
+    code: matmulBlockedWgsl(Math.min(m, BLOCKED_ROWS), args.weights, args.input),
     buffers: [a, b, out],
     params: [m, k, n],
     workgroups: [blocks, groups],
@@ -373,12 +388,16 @@ export const matmulSmallM = (
 };
 
 /**
- * out = a · b: the blocked kernel for blocked weights; for row-major weights the GEMV kernel
- * for m ≤ SMALL_M_MAX and the tiled kernel otherwise.
+ * out = a · b (or silu(gate)·up · b, see `input`): the blocked kernel for blocked weights; for
+ * row-major weights the GEMV kernel for m ≤ SMALL_M_MAX and the tiled kernel otherwise.
  */
-export const matmul = (gpu: Gpu, args: MatmulArgs): Dispatch =>
-  args.layout === "blocked"
+export const matmul = (gpu: Gpu, args: MatmulArgs): Dispatch => {
+  if (args.input === "swiglu" && args.layout !== "blocked") {
+    throw new RangeError("matmul: a swiglu input needs blocked weights");
+  }
+  return args.layout === "blocked"
     ? matmulBlocked(gpu, args)
     : args.m <= SMALL_M_MAX
     ? matmulSmallM(gpu, args)
     : matmulTiled(gpu, args);
+};

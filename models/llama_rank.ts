@@ -18,7 +18,7 @@ import { createStorageBuffer, Readback, submitAndWait, writeBuffer } from "../gp
 import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, encodeDispatches } from "../gpu/dispatch.ts";
 import { attention, writeKvCache } from "../kernels/attention.ts";
-import { addInPlace, siluMulMerged } from "../kernels/elementwise.ts";
+import { addInPlace } from "../kernels/elementwise.ts";
 import { embedding } from "../kernels/embedding.ts";
 import { blockColumns, matmul, type WeightType } from "../kernels/matmul.ts";
 import { createPositionBuffer, type RowPosition, writePositions } from "../kernels/position.ts";
@@ -58,7 +58,6 @@ interface RunState {
   readonly qkv: GPUBuffer; // [T, (heads_r + 2·kvHeads_r)·hd]: q | k | v per row
   readonly att: GPUBuffer; // [T, heads_r·hd]
   readonly gateUp: GPUBuffer; // [T, 2·hidden_r]: gate | up per row
-  readonly act: GPUBuffer; // [T, hidden_r]: silu(gate)·up
   readonly partial: GPUBuffer; // [T, dim]: this rank's share of a row-parallel sum
   readonly last: GPUBuffer; // [B, dim]: the x rows whose next token is wanted, for the LM head
   readonly lastNormed: GPUBuffer;
@@ -190,7 +189,6 @@ export class RankLlama {
         qkv: f32("qkv", T * (heads.count + 2 * kvHeads.count) * hd),
         att: f32("att", T * heads.count * hd),
         gateUp: f32("gateUp", T * 2 * hidden.count),
-        act: f32("act", T * hidden.count),
         partial: f32("partial", T * dim),
         last: f32("last", B * dim),
         lastNormed: f32("lastNormed", B * dim),
@@ -385,8 +383,27 @@ export class RankLlama {
     const { gpu, config, plan, run } = this;
     const { dim, headDim: hd } = config;
     const nh = plan.heads.count, nkv = plan.kvHeads.count, hid = plan.hidden.count;
-    const mm = (a: GPUBuffer, b: GPUBuffer, out: GPUBuffer, k: number, n: number, label: string) =>
-      matmul(gpu, { a, b, out, m: T, k, n, weights: this.weights, layout: "blocked", label });
+    const mm = (
+      a: GPUBuffer,
+      b: GPUBuffer,
+      out: GPUBuffer,
+      k: number,
+      n: number,
+      label: string,
+      input: "plain" | "swiglu" = "plain",
+    ) =>
+      matmul(gpu, {
+        a,
+        b,
+        out,
+        m: T,
+        k,
+        n,
+        weights: this.weights,
+        layout: "blocked",
+        input,
+        label,
+      });
     const qkvWidth = (nh + 2 * nkv) * hd;
     segments = {
       addPartial: addInPlace(gpu, { target: run.x, other: run.partial, length: T * dim }),
@@ -462,8 +479,8 @@ export class RankLlama {
           eps: config.normEps,
         }),
         mm(run.h, w.w13, run.gateUp, dim, 2 * hid, `layers.${l}.w13`),
-        siluMulMerged(gpu, { gateUp: run.gateUp, out: run.act, rows: T, hidden: hid }),
-        mm(run.act, w.w2, run.partial, hid, dim, `layers.${l}.w2`),
+        // The down projection reads silu(gate)·up straight from the gate | up rows.
+        mm(run.gateUp, w.w2, run.partial, hid, dim, `layers.${l}.w2`, "swiglu"),
       ]),
     };
     this.segments.set(T, segments);

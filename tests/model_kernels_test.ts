@@ -5,7 +5,7 @@ import { acquireGpu, type Gpu } from "../gpu/device.ts";
 import { createStorageBuffer, readF32, submitAndWait, writeBuffer } from "../gpu/buffers.ts";
 import { type Dispatch, encodeDispatches } from "../gpu/dispatch.ts";
 import { rmsnorm } from "../kernels/rmsnorm.ts";
-import { siluMulMerged } from "../kernels/elementwise.ts";
+import { blockColumns, matmul } from "../kernels/matmul.ts";
 import { rope, type RopeLayout } from "../kernels/rope.ts";
 import { attention, writeKvCache } from "../kernels/attention.ts";
 import { embedding } from "../kernels/embedding.ts";
@@ -102,28 +102,57 @@ Deno.test("model kernels", (t) =>
       },
     );
 
-    await t.step("silu·mul over the merged gate|up rows", async () => {
-      const [rows, hidden] = [3, 700];
-      const gateUp = randomFloats(rows * 2 * hidden, 91, 4);
-      const gateUpBuf = upload(gpu, gateUp);
-      const out = createStorageBuffer(gpu, "out", rows * hidden * 4);
-      await run(gpu, [
-        await prepare(gpu, () => siluMulMerged(gpu, { gateUp: gateUpBuf, out, rows, hidden })),
-      ]);
-      const expected = new Float32Array(rows * hidden);
-      for (let r = 0; r < rows; r++) {
-        const gate = gateUp.subarray(r * 2 * hidden, r * 2 * hidden + hidden);
-        const up = gateUp.subarray(r * 2 * hidden + hidden, (r + 1) * 2 * hidden);
-        const act = reference.silu(gate);
-        for (let j = 0; j < hidden; j++) expected[r * hidden + j] = act[j] * up[j];
-      }
-      assertClose(await read(gpu, out, expected.length), expected, {
-        atol: 1e-5,
-        rtol: 1e-5,
-        what: "siluMulMerged",
-      });
-      for (const b of [gateUpBuf, out]) b.destroy();
-    });
+    await t.step(
+      "down projection over silu·mul of the merged gate|up rows, rows batch-invariant",
+      async () => {
+        for (const weights of ["f32", "f16"] as const) {
+          const [rows, hidden, dim] = [9, 300, 70];
+          const gateUp = randomFloats(rows * 2 * hidden, 91, 4);
+          const w2 = randomFloats(hidden * dim, 17);
+          const blocked = blockColumns(w2, hidden, dim);
+          const gateUpBuf = upload(gpu, gateUp);
+          const w2Buf = createStorageBuffer(
+            gpu,
+            "w2",
+            weights === "f16" ? Float16Array.from(blocked) : blocked,
+          );
+          const out = createStorageBuffer(gpu, "out", rows * dim * 4);
+          const down = (a: GPUBuffer, m: number) =>
+            matmul(gpu, {
+              a,
+              b: w2Buf,
+              out,
+              m,
+              k: hidden,
+              n: dim,
+              weights,
+              layout: "blocked",
+              input: "swiglu",
+            });
+          await run(gpu, [await prepare(gpu, () => down(gateUpBuf, rows))]);
+          const act = new Float32Array(rows * hidden);
+          for (let r = 0; r < rows; r++) {
+            const gate = gateUp.subarray(r * 2 * hidden, r * 2 * hidden + hidden);
+            const up = gateUp.subarray(r * 2 * hidden + hidden, (r + 1) * 2 * hidden);
+            const silu = reference.silu(gate);
+            for (let j = 0; j < hidden; j++) act[r * hidden + j] = silu[j] * up[j];
+          }
+          const exact = weights === "f16" ? Float32Array.from(Float16Array.from(w2)) : w2;
+          const batched = await read(gpu, out, rows * dim);
+          // Sums of 300 terms up to ~16 in size: f32 rounding alone reaches a few 1e-5.
+          assertClose(batched, reference.matmul(act, exact, rows, hidden, dim), {
+            atol: 1e-4,
+            rtol: 1e-5,
+            what: `swiglu matmul (${weights})`,
+          });
+          // The last row alone gives the same bits as in the batch.
+          const last = upload(gpu, gateUp.slice((rows - 1) * 2 * hidden));
+          await run(gpu, [await prepare(gpu, () => down(last, 1))]);
+          assert.deepEqual(await read(gpu, out, dim), batched.slice((rows - 1) * dim));
+          for (const b of [gateUpBuf, w2Buf, out, last]) b.destroy();
+        }
+      },
+    );
 
     await t.step("rope, both layouts, position rewritten without re-preparing", async () => {
       const positions = createPositionBuffer(gpu, 128);
