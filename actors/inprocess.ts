@@ -32,12 +32,12 @@ interface Envelope {
 }
 
 /** The backend for `tp` ranks in one isolate: an explicit choice wins, else the environment's. */
-export const inProcessBackend = (_tp: number, requested?: BackendChoice): BackendChoice =>
+export const inProcessBackend = (requested?: BackendChoice): BackendChoice =>
   requested ?? backendFromEnv();
 
 const spawnRank = (rank: number, tp: number, group: InProcessGroup, options: InProcessOptions) =>
   Effect.gen(function* () {
-    const backend = inProcessBackend(tp, options.backend);
+    const backend = inProcessBackend(options.backend);
     const gpu = yield* acquireGpu({ label: `rank ${rank}`, backend });
     const telemetry = yield* currentTelemetry;
     const runtime = makeRankRuntime(rank, tp, gpu, group, {

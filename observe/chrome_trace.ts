@@ -40,7 +40,7 @@ export interface TraceFile {
 /** Whose span: the supervisor's, or a rank's. */
 export type TraceOwner = "supervisor" | { readonly rank: number };
 
-const TRACKS: readonly SpanCategory[] = ["step", "kernels", "transfer", "wait", "request", "load"];
+const TRACKS: readonly SpanCategory[] = ["step", "kernels", "transfer", "wait", "request"];
 /** Requests get a track per KV-cache slot, since concurrent requests overlap in time. */
 const REQUEST_TRACK_BASE = 100;
 
@@ -86,11 +86,6 @@ export class ChromeTrace {
         args: span.args,
       });
     }
-  }
-
-  /** Spans dropped on top of those a rank dropped itself. */
-  countDropped(n: number): void {
-    this.dropped += n;
   }
 
   /** The trace as Chrome's JSON object format. */

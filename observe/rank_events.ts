@@ -7,8 +7,8 @@ import { Schema } from "effect";
 
 /** A span's kind, which is also its track within the rank's row of the trace. */
 export const SpanCategory: Schema.Literal<
-  ["step", "kernels", "transfer", "wait", "request", "load"]
-> = Schema.Literal("step", "kernels", "transfer", "wait", "request", "load");
+  ["step", "kernels", "transfer", "wait", "request"]
+> = Schema.Literal("step", "kernels", "transfer", "wait", "request");
 /** A decoded {@link SpanCategory}. */
 export type SpanCategory = typeof SpanCategory.Type;
 

@@ -29,27 +29,17 @@ export const noTimeline: Timeline = { enabled: false, record: () => {} };
 export interface RecordingTimeline extends Timeline {
   /** The spans recorded since the last drain, oldest first. */
   drain(): TimelineSpan[];
-  /** Spans not kept because `limit` spans were already waiting to be drained. */
-  readonly dropped: number;
 }
 
 /**
- * A recording timeline; at most `limit` spans wait between drains and later ones are counted
- * as dropped, so a trace left on in a long-running service cannot grow without bound.
+ * A recording timeline. A rank drains it after every command, so it holds one command's spans;
+ * the bound on a whole trace is the supervisor's (observe/chrome_trace.ts).
  */
-export const recordingTimeline = (limit = 1_000_000): RecordingTimeline => {
+export const recordingTimeline = (): RecordingTimeline => {
   let spans: TimelineSpan[] = [];
-  let dropped = 0;
   return {
     enabled: true,
-    get dropped() {
-      return dropped;
-    },
     record: (name, category, startMillis, args) => {
-      if (spans.length >= limit) {
-        dropped++;
-        return;
-      }
       spans.push({
         name,
         category,
@@ -65,7 +55,6 @@ export const recordingTimeline = (limit = 1_000_000): RecordingTimeline => {
     },
   };
 };
-
 /** Runs `effect` and records it as a span when the timeline is on. */
 export const withSpan = <A, E, R>(
   timeline: Timeline,

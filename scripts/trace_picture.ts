@@ -14,7 +14,6 @@ const COLOURS: Record<string, string> = {
   transfer: "#4caf7a",
   wait: "#c9c9c9",
   request: "#9b7fd1",
-  load: "#d6c36b",
 };
 const WIDTH = 1100;
 const LABEL = 150;
