@@ -8,15 +8,14 @@
  * Unlike Workers, in-process ranks share one lavapipe screen (one Dawn instance), whose thread
  * pool serves every device, so it keeps all the cores (no `withCpuRendererThreads`).
  */
-import { Deferred, type Duration, Effect, Exit, Fiber, Layer, Queue } from "effect";
+import { Deferred, type Duration, Effect, Exit, Fiber, FiberId, Layer, Queue } from "effect";
 import { RankDied } from "../collectives/errors.ts";
 import { InProcessGroup } from "../collectives/inprocess.ts";
 import { acquireGpu, type BackendChoice, backendFromEnv } from "../gpu/device.ts";
-import { RankFailed } from "./errors.ts";
 import type { RankCommand, RankReply } from "./protocol.ts";
 import { currentTelemetry } from "../observe/telemetry.ts";
 import { makeRankRuntime } from "./rank_runtime.ts";
-import { Transport } from "./transport.ts";
+import { failedReply, Transport } from "./transport.ts";
 
 /** Options of {@link InProcessTransport}. */
 export interface InProcessOptions {
@@ -28,7 +27,7 @@ export interface InProcessOptions {
 
 interface Envelope {
   readonly command: RankCommand;
-  readonly reply: Deferred.Deferred<RankReply>;
+  readonly reply: Deferred.Deferred<RankReply, RankDied>;
 }
 
 /** The backend for `tp` ranks in one isolate: an explicit choice wins, else the environment's. */
@@ -45,7 +44,10 @@ const spawnRank = (rank: number, tp: number, group: InProcessGroup, options: InP
       emit: telemetry.rankEvent,
     });
     yield* Effect.addFinalizer(() => Effect.sync(() => runtime.release()));
-    const mailbox = yield* Queue.bounded<Envelope>(16);
+    const mailbox = yield* Queue.unbounded<Envelope>();
+    // Replies not yet given: when the loop ends (killed, crashed), their waits fail at once.
+    const unanswered = new Set<Deferred.Deferred<RankReply, RankDied>>();
+    let stoppedError: RankDied | undefined;
     const loop = Queue.take(mailbox).pipe(
       Effect.flatMap((envelope) =>
         runtime.handle(envelope.command).pipe(
@@ -53,33 +55,31 @@ const spawnRank = (rank: number, tp: number, group: InProcessGroup, options: InP
         )
       ),
       Effect.forever,
-      // However the loop ends, collectives waiting on this rank must not wait forever.
+      // However the loop ends, collectives and calls waiting on this rank must not wait forever.
       Effect.onExit((exit) =>
-        Effect.sync(() =>
-          group.rankDied(
-            rank,
-            `rank ${rank} stopped${Exit.isInterrupted(exit) ? "" : " unexpectedly"}`,
-          )
-        )
+        Effect.sync(() => {
+          const how = Exit.isInterrupted(exit) ? "" : " unexpectedly";
+          stoppedError = new RankDied({ rank, message: `rank ${rank} has stopped${how}` });
+          for (const waiter of unanswered) Deferred.unsafeDone(waiter, Exit.fail(stoppedError));
+          group.rankDied(rank, `rank ${rank} stopped${how}`);
+        })
       ),
     );
     const fiber = yield* Effect.forkScoped(loop);
-    const stopped = Fiber.await(fiber).pipe(
-      Effect.flatMap(() =>
-        Effect.fail(new RankDied({ rank, message: `rank ${rank} has stopped` }))
-      ),
-    );
-    const call = (command: RankCommand) =>
-      Effect.gen(function* () {
-        const reply = yield* Deferred.make<RankReply>();
-        yield* Queue.offer(mailbox, { command, reply });
-        const result = yield* Effect.raceFirst(Deferred.await(reply), stopped);
-        if (result._tag === "Failed") {
-          return yield* new RankFailed({ ...result, message: `rank ${rank}: ${result.message}` });
+    const send = (command: RankCommand) =>
+      Effect.sync(() => {
+        const reply = Deferred.unsafeMake<RankReply, RankDied>(FiberId.none);
+        if (stoppedError) Deferred.unsafeDone(reply, Exit.fail(stoppedError));
+        else {
+          unanswered.add(reply);
+          Queue.unsafeOffer(mailbox, { command, reply });
         }
-        return result;
+        return Deferred.await(reply).pipe(
+          Effect.ensuring(Effect.sync(() => unanswered.delete(reply))),
+          Effect.flatMap(failedReply(rank)),
+        );
       });
-    return { rank, call, gpu, kill: Fiber.interrupt(fiber).pipe(Effect.asVoid) };
+    return { rank, send, gpu, kill: Fiber.interrupt(fiber).pipe(Effect.asVoid) };
   });
 
 /**

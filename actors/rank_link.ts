@@ -9,11 +9,10 @@ import type { CollectiveFailure } from "../collectives/communicator.ts";
 import { RankDied } from "../collectives/errors.ts";
 import type { InProcessGroup } from "../collectives/inprocess.ts";
 import { GpuOperationError, NoAdapterError } from "../gpu/errors.ts";
-import { RankFailed } from "./errors.ts";
 import type { RankEvent } from "../observe/rank_events.ts";
 import type { RankCommand, RankReply } from "./protocol.ts";
 import type { FromRank, ToRank } from "./remote_protocol.ts";
-import type { RankHandle, SpawnError } from "./transport.ts";
+import { failedReply, type RankHandle, type SpawnError } from "./transport.ts";
 
 export interface RankLink {
   readonly handle: RankHandle;
@@ -30,14 +29,14 @@ export interface RankLink {
 
 export const linkRank = (
   rank: number,
-  send: (message: ToRank) => void,
+  sendMessage: (message: ToRank) => void,
   hub: InProcessGroup,
   onDeath: (error: RankDied) => void = () => {},
   onEvent: (event: RankEvent) => void = () => {},
 ): RankLink => {
   const ready = Deferred.unsafeMake<void, SpawnError>(FiberId.none);
-  const death = Deferred.unsafeMake<never, RankDied>(FiberId.none);
-  const pending = new Map<number, Deferred.Deferred<RankReply>>();
+  const pending = new Map<number, Deferred.Deferred<RankReply, RankDied>>();
+  let deathError: RankDied | undefined;
   let nextId = 0;
   let heard = performance.now();
   let dead = false;
@@ -46,7 +45,8 @@ export const linkRank = (
     if (dead) return;
     dead = true;
     const error = new RankDied({ rank, message });
-    Deferred.unsafeDone(death, Exit.fail(error));
+    deathError = error;
+    for (const waiter of pending.values()) Deferred.unsafeDone(waiter, Exit.fail(error));
     Deferred.unsafeDone(ready, Exit.fail(new GpuOperationError({ operation: "rank", message })));
     hub.rankDied(rank, message);
     onDeath(error);
@@ -56,9 +56,10 @@ export const linkRank = (
     Effect.runFork(
       hub.exchange(c).pipe(
         Effect.match({
-          onSuccess: (tensor) => send({ _tag: "CollectiveDone", step: c.step, seq: c.seq, tensor }),
+          onSuccess: (tensor) =>
+            sendMessage({ _tag: "CollectiveDone", step: c.step, seq: c.seq, tensor }),
           onFailure: (failure: CollectiveFailure) =>
-            send({
+            sendMessage({
               _tag: "CollectiveFailed",
               step: c.step,
               seq: c.seq,
@@ -102,25 +103,21 @@ export const linkRank = (
     }
   };
 
-  const call = (command: RankCommand) =>
-    Effect.suspend(() => {
+  const send = (command: RankCommand) =>
+    Effect.sync(() => {
       const id = nextId++;
-      const reply = Deferred.unsafeMake<RankReply>(FiberId.none);
+      const reply = Deferred.unsafeMake<RankReply, RankDied>(FiberId.none);
       pending.set(id, reply);
-      if (!dead) send({ _tag: "Command", id, command });
-      return Effect.raceFirst(Deferred.await(reply), Deferred.await(death)).pipe(
+      if (dead) Deferred.unsafeDone(reply, Exit.fail(deathError!));
+      else sendMessage({ _tag: "Command", id, command });
+      return Deferred.await(reply).pipe(
         Effect.ensuring(Effect.sync(() => pending.delete(id))),
+        Effect.flatMap(failedReply(rank)),
       );
-    }).pipe(
-      Effect.flatMap((result) =>
-        result._tag === "Failed"
-          ? Effect.fail(new RankFailed({ ...result, message: `rank ${rank}: ${result.message}` }))
-          : Effect.succeed(result)
-      ),
-    );
+    });
 
   return {
-    handle: { rank, call },
+    handle: { rank, send },
     receive,
     died,
     ready: Deferred.await(ready),

@@ -13,7 +13,7 @@ import { currentTelemetry } from "../observe/telemetry.ts";
 import { noTimeline, type Timeline, wallClockMillis } from "../observe/timeline.ts";
 import { type PlanError, RankFailed, type StepFailure } from "./errors.ts";
 import type { LayerSpec, RankCommand, RankReply } from "./protocol.ts";
-import { type RankGroup, type SpawnError, Transport } from "./transport.ts";
+import { type RankGroup, type RankHandle, type SpawnError, Transport } from "./transport.ts";
 
 /** Options of {@link Supervisor.make}. */
 export interface SupervisorOptions {
@@ -182,74 +182,132 @@ export class Supervisor {
   step(
     command: (rank: number, step: number) => RankCommand,
   ): Effect.Effect<RankReply[], StepFailure> {
+    return this.pipeline([command]).pipe(Effect.map((replies) => replies[0]));
+  }
+
+  /**
+   * Several steps in flight at once: every rank is sent all of the commands, in order, before
+   * any reply is awaited, so a rank starts each command as soon as it has finished the one
+   * before, with no round trip to the supervisor in between (a decode token's embedding and
+   * layers go as one pipeline). Each command still is its own step, with its own step number,
+   * collectives and reply. Returns the replies step by step. When a step fails, it and every
+   * later step of the pipeline are aborted (their collectives fail at once), the ranks answer
+   * the rest quickly, and the pipeline fails with the first failure. The step timeout bounds
+   * the whole pipeline.
+   */
+  pipeline(
+    commands: ReadonlyArray<(rank: number, step: number) => RankCommand>,
+  ): Effect.Effect<RankReply[][], StepFailure> {
     return Effect.suspend(() => {
-      const step = this.nextStep++;
-      let first: StepFailure | undefined;
-      const onFailure = (error: StepFailure) =>
+      const first = this.nextStep;
+      this.nextStep += commands.length;
+      const steps = commands.map((_, i) => first + i);
+      let failure: { error: StepFailure; index: number } | undefined;
+      const onFailure = (index: number) => (error: StepFailure) =>
         Effect.sync(() => {
-          if (first) return;
-          first = error;
-          this.group.abortStep(
-            step,
-            new CollectiveError({
-              op: "step",
-              ranks: [error.rank],
-              message: `step ${step} aborted because rank ${error.rank} ${
-                error._tag === "RankDied" ? "died" : "failed"
-              }: ${error.message}`,
-            }),
-          );
+          if (failure && failure.index <= index) return;
+          failure = { error, index };
+          const aborted = new CollectiveError({
+            op: "step",
+            ranks: [error.rank],
+            message: `step ${steps[index]} aborted because rank ${error.rank} ${
+              error._tag === "RankDied" ? "died" : "failed"
+            }: ${error.message}`,
+          });
+          for (const step of steps.slice(index)) this.group.abortStep(step, aborted);
         });
-      const finished = new Set<number>();
+      const names = commands.map(() => "step");
       const started = wallClockMillis();
-      let name = "step";
-      const build = (rank: number) => {
-        const built = command(rank, step);
-        name = built._tag === "DecoderLayer" ? `layer ${built.layer}` : built._tag;
-        return built;
+      // Per rank, when it last answered: a reply's latency is counted from then (or the send).
+      const answered = this.group.ranks.map(() => performance.now());
+      const finished = commands.map(() => new Set<number>());
+      const settled = commands.map(() => 0);
+      let recorded = 0;
+      let lastEnd = started;
+      // A step's span runs from the end of the one before it until its last rank has answered.
+      const recordSettled = () => {
+        while (recorded < steps.length && settled[recorded] === this.group.ranks.length) {
+          this.timeline.record(names[recorded], "step", lastEnd, { step: steps[recorded] });
+          lastEnd = wallClockMillis();
+          recorded++;
+        }
       };
-      return Effect.forEach(
-        this.group.ranks,
-        (handle) =>
-          handle.call(build(handle.rank)).pipe(
-            Effect.timed,
-            Effect.tap(([elapsed, reply]) =>
-              this.onReply ? this.onReply(reply, Duration.toMillis(elapsed)) : Effect.void
-            ),
-            Effect.map(([, reply]) => reply),
-            Effect.tap(() => finished.add(handle.rank)),
-            Effect.tapError(onFailure),
+      const send = (handle: RankHandle) =>
+        Effect.forEach(commands, (command, i) =>
+          Effect.suspend(() => {
+            const built = command(handle.rank, steps[i]);
+            names[i] = built._tag === "DecoderLayer" ? `layer ${built.layer}` : built._tag;
+            return handle.send(built);
+          }));
+      const awaitReplies = (
+        handle: RankHandle,
+        waits: ReadonlyArray<Effect.Effect<RankReply, StepFailure>>,
+      ) =>
+        Effect.forEach(waits, (wait, i) =>
+          wait.pipe(
+            Effect.tap((reply) => {
+              const now = performance.now();
+              const millis = now - answered[handle.rank];
+              answered[handle.rank] = now;
+              finished[i].add(handle.rank);
+              return this.onReply ? this.onReply(reply, millis) : Effect.void;
+            }),
+            Effect.tapError(onFailure(i)),
             Effect.either,
-          ),
-        { concurrency: "unbounded" },
-      ).pipe(
-        // One timer per step (not per rank); on expiry it blames the ranks still working.
+            Effect.tap(() =>
+              Effect.sync(() => {
+                settled[i]++;
+                recordSettled();
+              })
+            ),
+          ));
+      return Effect.forEach(this.group.ranks, send).pipe(
+        Effect.flatMap((waits) =>
+          Effect.forEach(
+            this.group.ranks,
+            (handle, r) => awaitReplies(handle, waits[r]),
+            { concurrency: "unbounded" },
+          )
+        ),
+        // One timer per pipeline (not per rank); on expiry it blames the ranks still working.
         Effect.timeoutFail({
           duration: this.stepTimeout,
           onTimeout: () => {
-            const slow = this.group.ranks.map((h) => h.rank).filter((r) => !finished.has(r));
+            const index = Math.max(0, finished.findIndex((f) => f.size < this.group.ranks.length));
+            const slow = this.group.ranks.map((h) => h.rank).filter((r) => !finished[index].has(r));
             const error = new RankFailed({
               rank: slow[0] ?? 0,
-              step,
+              step: steps[index],
               reason: "Timeout",
-              message: `ranks ${slow.join(", ")} did not finish step ${step} within ${
+              message: `ranks ${slow.join(", ")} did not finish step ${steps[index]} within ${
                 Duration.format(this.stepTimeout)
               }`,
             });
-            Effect.runSync(onFailure(error));
+            Effect.runSync(onFailure(index)(error));
             return error;
           },
         }),
-      ).pipe(
         Effect.flatMap((outcomes) => {
-          // A death explains the survivors' failed collectives, so it is the step's error.
-          const death = outcomes.find((o) => o._tag === "Left" && o.left._tag === "RankDied");
+          // A death explains the survivors' failed collectives, so it is the pipeline's error.
+          const all = outcomes.flat();
+          const death = all.find((o) => o._tag === "Left" && o.left._tag === "RankDied");
           if (death?._tag === "Left") return Effect.fail(death.left);
-          return first
-            ? Effect.fail(first)
-            : Effect.succeed(outcomes.flatMap((o) => (o._tag === "Right" ? [o.right] : [])));
+          if (failure) return Effect.fail(failure.error);
+          return Effect.succeed(
+            steps.map((_, i) =>
+              outcomes.map((perRank) => {
+                const outcome = perRank[i];
+                return outcome._tag === "Right" ? outcome.right : (undefined as never);
+              })
+            ),
+          );
         }),
-        Effect.ensuring(Effect.sync(() => this.timeline.record(name, "step", started, { step }))),
+        Effect.ensuring(Effect.sync(() => {
+          // Steps cut short (a timeout) still show, ending now.
+          for (; recorded < steps.length; recorded++) {
+            this.timeline.record(names[recorded], "step", lastEnd, { step: steps[recorded] });
+          }
+        })),
       );
     });
   }

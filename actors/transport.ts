@@ -2,20 +2,32 @@
  * How the supervisor reaches its ranks. Every transport carries the same protocol
  * (actors/protocol.ts, collectives/protocol.ts) and must give the same results.
  */
-import { Context, type Effect, type Scope } from "effect";
+import { Context, Effect, type Scope } from "effect";
 import type { CollectiveFailure } from "../collectives/communicator.ts";
 import type { Gpu } from "../gpu/device.ts";
 import type { GpuOperationError, NoAdapterError } from "../gpu/errors.ts";
-import type { StepFailure, TransportError } from "./errors.ts";
+import { RankFailed, type StepFailure, type TransportError } from "./errors.ts";
 import type { RankCommand, RankReply } from "./protocol.ts";
 
 /** One rank as the supervisor sees it. */
 export interface RankHandle {
   /** The rank's index, 0 to tp - 1. */
   readonly rank: number;
-  /** Sends one command and waits for its reply; a `Failed` reply or a dead rank fails. */
-  call(command: RankCommand): Effect.Effect<RankReply, StepFailure>;
+  /**
+   * Sends one command, behind every command sent before it, and succeeds with the wait for its
+   * reply (a `Failed` reply or a dead rank fails that wait). A rank runs its commands one at a
+   * time in the order sent, so several can be in flight: the supervisor pipelines a token's
+   * layers this way.
+   */
+  send(command: RankCommand): Effect.Effect<Effect.Effect<RankReply, StepFailure>>;
 }
+
+/** A rank's reply as its handle's wait ends: a `Failed` reply becomes a `RankFailed` error. */
+export const failedReply =
+  (rank: number) => (reply: RankReply): Effect.Effect<RankReply, RankFailed> =>
+    reply._tag === "Failed"
+      ? Effect.fail(new RankFailed({ ...reply, message: `rank ${rank}: ${reply.message}` }))
+      : Effect.succeed(reply);
 
 /** A running group of ranks; closing the scope that spawned it shuts every rank down. */
 export interface RankGroup {

@@ -10,8 +10,10 @@
  * between them comes from `deno task bench collectives`.
  *
  * Slots are double-buffered by `seq` parity, so a rank may write collective k+1 while others
- * still read k; it cannot reach k+2 before everyone has arrived at k+1, hence finished k.
- * Across steps the supervisor's reply round trip orders everything.
+ * still read k. Parity restarts with every step, and steps are pipelined (the supervisor sends a
+ * token's layers at once), so two collectives in a row can share a parity: before writing its
+ * slot a rank waits until every rank that took part in the last collective of that parity has
+ * consumed it (each rank publishes a `consumed` ticket once it has copied its result out).
  */
 import { Effect, Either } from "effect";
 import { bytesMoved, checkAllReduce, combine } from "./combine.ts";
@@ -54,7 +56,7 @@ const align = (n: number) => Math.ceil(n / 8) * 8;
 /** Where everything lives inside the buffer; computed identically by every rank. */
 class Layout {
   readonly control = 0;
-  readonly tickets: number; // Int32 [parity][rank] arrival, then [parity][rank] reduced
+  readonly tickets: number; // Int32 [parity][rank] arrival, reduced, then consumed
   readonly headers: number; // Int32 [parity][rank][HEADER_INTS]
   readonly stats: number; // Float64 [STATS_F64]
   readonly slots: number; // bytes [parity][rank][slotBytes]
@@ -63,7 +65,7 @@ class Layout {
 
   constructor(readonly worldSize: number, readonly slotBytes: number) {
     this.tickets = align(CONTROL_INTS * 4);
-    this.headers = align(this.tickets + 2 * 2 * worldSize * 4);
+    this.headers = align(this.tickets + 3 * 2 * worldSize * 4);
     this.stats = align(this.headers + 2 * worldSize * HEADER_INTS * 4);
     this.slots = align(this.stats + STATS_F64 * 8);
     this.results = this.slots + 2 * worldSize * slotBytes;
@@ -75,6 +77,9 @@ class Layout {
   }
   reduced(parity: number, rank: number) {
     return this.tickets / 4 + (2 + parity) * this.worldSize + rank;
+  }
+  consumed(parity: number, rank: number) {
+    return this.tickets / 4 + (4 + parity) * this.worldSize + rank;
   }
   header(parity: number, rank: number) {
     return this.headers / 4 + (parity * this.worldSize + rank) * HEADER_INTS;
@@ -114,6 +119,7 @@ const wakeAll = (buffer: SharedArrayBuffer, worldSize: number) => {
     for (let r = 0; r < worldSize; r++) {
       Atomics.notify(ints, layout.arrival(p, r));
       Atomics.notify(ints, layout.reduced(p, r));
+      Atomics.notify(ints, layout.consumed(p, r));
     }
   }
 };
@@ -156,6 +162,8 @@ export class SharedMemoryGroup implements CollectiveGroup {
   private readonly bytes: Uint8Array;
   private readonly stats: Float64Array;
   private readonly timeoutMs: number;
+  /** Per parity, the ticket of the last collective every rank arrived at (0: none yet). */
+  private readonly lastTicket = [0, 0];
 
   constructor(
     buffer: SharedArrayBuffer,
@@ -189,6 +197,8 @@ export class SharedMemoryGroup implements CollectiveGroup {
     // Too large for a slot: publish -1 so that every rank takes the fallback together.
     const fits = data.byteLength <= layout.slotBytes && c.tensor.shape.length <= MAX_DIMS;
 
+    const busy = this.awaitConsumed(c, parity);
+    if (busy) return Either.left(busy);
     const h = layout.header(parity, this.rank);
     ints[h] = OPS.indexOf(c.op);
     ints[h + 1] = c.arg;
@@ -200,8 +210,58 @@ export class SharedMemoryGroup implements CollectiveGroup {
     Atomics.notify(ints, layout.arrival(parity, this.rank));
 
     const arrived = this.awaitAll(c, (r) => layout.arrival(parity, r), ticket);
-    if (arrived) return Either.left(arrived);
+    if (arrived) {
+      this.markConsumed(parity, ticket);
+      return Either.left(arrived);
+    }
+    this.lastTicket[parity] = ticket;
+    const outcome = this.combineArrived(c, parity, ticket);
+    this.markConsumed(parity, ticket);
+    return outcome;
+  }
 
+  /** This rank has read all it needs of the collective `ticket` at `parity`. */
+  private markConsumed(parity: number, ticket: number) {
+    Atomics.store(this.ints, this.layout.consumed(parity, this.rank), ticket);
+    Atomics.notify(this.ints, this.layout.consumed(parity, this.rank));
+  }
+
+  /**
+   * Waits until no rank still reads this parity's slots: every rank that arrived at the last
+   * collective of this parity has consumed it (a rank that never arrived there reads nothing).
+   */
+  private awaitConsumed(c: Contribution, parity: number): CollectiveFailure | undefined {
+    const last = this.lastTicket[parity];
+    if (last === 0) return undefined;
+    const deadline = performance.now() + this.timeoutMs;
+    for (let r = 0; r < this.worldSize; r++) {
+      if (r === this.rank) continue;
+      const index = this.layout.consumed(parity, r);
+      let checks = 0;
+      while (true) {
+        const seen = Atomics.load(this.ints, index);
+        if (seen === last || Atomics.load(this.ints, this.layout.arrival(parity, r)) !== last) {
+          break;
+        }
+        const failure = this.failure(c);
+        if (failure) return failure;
+        if (++checks < SPIN_CHECKS) continue;
+        const left = deadline - performance.now();
+        if (left <= 0) return this.timeoutError(c, (q) => this.layout.consumed(parity, q), last);
+        Atomics.wait(this.ints, index, seen, Math.min(left, WAIT_SLICE_MS));
+      }
+    }
+    return undefined;
+  }
+
+  /** Every rank has arrived: check the headers and combine the slots. */
+  private combineArrived(
+    c: Contribution,
+    parity: number,
+    ticket: number,
+  ): Either.Either<TensorPayload, CollectiveFailure> | "fallback" {
+    const { layout, ints, bytes } = this;
+    const data = c.tensor.data;
     const headers = Array.from({ length: this.worldSize }, (_, r) => {
       const at = layout.header(parity, r);
       const ndims = ints[at + 3];

@@ -151,19 +151,23 @@ export class LlamaModel {
    */
   step(rows: readonly StepRow[]): Effect.Effect<void, StepFailure> {
     const s = this.supervisor;
-    return Effect.gen(this, function* () {
-      yield* s.step((_, step) => ({
+    // One pipeline: every rank gets the embedding and all layers at once (see Supervisor.pipeline).
+    return s.pipeline([
+      (_, step) => ({
         _tag: "Embed",
         step,
         tokens: rows.map((r) => r.token),
         positions: rows.map((r) => r.position),
         sequences: rows.map((r) => r.sequence),
-      }));
+      }),
+      ...Array.from(
+        { length: this.config.nLayers },
+        (_, layer) => (_rank: number, step: number) =>
+          ({ _tag: "DecoderLayer", step, layer }) as const,
+      ),
+    ]).pipe(Effect.map(() => {
       this.lastStepRows = rows.length;
-      for (let layer = 0; layer < this.config.nLayers; layer++) {
-        yield* s.step((_, step) => ({ _tag: "DecoderLayer", step, layer }));
-      }
-    });
+    }));
   }
 
   /**

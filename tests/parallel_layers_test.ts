@@ -4,7 +4,9 @@ import { Effect, Either } from "effect";
 import { InProcessTransport } from "../actors/inprocess.ts";
 import { WorkersTransport } from "../actors/workers.ts";
 import { Supervisor } from "../actors/supervisor.ts";
-import { concat, tensor } from "../collectives/tensor.ts";
+import type { RankCommand } from "../actors/protocol.ts";
+import { fromPayload, toPayload } from "../collectives/protocol.ts";
+import { concat, type HostTensor, tensor } from "../collectives/tensor.ts";
 import * as reference from "../kernels/reference.ts";
 import { assertClose, randomFloats } from "./tolerance.ts";
 
@@ -176,6 +178,72 @@ for (const transport of ["inprocess", "workers"] as const) {
       outcome.left.message,
       /^rank \d: mlp: expected an input of f32\[M×48\], got f32\[5×47\]/,
     );
+  });
+}
+
+const mlpSpec = {
+  _tag: "ParallelMlp",
+  name: "mlp",
+  dim: K,
+  hidden: HIDDEN,
+  activation: "gelu",
+} as const;
+const forwardStep = (input: HostTensor) => (_rank: number, step: number): RankCommand => ({
+  _tag: "Forward",
+  step,
+  layer: "mlp",
+  input: toPayload(input),
+});
+const inputs = [1, 2, 3, 4].map((seed) => tensor([M, K], randomFloats(M * K, 10 + seed)));
+
+for (const transport of ["inprocess", "workers"] as const) {
+  Deno.test(`${transport}: a pipeline of steps gives each step the bits it gives alone`, async () => {
+    const { alone, pipelined } = await run(2, (s) =>
+      Effect.gen(function* () {
+        yield* s.load(mlpSpec, [mlpA, mlpB]);
+        const alone = yield* Effect.forEach(inputs, (input) => s.forward("mlp", input));
+        const pipelined = yield* s.pipeline(inputs.map(forwardStep));
+        return { alone, pipelined };
+      }), transport);
+    assert.equal(pipelined.length, inputs.length);
+    pipelined.forEach((replies, i) => {
+      assert.equal(replies.length, 2);
+      replies.forEach((reply, rank) => {
+        assert.equal(reply._tag, "Output");
+        const got = reply._tag === "Output" ? fromPayload(reply.output) : undefined;
+        assert.deepEqual(got?.data, alone[i][rank].data, `step ${i} rank ${rank}`);
+      });
+    });
+  });
+
+  Deno.test(`${transport}: a step failing inside a pipeline fails it at once; the ranks serve on`, async () => {
+    const outcome = await run(2, (s) =>
+      Effect.gen(function* () {
+        yield* s.load(mlpSpec, [mlpA, mlpB]);
+        const started = performance.now();
+        const failed = yield* Effect.either(s.pipeline([
+          forwardStep(inputs[0]),
+          forwardStep(tensor([M, K - 1], new Float32Array(M * (K - 1)))),
+          forwardStep(inputs[1]),
+          forwardStep(inputs[2]),
+        ]));
+        const ms = performance.now() - started;
+        const after = yield* s.forward("mlp", inputs[3]);
+        return { failed, ms, after };
+      }), transport);
+    assert.ok(Either.isLeft(outcome.failed));
+    assert.equal(outcome.failed.left._tag, "RankFailed");
+    assert.equal(outcome.failed.left.reason, "InvalidInput");
+    // The later steps' collectives were aborted, not left to their 20 s timeout.
+    assert.ok(outcome.ms < 10_000, `took ${outcome.ms} ms`);
+    const want = reference.matmul(
+      reference.gelu(reference.matmul(inputs[3].data, mlpA.data, M, K, HIDDEN)),
+      mlpB.data,
+      M,
+      HIDDEN,
+      K,
+    );
+    for (const out of outcome.after) assertClose(out.data, want, { atol: 1e-4, what: "after" });
   });
 }
 

@@ -22,12 +22,16 @@ const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
 const input = (call: Call, index: number, rank: number) =>
   tensor(call.shape(rank), randomFloats(size(call.shape(rank)), 1000 * index + rank));
 
-/** Runs `calls` (two per step) on ranks `running` of a region, each rank in its own Worker. */
+/**
+ * Runs `calls` on ranks `running` of a region, each rank in its own Worker: two per step, or
+ * with `perStep: 1` one per step (every collective then has seq 0, as a pipeline of one-
+ * collective steps gives).
+ */
 const runRanks = async (
   buffer: SharedArrayBuffer,
   world: number,
   calls: readonly Call[],
-  { running = [...Array(world).keys()], timeoutMs = 10_000 } = {},
+  { running = [...Array(world).keys()], timeoutMs = 10_000, perStep = 2 } = {},
 ): Promise<Outcome[][]> => {
   const workers = running.map(() =>
     new Worker(new URL("./fixtures/shared_memory_rank.ts", import.meta.url), { type: "module" })
@@ -51,8 +55,8 @@ const runRanks = async (
           rank,
           timeoutMs,
           calls: calls.map((call, index) => ({
-            step: Math.floor(index / 2),
-            seq: index % 2,
+            step: Math.floor(index / perStep),
+            seq: index % perStep,
             op: call.op,
             arg: call.arg,
             shape: call.shape(rank),
@@ -98,6 +102,34 @@ Deno.test("shared-memory collectives equal the reference combine, bit for bit (2
           new Float32Array(got.data.slice().buffer),
           want[r].data,
           `world ${world} rank ${r} call ${index} ${call.op}`,
+        );
+      }
+    });
+  }
+});
+
+Deno.test("back-to-back steps of one collective each (same slot parity) stay exact on every rank", async () => {
+  // Steps are pipelined, so a rank can start step s+1's collective (seq 0 again, the same
+  // slots) while another still reads step s's: the writer must wait until it has been consumed.
+  const calls: Call[] = Array.from(
+    { length: 60 },
+    (_, i) =>
+      i % 3 === 2
+        ? { op: "allReduce", arg: 0, shape: () => [200_000] } // two passes: the shared result too
+        : { op: "allReduce", arg: 0, shape: () => [768 + i] },
+  );
+  for (const world of [2, 4]) {
+    const buffer = createSharedRegion(world, { slotBytes: 1024 * 1024 });
+    const outcomes = await runRanks(buffer, world, calls, { perStep: 1, timeoutMs: 5_000 });
+    calls.forEach((call, index) => {
+      const want = expected(call, index, world);
+      for (let r = 0; r < world; r++) {
+        const got = outcomes[r][index];
+        assert.ok(got.ok, `world ${world} rank ${r} step ${index}: ${!got.ok && got.message}`);
+        assert.deepEqual(
+          new Float32Array(got.data.slice().buffer),
+          want[r].data,
+          `world ${world} rank ${r} step ${index}`,
         );
       }
     });
