@@ -149,10 +149,7 @@ export const attention = (gpu: Gpu, args: AttentionArgs): Dispatch => {
  * no slot is dropped.
  */
 export const WRITE_KV_CACHE_WGSL = /* wgsl */ `
-struct Params {
-  count: u32, rowWidth: u32, maxSeq: u32, sequences: u32, srcRowStride: u32, kOffset: u32,
-  vOffset: u32,
-}
+struct Params { count: u32, rowWidth: u32, maxSeq: u32, sequences: u32 }
 @group(0) @binding(0) var<storage, read> k: array<f32>;
 @group(0) @binding(1) var<storage, read> v: array<f32>;
 @group(0) @binding(2) var<storage, read> positions: array<u32>;
@@ -173,16 +170,14 @@ fn main(
   let sequence = rowSequence(row);
   if (position >= params.maxSeq || sequence >= params.sequences) { return; }
   let dest = (sequence * params.maxSeq + position) * params.rowWidth + i % params.rowWidth;
-  let src = row * params.srcRowStride + i % params.rowWidth;
-  kCache[dest] = k[params.kOffset + src];
-  vCache[dest] = v[params.vOffset + src];
+  kCache[dest] = k[i];
+  vCache[dest] = v[i];
 }
 `;
 
 /**
  * Writes k, v [rows, nKvHeads, headDim] into the caches, each row at its (sequence, position).
- * With `source`, k and v are read from one fused qkv buffer instead, at their offsets in rows
- * of `source.rowStride` floats.
+ * (The Llama model writes its cache with `ropeKvCache`, which rotates k on the way.)
  */
 export const writeKvCache = (
   gpu: Gpu,
@@ -197,7 +192,6 @@ export const writeKvCache = (
     headDim,
     maxSeq,
     sequences = 1,
-    source,
     label,
   }: {
     readonly k: GPUBuffer;
@@ -211,12 +205,6 @@ export const writeKvCache = (
     readonly maxSeq: number;
     /** Slots in the caches (default 1). */
     readonly sequences?: number;
-    /** Row layout of k and v when they sit in wider rows (a fused qkv buffer). */
-    readonly source?: {
-      readonly rowStride: number;
-      readonly kOffset: number;
-      readonly vOffset: number;
-    };
     readonly label?: string;
   },
 ): Dispatch => {
@@ -231,9 +219,6 @@ export const writeKvCache = (
       rowWidth,
       u32Param("maxSeq", maxSeq),
       u32Param("sequences", sequences),
-      u32Param("srcRowStride", source?.rowStride ?? rowWidth),
-      u32Param("kOffset", source?.kOffset ?? 0),
-      u32Param("vOffset", source?.vOffset ?? 0),
     ],
     workgroups: grid1d(gpu, Math.ceil(count / COPY_WORKGROUP)),
   });

@@ -15,6 +15,28 @@ export type RopeLayout = "interleaved" | "half";
 
 const WORKGROUP = 256;
 
+/**
+ * The rotation of pair `i` of a head at `position`, as (cos, sin), and where the pair sits in
+ * the head. Shared by `rope` and the fused rope-into-KV-cache kernel (kernels/rope_kv_cache.ts),
+ * so both rotate to the same bits.
+ */
+export const ropeRotationWgsl = (layout: RopeLayout): string => /* wgsl */ `
+fn ropePair(i: u32, headDim: u32) -> vec2<u32> {
+  ${
+  layout === "interleaved"
+    ? "return vec2<u32>(2u * i, 2u * i + 1u);"
+    : "return vec2<u32>(i, i + headDim / 2u);"
+}
+}
+fn ropeCosSin(position: u32, i: u32, headDim: u32, log2Theta: f32) -> vec2<f32> {
+  let freq = exp2(-f32(2u * i) / f32(headDim) * log2Theta);
+  // Reduce to [-π, π] in revolutions first: GPU sin/cos are only accurate near zero.
+  let revolutions = f32(position) * (freq * 0.15915494309189535);
+  let angle = (revolutions - round(revolutions)) * 6.283185307179586;
+  return vec2<f32>(cos(angle), sin(angle));
+}
+`;
+
 /** One invocation per rotated pair; row r rotates by its own position (see position.ts). */
 export const ropeWgsl = (layout: RopeLayout): string => /* wgsl */ `
 struct Params { pairs: u32, nHeads: u32, headDim: u32, log2ThetaBits: u32, rowStride: u32 }
@@ -22,7 +44,7 @@ struct Params { pairs: u32, nHeads: u32, headDim: u32, log2ThetaBits: u32, rowSt
 @group(0) @binding(1) var<storage, read> positions: array<u32>;
 @group(0) @binding(2) var<uniform> params: Params;
 ${ROW_POSITION_WGSL}
-
+${ropeRotationWgsl(layout)}
 @compute @workgroup_size(${WORKGROUP})
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,
@@ -36,17 +58,12 @@ fn main(
   let headRow = p / half;
   let row = headRow / params.nHeads;
   let base = row * params.rowStride + (headRow % params.nHeads) * params.headDim;
-  ${
-  layout === "interleaved"
-    ? "let i0 = base + 2u * i;\n  let i1 = i0 + 1u;"
-    : "let i0 = base + i;\n  let i1 = i0 + half;"
-}
-  let freq = exp2(-f32(2u * i) / f32(params.headDim) * bitcast<f32>(params.log2ThetaBits));
-  // Reduce to [-π, π] in revolutions first: GPU sin/cos are only accurate near zero.
-  let revolutions = f32(rowPosition(row)) * (freq * 0.15915494309189535);
-  let angle = (revolutions - round(revolutions)) * 6.283185307179586;
-  let c = cos(angle);
-  let s = sin(angle);
+  let pair = ropePair(i, params.headDim);
+  let i0 = base + pair.x;
+  let i1 = base + pair.y;
+  let cs = ropeCosSin(rowPosition(row), i, params.headDim, bitcast<f32>(params.log2ThetaBits));
+  let c = cs.x;
+  let s = cs.y;
   let x0 = qk[i0];
   let x1 = qk[i1];
   qk[i0] = x0 * c - x1 * s;

@@ -17,13 +17,13 @@ import type { Communicator } from "../collectives/communicator.ts";
 import { createStorageBuffer, Readback, submitAndWait, writeBuffer } from "../gpu/buffers.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, encodeDispatches } from "../gpu/dispatch.ts";
-import { attention, writeKvCache } from "../kernels/attention.ts";
+import { attention } from "../kernels/attention.ts";
+import { ropeKvCache } from "../kernels/rope_kv_cache.ts";
 import { addInPlace } from "../kernels/elementwise.ts";
 import { embedding } from "../kernels/embedding.ts";
 import { blockColumns, matmul, type WeightType } from "../kernels/matmul.ts";
 import { createPositionBuffer, type RowPosition, writePositions } from "../kernels/position.ts";
 import { rmsnorm } from "../kernels/rmsnorm.ts";
-import { rope } from "../kernels/rope.ts";
 import { MAX_TOPK, topk } from "../kernels/topk.ts";
 import { InvalidInput } from "../actors/errors.ts";
 import { noTimeline, type Timeline, wallClockMillis } from "../observe/timeline.ts";
@@ -429,29 +429,20 @@ export class RankLlama {
           eps: config.normEps,
         }),
         mm(run.h, w.wqkv, run.qkv, dim, qkvWidth, `layers.${l}.wqkv`),
-        // The q and k heads sit side by side at the start of each qkv row: one rotation.
-        rope(gpu, {
-          qk: run.qkv,
+        // q rotated in place, k rotated into the cache and v copied beside it: one dispatch.
+        ropeKvCache(gpu, {
+          qkv: run.qkv,
           positions: run.positions,
-          rows: T,
-          nHeads: nh + nkv,
-          headDim: hd,
-          theta: config.ropeTheta,
-          layout: config.ropeLayout,
-          rowStride: qkvWidth,
-        }),
-        writeKvCache(gpu, {
-          k: run.qkv,
-          v: run.qkv,
           kCache: w.kCache,
           vCache: w.vCache,
-          positions: run.positions,
           rows: T,
+          nHeads: nh,
           nKvHeads: nkv,
           headDim: hd,
           maxSeq: config.seqLen,
           sequences: this.maxSequences,
-          source: { rowStride: qkvWidth, kOffset: nh * hd, vOffset: (nh + nkv) * hd },
+          theta: config.ropeTheta,
+          layout: config.ropeLayout,
         }),
         attention(gpu, {
           q: run.qkv,

@@ -7,6 +7,7 @@ import { type Dispatch, encodeDispatches } from "../gpu/dispatch.ts";
 import { rmsnorm } from "../kernels/rmsnorm.ts";
 import { blockColumns, matmul } from "../kernels/matmul.ts";
 import { rope, type RopeLayout } from "../kernels/rope.ts";
+import { ropeKvCache } from "../kernels/rope_kv_cache.ts";
 import { attention, writeKvCache } from "../kernels/attention.ts";
 import { embedding } from "../kernels/embedding.ts";
 import { argmax, decodeCandidates, MAX_TOPK, topk } from "../kernels/topk.ts";
@@ -203,6 +204,101 @@ Deno.test("model kernels", (t) =>
         assertClose(halfRotated, reference.rope(x, 3, 1, 1, 64, 10000, "interleaved"))
       );
       qk.destroy();
+      positions.destroy();
+    });
+
+    await t.step("ropeKvCache: the same bits as rope then writeKvCache", async () => {
+      // Rows of three sequences, GQA, and one row past maxSeq (it must write no K or V).
+      const [nHeads, nKvHeads, headDim, maxSeq, sequences] = [4, 2, 16, 40, 3];
+      const rows = [
+        { sequence: 2, position: 0 },
+        { sequence: 0, position: 17 },
+        { sequence: 1, position: 39 },
+        { sequence: 2, position: 1 },
+        { sequence: 0, position: 40 },
+      ];
+      const T = rows.length;
+      const [qWidth, kvWidth] = [nHeads * headDim, nKvHeads * headDim];
+      const cacheFloats = sequences * maxSeq * kvWidth;
+      const positions = createPositionBuffer(gpu, T);
+      writePositions(gpu, positions, rows);
+      for (const layout of ["interleaved", "half"] as const) {
+        for (const theta of [10000, 500000]) {
+          const q = randomFloats(T * qWidth, theta + 1, 3);
+          const k = randomFloats(T * kvWidth, theta + 2, 3);
+          const v = randomFloats(T * kvWidth, theta + 3, 3);
+          const qkv = new Float32Array(T * (qWidth + 2 * kvWidth));
+          for (let r = 0; r < T; r++) {
+            const at = r * (qWidth + 2 * kvWidth);
+            qkv.set(q.subarray(r * qWidth, (r + 1) * qWidth), at);
+            qkv.set(k.subarray(r * kvWidth, (r + 1) * kvWidth), at + qWidth);
+            qkv.set(v.subarray(r * kvWidth, (r + 1) * kvWidth), at + qWidth + kvWidth);
+          }
+          const cache = randomFloats(cacheFloats, theta + 4);
+          const [qBuf, kBuf, vBuf, qkvBuf] = [
+            upload(gpu, q),
+            upload(gpu, k),
+            upload(gpu, v),
+            upload(gpu, qkv),
+          ];
+          const [kSplit, vSplit, kFused, vFused] = [0, 1, 2, 3].map(() => upload(gpu, cache));
+          const shape = { positions, rows: T, headDim, theta, layout };
+          const cacheShape = { positions, rows: T, nKvHeads, headDim, maxSeq, sequences };
+          await run(gpu, [
+            await prepare(gpu, () => rope(gpu, { qk: qBuf, nHeads, ...shape })),
+            await prepare(gpu, () => rope(gpu, { qk: kBuf, nHeads: nKvHeads, ...shape })),
+            await prepare(
+              gpu,
+              () =>
+                writeKvCache(gpu, {
+                  k: kBuf,
+                  v: vBuf,
+                  kCache: kSplit,
+                  vCache: vSplit,
+                  ...cacheShape,
+                }),
+            ),
+            await prepare(gpu, () =>
+              ropeKvCache(gpu, {
+                qkv: qkvBuf,
+                kCache: kFused,
+                vCache: vFused,
+                nHeads,
+                ...cacheShape,
+                theta,
+                layout,
+              })),
+          ]);
+          const what = `${layout}, theta ${theta}`;
+          const fusedRows = await read(gpu, qkvBuf, qkv.length);
+          const splitQ = await read(gpu, qBuf, q.length);
+          for (let r = 0; r < T; r++) {
+            const at = r * (qWidth + 2 * kvWidth);
+            assert.deepEqual(
+              fusedRows.subarray(at, at + qWidth),
+              splitQ.subarray(r * qWidth, (r + 1) * qWidth),
+              `q of row ${r}, ${what}`,
+            );
+          }
+          assert.deepEqual(
+            await read(gpu, kFused, cacheFloats),
+            await read(gpu, kSplit, cacheFloats),
+            `kCache, ${what}`,
+          );
+          assert.deepEqual(
+            await read(gpu, vFused, cacheFloats),
+            await read(gpu, vSplit, cacheFloats),
+            `vCache, ${what}`,
+          );
+          // The caches did change, so their equality above is not vacuous.
+          assert.notDeepEqual(
+            await read(gpu, kFused, cacheFloats),
+            cache,
+            `kCache written, ${what}`,
+          );
+          for (const b of [qBuf, kBuf, vBuf, qkvBuf, kSplit, vSplit, kFused, vFused]) b.destroy();
+        }
+      }
       positions.destroy();
     });
 
