@@ -6,7 +6,8 @@
  * dispatches, submits and readbacks per token; memory per rank; GEMV/GEMM microbenchmarks beside
  * the host's memory bandwidth; and the performance targets of issue 6 as ratios. Every
  * configuration runs under a time budget and reports what it measured within it, marked partial.
- * Timings live here, never in tests. `deno task bench collectives` runs bench/collectives.ts.
+ * Timings live here, never in tests. `deno task bench collectives` runs bench/collectives.ts,
+ * `deno task bench matmul` bench/matmul_variants.ts.
  */
 import { Effect } from "effect";
 import { fileURLToPath } from "node:url";
@@ -21,6 +22,7 @@ import { WorkersTransport } from "../actors/workers.ts";
 import { LlamaModel } from "../models/llama.ts";
 import { readLlama2cHeader } from "../models/llama2c.ts";
 import { collectivesBench } from "./collectives.ts";
+import { matmulVariantsBench } from "./matmul_variants.ts";
 import { nativeDecode, type NativeResult } from "./native_reference.ts";
 import { parseArgs } from "node:util";
 import { UsageError } from "../cli/flags.ts";
@@ -901,17 +903,19 @@ const program = Effect.gen(function* () {
   console.log(markdown);
 });
 
-/** `deno task bench [collectives] [--trace FILE] [--log-level L]`. */
+/** `deno task bench [collectives | matmul] [--trace FILE] [--log-level L]`. */
 const cli = Effect.gen(function* () {
   const { values, positionals } = yield* Effect.try({
     try: () => parseArgs({ args: Deno.args, options: observeFlagOptions, allowPositionals: true }),
     catch: (e) => new UsageError({ message: (e as Error).message }),
   });
   const flags = yield* observeFlagsOf(values);
-  const which: Effect.Effect<void, CliFailure> = positionals[0] === "collectives"
-    ? collectivesBench
-    : program;
-  if (positionals.length > 1 || (positionals[0] ?? "collectives") !== "collectives") {
+  const benches: Record<string, Effect.Effect<void, CliFailure>> = {
+    collectives: collectivesBench,
+    matmul: matmulVariantsBench,
+  };
+  const which = positionals.length === 0 ? program : benches[positionals[0]];
+  if (positionals.length > 1 || !which) {
     return yield* new UsageError({ message: `unknown benchmark ${positionals.join(" ")}` });
   }
   yield* which.pipe(logAsRank("supervisor"), Effect.provide(observeLayer(flags)));
