@@ -132,6 +132,7 @@ export const serveRank = (
         let busy = false;
         while (true) {
           const conn = yield* Effect.promise(() => listener.accept());
+          conn.setNoDelay(true); // small frames, several in flight: see actors/tcp.ts
           const peer = peerOf(conn);
           // Each connection authenticates on its own fiber, so a silent peer blocks no one.
           yield* Effect.forkScoped(

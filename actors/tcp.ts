@@ -72,6 +72,9 @@ const connectRank = (
       }),
       (conn) => Effect.sync(() => closeQuietly(conn)),
     );
+    // Frames are small and several can be in flight (pipelined steps): without this, Nagle's
+    // algorithm holds the next frame until the peer's delayed ACK, ~40 ms a token.
+    conn.setNoDelay(true);
     const reader = yield* clientHandshake(conn, key, address).pipe(
       Effect.mapError((e) => new TransportError({ message: `rank ${rank}: ${e.message}` })),
     );
