@@ -90,6 +90,31 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   }
 }`;
 
+/** One invocation per workgroup (GEMV): every load is the same for all lanes of the vector. */
+const singleLaneWgsl = (vec4s: number) => /* wgsl */ `
+struct Params { m: u32, k: u32, n: u32 }
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<uniform> params: Params;
+@compute @workgroup_size(1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>) {
+  let k = params.k; let n = params.n;
+  let block = wid.x / ${BLOCK4 / vec4s}u;
+  let sub = wid.x % ${BLOCK4 / vec4s}u;
+  var acc: array<vec4<f32>, ${vec4s}>;
+  var at = block * k * ${BLOCK4}u + sub * ${vec4s}u;
+  for (var kk = 0u; kk < k; kk++) {
+    let av = a[kk];
+    for (var v = 0u; v < ${vec4s}u; v++) { acc[v] += av * b[at + v]; }
+    at += ${BLOCK4}u;
+  }
+  for (var v = 0u; v < ${vec4s}u; v++) {
+    let col = (block * ${BLOCK4}u + sub * ${vec4s}u + v) * 4u;
+    for (var i = 0u; i < 4u; i++) { if (col + i < n) { out[col + i] = acc[v][i]; } }
+  }
+}`;
+
 /** Weights in an rgba32float texture [k rows, n/4 texels]; lane = one texel column. */
 const TEXTURE_WGSL = /* wgsl */ `
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -113,6 +138,7 @@ const SHAPES: readonly Shape[] = [
   { m: 1, k: 768, n: 4096 },
   { m: 1, k: 768, n: 32000 },
   { m: 128, k: 768, n: 4096 },
+  { m: 64, k: 2048, n: 768 }, // a 64-token prefill chunk's down projection
 ];
 
 /** A variant prepared on one shape: its dispatch (or encoder hook) and where it writes. */
@@ -191,6 +217,19 @@ const VARIANTS: readonly Variant[] = [
           buffers: [a, blockedB(gpu, shape, weights), out],
           params: [shape.m, shape.k, shape.n],
           workgroups: [Math.ceil(shape.n / WEIGHT_BLOCK) * (BLOCK4 / 16), Math.ceil(shape.m / 8)],
+        })),
+  },
+  {
+    name: "one lane per workgroup",
+    why: "GEMV with every load the same for the whole vector (scalar load, broadcast)",
+    prepare: (gpu, shape, a, weights) =>
+      shape.m !== 1 ? undefined : viaDispatch(gpu, shape, (out) =>
+        prepareDispatch(gpu, {
+          label: "singleLane",
+          code: singleLaneWgsl(16),
+          buffers: [a, blockedB(gpu, shape, weights), out],
+          params: [shape.m, shape.k, shape.n],
+          workgroups: [Math.ceil(shape.n / WEIGHT_BLOCK) * (BLOCK4 / 16)],
         })),
   },
   {
