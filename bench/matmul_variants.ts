@@ -171,7 +171,7 @@ const blockedB = (gpu: Gpu, { k, n }: Shape, weights: Float32Array) =>
 const VARIANTS: readonly Variant[] = [
   {
     name: "blocked (the model's)",
-    why: "8 lanes × 4 vec4 columns, up to 8 rows, all of k",
+    why: "8 lanes × 4 vec4 columns, up to 16 rows, all of k",
     prepare: (gpu, shape, a, weights) =>
       viaDispatch(
         gpu,
@@ -181,16 +181,16 @@ const VARIANTS: readonly Variant[] = [
       ),
   },
   {
-    name: "16 rows per workgroup",
-    why: "each weight load feeds twice the rows",
+    name: "8 rows per workgroup",
+    why: "each weight load feeds half the rows (what the down projection's SwiGLU input uses)",
     prepare: (gpu, shape, a, weights) =>
       shape.m < 16 ? undefined : viaDispatch(gpu, shape, (out) =>
         prepareDispatch(gpu, {
-          label: "rows16",
-          code: matmulBlockedWgsl(16),
+          label: "rows8",
+          code: matmulBlockedWgsl(8),
           buffers: [a, blockedB(gpu, shape, weights), out],
           params: [shape.m, shape.k, shape.n],
-          workgroups: [Math.ceil(shape.n / WEIGHT_BLOCK), Math.ceil(shape.m / 16)],
+          workgroups: [Math.ceil(shape.n / WEIGHT_BLOCK), Math.ceil(shape.m / 8)],
         })),
   },
   {
