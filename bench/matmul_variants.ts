@@ -16,13 +16,16 @@ import { machine, writeSection } from "./report.ts";
 const count = (n: number) => Array.from({ length: n }, (_, i) => i);
 const BLOCK4 = WEIGHT_BLOCK / 4;
 
-/** The blocked kernel's loop with k unrolled by 4: one accumulator update per 4 products. */
-const unrolledWgsl = (rows: number) => /* wgsl */ `
-struct Params { m: u32, k: u32, n: u32 }
+/** The bindings every variant on blocked weights shares with the model's kernel. */
+const MATMUL_BINDINGS = /* wgsl */ `struct Params { m: u32, k: u32, n: u32 }
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<uniform> params: Params;
+@group(0) @binding(3) var<uniform> params: Params;`;
+
+/** The blocked kernel's loop with k unrolled by 4: one accumulator update per 4 products. */
+const unrolledWgsl = (rows: number) => /* wgsl */ `
+${MATMUL_BINDINGS}
 @compute @workgroup_size(8)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let k = params.k; let n = params.n; let m = params.m;
@@ -62,11 +65,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 
 /** Lane = row: every lane of a workgroup reads the same weights (one address for all lanes). */
 const laneRowWgsl = (vec4s: number) => /* wgsl */ `
-struct Params { m: u32, k: u32, n: u32 }
-@group(0) @binding(0) var<storage, read> a: array<f32>;
-@group(0) @binding(1) var<storage, read> b: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<uniform> params: Params;
+${MATMUL_BINDINGS}
 @compute @workgroup_size(8)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let m = params.m; let k = params.k; let n = params.n;
@@ -92,11 +91,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 
 /** One invocation per workgroup (GEMV): every load is the same for all lanes of the vector. */
 const singleLaneWgsl = (vec4s: number) => /* wgsl */ `
-struct Params { m: u32, k: u32, n: u32 }
-@group(0) @binding(0) var<storage, read> a: array<f32>;
-@group(0) @binding(1) var<storage, read> b: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<uniform> params: Params;
+${MATMUL_BINDINGS}
 @compute @workgroup_size(1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>) {
   let k = params.k; let n = params.n;
