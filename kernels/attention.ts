@@ -17,85 +17,86 @@ import { ROW_POSITION_WGSL } from "./position.ts";
 
 const COPY_WORKGROUP = 256;
 
-/** Lanes per (head, row): as many as 32 whose partial outputs fit in 16 KiB of shared memory. */
-const lanesFor = (headDim: number) => {
-  let lanes = 32;
-  while (lanes > 1 && lanes * (headDim + 2) * 4 > 16384) lanes /= 2;
-  return lanes;
-};
+/**
+ * Query heads per workgroup, one lane each. Measured on lavapipe (a CPU adapter) for 12 heads
+ * of 64: a 128-token prefill's attention took 7.9-9.3 ms per layer at 4 heads per workgroup,
+ * 9.3-9.5 at 8, against 10.4-11.5 ms when 4 lanes split the keys of one head and merged
+ * through shared memory, and 26 ms when 32 lanes did (the kernel before this one).
+ */
+const HEADS_PER_WORKGROUP = 4;
+
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 /**
- * One workgroup per (query head, row). Lane l takes keys l, l + LANES, ... and keeps its own
- * online softmax (running max, sum and output accumulator), so the loop over the context has
- * no barrier at all; at the end the lanes' partial results are merged once through shared
- * memory. (The earlier kernel reduced every 64-key tile across the workgroup, ~15 barriers per
- * tile: on lavapipe that made decode attention cost more with each position, 5 ms per layer at
- * position 600.) headDim is baked in for the private arrays.
+ * A workgroup per (group of query heads, row); each lane is one (head, row) and walks all of
+ * its keys in order with an online softmax (running max, sum and output accumulator), so there
+ * is no shared memory and no barrier, and a row's arithmetic does not depend on the batch. The
+ * head dimension is handled as vectors of `W` floats (4, or 2 for a head size that is only even)
+ * in loops of constant length, which the shader compiler unrolls: K and V rows load whole, and
+ * lavapipe ran the same loops with a length known only at run time twice as slowly. The price
+ * is compile time on lavapipe, once per process and head size (cached on disk by Mesa): about
+ * 3 s for 64-wide heads and 12 s for 128-wide ones, cold.
  */
-export const attentionWgsl = (headDim: number): string => /* wgsl */ `
+export const attentionWgsl = (headDim: number): string => {
+  const W = headDim % 4 === 0 ? 4 : 2;
+  const V = headDim / W;
+  const vec = `vec${W}<f32>`;
+  const components = range(W);
+  return /* wgsl */ `
 struct Params { nHeads: u32, nKvHeads: u32, maxSeq: u32, scaleBits: u32, qRowStride: u32 }
 @group(0) @binding(0) var<storage, read> q: array<f32>;
-@group(0) @binding(1) var<storage, read> kCache: array<f32>;
-@group(0) @binding(2) var<storage, read> vCache: array<f32>;
+@group(0) @binding(1) var<storage, read> kCache: array<${vec}>;
+@group(0) @binding(2) var<storage, read> vCache: array<${vec}>;
 @group(0) @binding(3) var<storage, read> positions: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<uniform> params: Params;
 ${ROW_POSITION_WGSL}
-const HEAD_DIM: u32 = ${headDim}u;
-const LANES: u32 = ${lanesFor(headDim)}u;
 const LOWEST: f32 = -0x1.fffffep+127f;
-var<workgroup> laneMax: array<f32, LANES>;
-var<workgroup> laneSum: array<f32, LANES>;
-var<workgroup> laneAcc: array<f32, ${lanesFor(headDim) * headDim}>;
+const PARTS: u32 = ${V}u;
 
-@compute @workgroup_size(${lanesFor(headDim)})
+@compute @workgroup_size(${HEADS_PER_WORKGROUP})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let head = wid.x;
+  let wanted = wid.x * ${HEADS_PER_WORKGROUP}u + lid;
+  // Lanes past the last head redo it (uniform control flow) and store nothing.
+  let head = min(wanted, params.nHeads - 1u);
   let row = wid.y;
   let nKvHeads = params.nKvHeads;
   let kvHead = head / (params.nHeads / nKvHeads);
-  let qBase = row * params.qRowStride + head * HEAD_DIM;
-  let outBase = (row * params.nHeads + head) * HEAD_DIM;
+  let qBase = row * params.qRowStride + head * ${headDim}u;
   let scale = bitcast<f32>(params.scaleBits);
-  var qv: array<f32, HEAD_DIM>;
-  for (var d = 0u; d < HEAD_DIM; d++) { qv[d] = q[qBase + d] * scale; }
+  var qv: array<${vec}, PARTS>;
+  for (var v = 0u; v < PARTS; v++) {
+    qv[v] = ${vec}(${components.map((i) => `q[qBase + ${W}u * v + ${i}u]`).join(", ")}) * scale;
+  }
   let length = min(rowPosition(row) + 1u, params.maxSeq);
   let slotBase = rowSequence(row) * params.maxSeq;
   var m = LOWEST;
   var s = 0.0;
-  var acc: array<f32, HEAD_DIM>;
-  for (var key = lid; key < length; key += LANES) {
-    let base = ((slotBase + key) * nKvHeads + kvHead) * HEAD_DIM;
+  var acc: array<${vec}, PARTS>;
+  for (var key = 0u; key < length; key++) {
+    let base = ((slotBase + key) * nKvHeads + kvHead) * PARTS;
     var score = 0.0;
-    for (var d = 0u; d < HEAD_DIM; d++) { score += qv[d] * kCache[base + d]; }
+    for (var v = 0u; v < PARTS; v++) { score += dot(qv[v], kCache[base + v]); }
     if (score > m) {
       let correction = exp(m - score);
       s *= correction;
-      for (var d = 0u; d < HEAD_DIM; d++) { acc[d] *= correction; }
+      for (var v = 0u; v < PARTS; v++) { acc[v] *= correction; }
       m = score;
     }
     let p = exp(score - m);
     s += p;
-    for (var d = 0u; d < HEAD_DIM; d++) { acc[d] += p * vCache[base + d]; }
+    for (var v = 0u; v < PARTS; v++) { acc[v] += p * vCache[base + v]; }
   }
-  laneMax[lid] = m;
-  laneSum[lid] = s;
-  for (var d = 0u; d < HEAD_DIM; d++) { laneAcc[lid * HEAD_DIM + d] = acc[d]; }
-  workgroupBarrier();
-  // Merge: every lane computes the global max and sum; lane l then writes dims l, l + LANES...
-  var globalMax = LOWEST;
-  for (var l = 0u; l < LANES; l++) { globalMax = max(globalMax, laneMax[l]); }
-  var total = 0.0;
-  for (var l = 0u; l < LANES; l++) { total += laneSum[l] * exp(laneMax[l] - globalMax); }
-  for (var d = lid; d < HEAD_DIM; d += LANES) {
-    var value = 0.0;
-    for (var l = 0u; l < LANES; l++) {
-      value += laneAcc[l * HEAD_DIM + d] * exp(laneMax[l] - globalMax);
+  if (wanted < params.nHeads) {
+    let outBase = (row * params.nHeads + head) * ${headDim}u;
+    for (var v = 0u; v < PARTS; v++) {
+      let o = acc[v] / s;
+      ${components.map((i) => `out[outBase + ${W}u * v + ${i}u] = o[${i}];`).join("\n      ")}
     }
-    out[outBase + d] = value / total;
   }
 }
 `;
+};
 
 export interface AttentionArgs {
   /** [rows, nHeads, headDim], or the q heads at the start of wider rows (see qRowStride). */
@@ -124,6 +125,9 @@ export interface AttentionArgs {
 /** Causal GQA attention of `rows` query tokens over the cache (which must already hold them). */
 export const attention = (gpu: Gpu, args: AttentionArgs): Dispatch => {
   const { q, kCache, vCache, positions, out, rows, nHeads, nKvHeads, headDim, maxSeq } = args;
+  if (headDim < 2 || headDim % 2 !== 0) {
+    throw new RangeError(`attention: headDim ${headDim} must be even`);
+  }
   if (nKvHeads < 1 || nHeads % nKvHeads !== 0) {
     throw new RangeError(`attention: nHeads ${nHeads} is not a multiple of nKvHeads ${nKvHeads}`);
   }
@@ -140,7 +144,7 @@ export const attention = (gpu: Gpu, args: AttentionArgs): Dispatch => {
       f32Bits(args.scale ?? 1 / Math.sqrt(headDim)),
       u32Param("qRowStride", args.qRowStride ?? nHeads * headDim),
     ],
-    workgroups: [nHeads, u32Param("rows", rows)],
+    workgroups: [Math.ceil(nHeads / HEADS_PER_WORKGROUP), u32Param("rows", rows)],
   });
 };
 
