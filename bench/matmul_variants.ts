@@ -163,6 +163,27 @@ const viaDispatch = (gpu: Gpu, shape: Shape, build: (out: GPUBuffer) => Dispatch
 const blockedB = (gpu: Gpu, { k, n }: Shape, weights: Float32Array) =>
   createStorageBuffer(gpu, "b", blockColumns(weights, k, n));
 
+/** A variant kernel on blocked weights, bound like the model's: a, b, out, then (m, k, n). */
+const onBlocked = (
+  gpu: Gpu,
+  shape: Shape,
+  a: GPUBuffer,
+  weights: Float32Array,
+  label: string,
+  code: string,
+  workgroups: readonly [number, number],
+) =>
+  viaDispatch(gpu, shape, (out) =>
+    prepareDispatch(gpu, {
+      label,
+      code,
+      buffers: [a, blockedB(gpu, shape, weights), out],
+      params: [shape.m, shape.k, shape.n],
+      workgroups,
+    }));
+
+const blocks = (shape: Shape) => Math.ceil(shape.n / WEIGHT_BLOCK);
+
 const VARIANTS: readonly Variant[] = [
   {
     name: "blocked (the model's)",
@@ -179,53 +200,39 @@ const VARIANTS: readonly Variant[] = [
     name: "8 rows per workgroup",
     why: "each weight load feeds half the rows (what the down projection's SwiGLU input uses)",
     prepare: (gpu, shape, a, weights) =>
-      shape.m < 16 ? undefined : viaDispatch(gpu, shape, (out) =>
-        prepareDispatch(gpu, {
-          label: "rows8",
-          code: matmulBlockedWgsl(8),
-          buffers: [a, blockedB(gpu, shape, weights), out],
-          params: [shape.m, shape.k, shape.n],
-          workgroups: [Math.ceil(shape.n / WEIGHT_BLOCK), Math.ceil(shape.m / 8)],
-        })),
+      shape.m < 16 ? undefined : onBlocked(gpu, shape, a, weights, "rows8", matmulBlockedWgsl(8), [
+        blocks(shape),
+        Math.ceil(shape.m / 8),
+      ]),
   },
   {
     name: "k unrolled by 4",
     why: "one accumulator update per 4 products",
     prepare: (gpu, shape, a, weights) =>
-      viaDispatch(gpu, shape, (out) =>
-        prepareDispatch(gpu, {
-          label: "unrolled",
-          code: unrolledWgsl(Math.min(8, shape.m)),
-          buffers: [a, blockedB(gpu, shape, weights), out],
-          params: [shape.m, shape.k, shape.n],
-          workgroups: [Math.ceil(shape.n / WEIGHT_BLOCK), Math.ceil(shape.m / 8)],
-        })),
+      onBlocked(gpu, shape, a, weights, "unrolled", unrolledWgsl(Math.min(8, shape.m)), [
+        blocks(shape),
+        Math.ceil(shape.m / 8),
+      ]),
   },
   {
     name: "lane = row, shared weight loads",
     why: "8 rows per workgroup read each weight once, at one address",
     prepare: (gpu, shape, a, weights) =>
-      shape.m < 8 ? undefined : viaDispatch(gpu, shape, (out) =>
-        prepareDispatch(gpu, {
-          label: "laneRow",
-          code: laneRowWgsl(16),
-          buffers: [a, blockedB(gpu, shape, weights), out],
-          params: [shape.m, shape.k, shape.n],
-          workgroups: [Math.ceil(shape.n / WEIGHT_BLOCK) * (BLOCK4 / 16), Math.ceil(shape.m / 8)],
-        })),
+      shape.m < 8 ? undefined : onBlocked(gpu, shape, a, weights, "laneRow", laneRowWgsl(16), [
+        blocks(shape) * (BLOCK4 / 16),
+        Math.ceil(shape.m / 8),
+      ]),
   },
   {
     name: "one lane per workgroup",
     why: "GEMV with every load the same for the whole vector (scalar load, broadcast)",
     prepare: (gpu, shape, a, weights) =>
-      shape.m !== 1 ? undefined : viaDispatch(gpu, shape, (out) =>
-        prepareDispatch(gpu, {
-          label: "singleLane",
-          code: singleLaneWgsl(16),
-          buffers: [a, blockedB(gpu, shape, weights), out],
-          params: [shape.m, shape.k, shape.n],
-          workgroups: [Math.ceil(shape.n / WEIGHT_BLOCK) * (BLOCK4 / 16)],
-        })),
+      shape.m !== 1
+        ? undefined
+        : onBlocked(gpu, shape, a, weights, "singleLane", singleLaneWgsl(16), [
+          blocks(shape) * (BLOCK4 / 16),
+          1,
+        ]),
   },
   {
     name: "texture weights",
