@@ -39,11 +39,9 @@ export const linkRank = (
   let deathError: RankDied | undefined;
   let nextId = 0;
   let heard = performance.now();
-  let dead = false;
 
   const died = (message: string) => {
-    if (dead) return;
-    dead = true;
+    if (deathError) return;
     const error = new RankDied({ rank, message });
     deathError = error;
     for (const waiter of pending.values()) Deferred.unsafeDone(waiter, Exit.fail(error));
@@ -108,7 +106,7 @@ export const linkRank = (
       const id = nextId++;
       const reply = Deferred.unsafeMake<RankReply, RankDied>(FiberId.none);
       pending.set(id, reply);
-      if (dead) Deferred.unsafeDone(reply, Exit.fail(deathError!));
+      if (deathError) Deferred.unsafeDone(reply, Exit.fail(deathError));
       else sendMessage({ _tag: "Command", id, command });
       return Deferred.await(reply).pipe(
         Effect.ensuring(Effect.sync(() => pending.delete(id))),
@@ -122,6 +120,6 @@ export const linkRank = (
     died,
     ready: Deferred.await(ready),
     lastHeard: () => heard,
-    isDead: () => dead,
+    isDead: () => deathError !== undefined,
   };
 };

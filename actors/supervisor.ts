@@ -3,7 +3,7 @@
  * own rule, and drives steps. A step fails with the first rank's typed error; the other ranks'
  * pending collectives of that step are aborted, so nothing waits forever.
  */
-import { Duration, Effect, type Scope } from "effect";
+import { Duration, Effect, Either, type Scope } from "effect";
 import { CollectiveError } from "../collectives/errors.ts";
 import { fromPayload, toPayload } from "../collectives/protocol.ts";
 import type { HostTensor } from "../collectives/tensor.ts";
@@ -293,13 +293,9 @@ export class Supervisor {
           const death = all.find((o) => o._tag === "Left" && o.left._tag === "RankDied");
           if (death?._tag === "Left") return Effect.fail(death.left);
           if (failure) return Effect.fail(failure.error);
+          // No failure: every outcome is a reply.
           return Effect.succeed(
-            steps.map((_, i) =>
-              outcomes.map((perRank) => {
-                const outcome = perRank[i];
-                return outcome._tag === "Right" ? outcome.right : (undefined as never);
-              })
-            ),
+            steps.map((_, i) => outcomes.map((perRank) => Either.getOrThrow(perRank[i]))),
           );
         }),
         Effect.ensuring(Effect.sync(() => {
