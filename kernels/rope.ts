@@ -1,7 +1,6 @@
 /**
- * Rotary position embeddings, applied in place to q or k laid out [rows, nHeads, headDim], or
- * to the first nHeads heads of each row of a wider buffer (the q and k heads of a fused qkv row,
- * with `rowStride`).
+ * Rotary position embeddings, applied in place to q or k laid out [rows, nHeads, headDim] (the
+ * model rotates its fused qkv rows with `ropeKvCache`, kernels/rope_kv_cache.ts).
  * Pair i (0 ≤ i < headDim/2) rotates by angle position·theta^(-2i/headDim). The pair is
  * (2i, 2i+1) in the "interleaved" layout (llama2.c, Meta checkpoints) and (i, i + headDim/2) in
  * the "half" layout (Hugging Face rotate_half).
@@ -39,7 +38,7 @@ fn ropeCosSin(position: u32, i: u32, headDim: u32, log2Theta: f32) -> vec2<f32> 
 
 /** One invocation per rotated pair; row r rotates by its own position (see position.ts). */
 export const ropeWgsl = (layout: RopeLayout): string => /* wgsl */ `
-struct Params { pairs: u32, nHeads: u32, headDim: u32, log2ThetaBits: u32, rowStride: u32 }
+struct Params { pairs: u32, nHeads: u32, headDim: u32, log2ThetaBits: u32 }
 @group(0) @binding(0) var<storage, read_write> qk: array<f32>;
 @group(0) @binding(1) var<storage, read> positions: array<u32>;
 @group(0) @binding(2) var<uniform> params: Params;
@@ -57,7 +56,7 @@ fn main(
   let i = p % half;
   let headRow = p / half;
   let row = headRow / params.nHeads;
-  let base = row * params.rowStride + (headRow % params.nHeads) * params.headDim;
+  let base = headRow * params.headDim;
   let pair = ropePair(i, params.headDim);
   let i0 = base + pair.x;
   let i1 = base + pair.y;
@@ -74,7 +73,7 @@ fn main(
 /** Rotates `qk` [rows, nHeads, headDim] in place, each row by its position. */
 export const rope = (
   gpu: Gpu,
-  { qk, positions, rows, nHeads, headDim, theta = 10000, layout, rowStride, label }: {
+  { qk, positions, rows, nHeads, headDim, theta = 10000, layout, label }: {
     readonly qk: GPUBuffer;
     /** The rows' (sequence, position) pairs (see position.ts). */
     readonly positions: GPUBuffer;
@@ -83,8 +82,6 @@ export const rope = (
     readonly headDim: number;
     readonly theta?: number;
     readonly layout: RopeLayout;
-    /** Floats from one row to the next; default nHeads·headDim (rows hold only these heads). */
-    readonly rowStride?: number;
     readonly label?: string;
   },
 ): Dispatch => {
@@ -99,7 +96,6 @@ export const rope = (
       u32Param("nHeads", nHeads),
       u32Param("headDim", headDim),
       f32Bits(Math.log2(theta)),
-      u32Param("rowStride", rowStride ?? nHeads * headDim),
     ],
     workgroups: grid1d(gpu, Math.ceil(pairs / WORKGROUP)),
   });

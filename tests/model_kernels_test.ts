@@ -537,23 +537,16 @@ Deno.test("model kernels", (t) =>
       },
     );
 
-    await t.step("attention rejects heads that do not divide into kv heads", () => {
+    await t.step("attention rejects heads that do not divide into kv heads, and odd heads", () => {
       const b = createStorageBuffer(gpu, "b", 4);
+      const buffers = { q: b, kCache: b, vCache: b, positions: b, out: b, rows: 1, maxSeq: 1 };
       assert.throws(
-        () =>
-          attention(gpu, {
-            q: b,
-            kCache: b,
-            vCache: b,
-            positions: b,
-            out: b,
-            rows: 1,
-            nHeads: 6,
-            nKvHeads: 4,
-            headDim: 8,
-            maxSeq: 1,
-          }),
-        RangeError,
+        () => attention(gpu, { ...buffers, nHeads: 6, nKvHeads: 4, headDim: 8 }),
+        /nHeads 6 is not a multiple of nKvHeads 4/,
+      );
+      assert.throws(
+        () => attention(gpu, { ...buffers, nHeads: 4, nKvHeads: 4, headDim: 7 }),
+        /headDim 7 must be even/,
       );
       b.destroy();
     });
