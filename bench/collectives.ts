@@ -4,7 +4,6 @@
  * measured in the same run; the shared-memory one-shot vs reduce-scatter/all-gather crossover
  * (which sets `DEFAULT_ONE_SHOT_MAX_BYTES`); and greedy decode tok/s at tp 1, 2, 4 per transport.
  */
-import { fileURLToPath } from "node:url";
 import { Effect, type Layer } from "effect";
 import { InProcessTransport } from "../actors/inprocess.ts";
 import { expectReplies, Supervisor } from "../actors/supervisor.ts";
@@ -13,6 +12,7 @@ import type { Transport } from "../actors/transport.ts";
 import { WorkersTransport } from "../actors/workers.ts";
 import { LlamaModel } from "../models/llama.ts";
 import { machine, writeSection } from "./report.ts";
+import { STORIES260K_PATH } from "../assets/paths.ts";
 
 const SIZES = [4 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20];
 const WORLDS = [2, 4];
@@ -64,7 +64,7 @@ const timeCollectives = (layer: Layer.Layer<Transport>, world: number) =>
 
 const decodeTokPerS = (layer: Layer.Layer<Transport>, tp: number) =>
   Effect.gen(function* () {
-    const path = fileURLToPath(new URL("../../shared/models/stories260K.bin", import.meta.url));
+    const path = STORIES260K_PATH;
     const model = yield* LlamaModel.load({ source: { format: "llama2c", path }, tp });
     let token = 1, started = 0;
     const steps = 48;

@@ -38,10 +38,11 @@ import {
   STORIES15M,
   syntheticCheckpoint,
 } from "./synthetic_model.ts";
+import { STORIES260K_PATH } from "../assets/paths.ts";
 
 const SEED = 42;
 const CACHE_DIR = fileURLToPath(new URL("./.cache", import.meta.url));
-const STORIES260K = fileURLToPath(new URL("../../shared/models/stories260K.bin", import.meta.url));
+const STORIES260K = STORIES260K_PATH;
 /** The whole run must end within 10 minutes; configurations that would start later are skipped. */
 const RUN_BUDGET_MS = 9 * 60_000;
 const PROMPT_TOKENS = 128;
@@ -608,7 +609,7 @@ const render = (
       generated.length ? ` (generating ${generated.join(", ")} included)` : ""
     }. All ranks share the same CPU cores (lavapipe), so tp > 1 shows overheads, not speed-up.`,
     "",
-    "Models: stories260K (`../shared/models/stories260K.bin`) and synthetic llama2.c checkpoints",
+    "Models: stories260K (`assets/stories260K.bin`) and synthetic llama2.c checkpoints",
     `of the stories15M and stories110M shapes (\`bench/synthetic_model.ts\`, seed ${SEED}, f32,`,
     "shared classifier), in-process ranks. Greedy decode after a 128-token prompt prefilled in",
     `chunks of ${PREFILL_CHUNK}; ${DECODE_WARMUP} warm-up decode steps are not counted. `,

@@ -4,14 +4,14 @@
  * the table has aggregate and per-request tokens/s, the time to first token and the mean decode
  * batch. Writes its section of docs/BENCHMARKS.md and docs/benchmarks/service.json.
  */
-import { fileURLToPath } from "node:url";
 import { Chunk, Effect, Layer, Stream } from "effect";
 import { WorkersTransport } from "../actors/workers.ts";
 import { makeInferenceEngine } from "../engine/scheduler.ts";
 import { machine, writeSection } from "./report.ts";
+import { STORIES260K_PATH, TOK512_PATH } from "../assets/paths.ts";
 
-const MODEL = fileURLToPath(new URL("../../shared/models/stories260K.bin", import.meta.url));
-const TOKENIZER = fileURLToPath(new URL("../../shared/models/tok512.bin", import.meta.url));
+const MODEL = STORIES260K_PATH;
+const TOKENIZER = TOK512_PATH;
 const TP = 2;
 const TOKENS = 96;
 const CONCURRENCY = [1, 2, 4, 8];

@@ -2,8 +2,8 @@
  * `deno task generate`: text generation from a llama2.c checkpoint (a file) or a Hugging Face
  * directory, over `--tp` ranks.
  *
- *   deno task generate --model ../shared/models/stories260K.bin \
- *     --tokenizer ../shared/models/tok512.bin --tp 2 --prompt "Once upon a time"
+ *   deno task generate --model assets/stories260K.bin \
+ *     --tokenizer assets/tok512.bin --tp 2 --prompt "Once upon a time"
  *
  * Without `--json` the prompt and then the generated text stream to stdout, followed by a
  * newline, and a one-line summary goes to stderr. With `--json` stdout gets exactly one JSON

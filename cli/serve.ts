@@ -2,8 +2,8 @@
  * `deno task serve`: the OpenAI-compatible HTTP service (serve/) over a model sharded on `--tp`
  * ranks.
  *
- *   deno task serve --model ../shared/models/stories260K.bin \
- *     --tokenizer ../shared/models/tok512.bin --tp 2 --port 8000
+ *   deno task serve --model assets/stories260K.bin \
+ *     --tokenizer assets/tok512.bin --tp 2 --port 8000
  *
  * Prints `listening on http://HOST:PORT` once the model is loaded and the port bound (with the
  * real port when `--port 0`). SIGTERM or SIGINT: stop accepting, drain the engine for at most

@@ -13,9 +13,10 @@ import { InferenceEngine } from "../engine/engine.ts";
 import { makeInferenceEngine } from "../engine/scheduler.ts";
 import { ChatTemplate, loadChatTemplate } from "../serve/chat_template.ts";
 import { startServer } from "../serve/server.ts";
+import { STORIES260K_PATH, TOK512_PATH } from "../assets/paths.ts";
 
-const modelPath = new URL("../../shared/models/stories260K.bin", import.meta.url).pathname;
-const tokenizerPath = new URL("../../shared/models/tok512.bin", import.meta.url).pathname;
+const modelPath = STORIES260K_PATH;
+const tokenizerPath = TOK512_PATH;
 
 const service = Effect.gen(function* () {
   const engine = yield* makeInferenceEngine({

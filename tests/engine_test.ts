@@ -5,7 +5,6 @@
  * queue, cancellation and drain keep their promises.
  */
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import { Chunk, Effect, Either, Fiber, Stream } from "effect";
 import { WorkersTransport } from "../actors/workers.ts";
 import type { GeneratedPiece, GenerationRequest } from "../engine/engine.ts";
@@ -13,9 +12,10 @@ import { makeInferenceEngine } from "../engine/scheduler.ts";
 import { generate, loadTokenizer, modelSourceOf } from "../models/generate.ts";
 import { LlamaModel } from "../models/llama.ts";
 import { BATCH_PROMPTS } from "./fixtures/batch_prompts.ts";
+import { STORIES260K_PATH, TOK512_PATH } from "../assets/paths.ts";
 
-const MODEL = fileURLToPath(new URL("../../shared/models/stories260K.bin", import.meta.url));
-const TOKENIZER = fileURLToPath(new URL("../../shared/models/tok512.bin", import.meta.url));
+const MODEL = STORIES260K_PATH;
+const TOKENIZER = TOK512_PATH;
 
 const PROMPTS = BATCH_PROMPTS;
 

@@ -16,10 +16,11 @@ import { Sampler } from "../models/sampler.ts";
 import { BOS_ID, EOS_ID, type TextTokenizer } from "../models/tokenizer.ts";
 import { withHfModel } from "./fixtures/hf_model.ts";
 import type { GreedyFixture } from "./fixtures/make_stories260K_greedy.ts";
+import { STORIES260K_PATH, TOK512_PATH } from "../assets/paths.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const MODEL = fileURLToPath(new URL("../../shared/models/stories260K.bin", import.meta.url));
-const TOKENIZER = fileURLToPath(new URL("../../shared/models/tok512.bin", import.meta.url));
+const MODEL = STORIES260K_PATH;
+const TOKENIZER = TOK512_PATH;
 const FIXTURE = new URL("./fixtures/stories260K_greedy.json", import.meta.url);
 const PUBLISHED = "Once upon a time, there was a little girl named Lily. She loved to play " +
   "outside in the park. One day, she saw a big, red ball. She wanted to play with it, but it " +

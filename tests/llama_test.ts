@@ -7,7 +7,6 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { Effect, Layer, type Scope } from "effect";
 import { PlanError } from "../actors/errors.ts";
 import { InProcessTransport } from "../actors/inprocess.ts";
@@ -24,9 +23,10 @@ import { BOS_ID, loadLlama2cTokenizer } from "../models/tokenizer.ts";
 import type { GreedyFixture } from "./fixtures/make_stories260K_greedy.ts";
 import { type HfVariant, withHfModel } from "./fixtures/hf_model.ts";
 import { maxAbsDiff } from "./tolerance.ts";
+import { STORIES260K_PATH, TOK512_PATH } from "../assets/paths.ts";
 
-const MODEL = fileURLToPath(new URL("../../shared/models/stories260K.bin", import.meta.url));
-const TOKENIZER = fileURLToPath(new URL("../../shared/models/tok512.bin", import.meta.url));
+const MODEL = STORIES260K_PATH;
+const TOKENIZER = TOK512_PATH;
 const FIXTURE = new URL("./fixtures/stories260K_greedy.json", import.meta.url);
 
 /** Max |GPU − CPU reference| on logits. */

@@ -3,7 +3,6 @@
  * reference forward pass (against the real stories260K model and the greedy fixture) and sampler.
  */
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import { Effect } from "effect";
 import type { LlamaConfig } from "../models/config.ts";
 import { ConfigError, LoadError } from "../models/errors.ts";
@@ -26,9 +25,10 @@ import {
 import { BOS_ID, EOS_ID, loadLlama2cTokenizer, type Tokenizer } from "../models/tokenizer.ts";
 import type { GreedyFixture } from "./fixtures/make_stories260K_greedy.ts";
 import { assertClose, maxAbsDiff, randomFloats } from "./tolerance.ts";
+import { STORIES260K_PATH, TOK512_PATH } from "../assets/paths.ts";
 
-const MODEL = fileURLToPath(new URL("../../shared/models/stories260K.bin", import.meta.url));
-const TOKENIZER = fileURLToPath(new URL("../../shared/models/tok512.bin", import.meta.url));
+const MODEL = STORIES260K_PATH;
+const TOKENIZER = TOK512_PATH;
 const FIXTURE = new URL("./fixtures/stories260K_greedy.json", import.meta.url);
 const PUBLISHED = "Once upon a time, there was a little girl named Lily. She loved to play " +
   "outside in the park. One day, she saw a big, red ball. She wanted to play with it, but it " +

@@ -28,10 +28,11 @@ import { StopScanner } from "../serve/stop_strings.ts";
 import { makeInferenceEngine } from "../engine/scheduler.ts";
 import type { GreedyFixture } from "./fixtures/make_stories260K_greedy.ts";
 import { BATCH_PROMPTS } from "./fixtures/batch_prompts.ts";
+import { STORIES260K_PATH, TOK512_PATH } from "../assets/paths.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const MODEL = fileURLToPath(new URL("../../shared/models/stories260K.bin", import.meta.url));
-const TOKENIZER = fileURLToPath(new URL("../../shared/models/tok512.bin", import.meta.url));
+const MODEL = STORIES260K_PATH;
+const TOKENIZER = TOK512_PATH;
 const FIXTURE = new URL("./fixtures/stories260K_greedy.json", import.meta.url);
 const MODEL_ID = "stories260K";
 const API_KEY = "sk-tessera-test";

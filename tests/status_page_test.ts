@@ -13,9 +13,10 @@ import { InferenceEngine } from "../engine/engine.ts";
 import { makeInferenceEngine } from "../engine/scheduler.ts";
 import { ChatTemplate, defaultChatTemplate } from "../serve/chat_template.ts";
 import { startServer } from "../serve/server.ts";
+import { STORIES260K_PATH, TOK512_PATH } from "../assets/paths.ts";
 
-const MODEL = fileURLToPath(new URL("../../shared/models/stories260K.bin", import.meta.url));
-const TOKENIZER = fileURLToPath(new URL("../../shared/models/tok512.bin", import.meta.url));
+const MODEL = STORIES260K_PATH;
+const TOKENIZER = TOK512_PATH;
 const OUTPUT = fileURLToPath(new URL("./output/", import.meta.url));
 const API_KEY = "sk-status-test";
 

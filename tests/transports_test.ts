@@ -5,7 +5,6 @@
  * nothing hangs (the test's scope closes).
  */
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import { Effect, Either, type Layer, type Scope } from "effect";
 import { InProcessTransport } from "../actors/inprocess.ts";
 import { startLocalRanks } from "../actors/local_ranks.ts";
@@ -16,8 +15,9 @@ import { WorkersTransport } from "../actors/workers.ts";
 import { LlamaModel } from "../models/llama.ts";
 import { BOS_ID } from "../models/tokenizer.ts";
 import type { GreedyFixture } from "./fixtures/make_stories260K_greedy.ts";
+import { STORIES260K_PATH } from "../assets/paths.ts";
 
-const MODEL = fileURLToPath(new URL("../../shared/models/stories260K.bin", import.meta.url));
+const MODEL = STORIES260K_PATH;
 const FIXTURE = new URL("./fixtures/stories260K_greedy.json", import.meta.url);
 const fixture = async (): Promise<GreedyFixture> => JSON.parse(await Deno.readTextFile(FIXTURE));
 
