@@ -141,25 +141,57 @@ class Llama2cTokenizer implements Tokenizer {
       else for (const b of codepoint) tokens.push(this.byteToken(b));
       start = i + 1;
     }
-    // Merge the adjacent pair whose merged token scores best (leftmost on ties) until none merge.
-    const floor = Math.fround(-1e10);
-    while (true) {
-      let bestScore = floor;
-      let bestId = -1;
-      let bestIdx = -1;
-      for (let i = 0; i < tokens.length - 1; i++) {
-        const id = this.lookup(this.keys[tokens[i]] + this.keys[tokens[i + 1]]);
-        if (id !== -1 && this.scores[id] > bestScore) {
-          bestScore = this.scores[id];
-          bestId = id;
-          bestIdx = i;
-        }
-      }
-      if (bestIdx === -1) break;
-      tokens.splice(bestIdx, 2, bestId);
+    const merged = this.mergePairs(tokens);
+    if (options.eos) merged.push(EOS_ID);
+    return merged;
+  }
+
+  /**
+   * run.c's merge loop (merge the adjacent pair whose merged token scores best, leftmost on
+   * ties, until none merges) in O(n log n) instead of O(n²): the symbols are a linked list and
+   * every adjacent pair that merges is a candidate in a max-heap ordered by (score, leftmost).
+   * A candidate goes stale when either of its symbols changes; it is then skipped when popped.
+   */
+  private mergePairs(tokens: number[]): number[] {
+    const n = tokens.length;
+    const token = Int32Array.from(tokens);
+    const next = new Int32Array(n);
+    const prev = new Int32Array(n);
+    // Bumped when a symbol is merged into or away: candidates remember the versions they saw.
+    const version = new Uint32Array(n);
+    for (let i = 0; i < n; i++) {
+      next[i] = i + 1 < n ? i + 1 : -1;
+      prev[i] = i - 1;
     }
-    if (options.eos) tokens.push(EOS_ID);
-    return tokens;
+    const candidates = new MergeHeap();
+    // run.c only takes a merge that beats -1e10 (its initial best score).
+    const floor = Math.fround(-1e10);
+    const offer = (left: number) => {
+      const right = next[left];
+      if (left === -1 || right === -1) return;
+      const id = this.lookup(this.keys[token[left]] + this.keys[token[right]]);
+      if (id !== -1 && this.scores[id] > floor) {
+        candidates.push(this.scores[id], left, id, version[left], version[right]);
+      }
+    };
+    for (let i = 0; i + 1 < n; i++) offer(i);
+    while (candidates.size > 0) {
+      const { left, id, leftVersion, rightVersion } = candidates.pop();
+      const right = next[left];
+      if (version[left] !== leftVersion || right === -1 || version[right] !== rightVersion) {
+        continue;
+      }
+      token[left] = id;
+      version[left]++;
+      version[right]++; // gone: nothing may merge with it again
+      next[left] = next[right];
+      if (next[right] !== -1) prev[next[right]] = left;
+      offer(prev[left]);
+      offer(left);
+    }
+    const out: number[] = [];
+    for (let i = n > 0 ? 0 : -1; i !== -1; i = next[i]) out.push(token[i]);
+    return out;
   }
 
   decodeTokenBytes(prev: number, token: number): Uint8Array {
@@ -210,6 +242,85 @@ class Llama2cTokenizer implements Tokenizer {
     return text + utf8.decode();
   }
 }
+
+/**
+ * Max-heap of merge candidates by (score desc, left position asc), in parallel arrays so a
+ * long prompt's many candidates cost no object each. A merged symbol keeps its left symbol's
+ * position and the list keeps text order, so the smallest position is run.c's leftmost pair.
+ */
+class MergeHeap {
+  private score: number[] = [];
+  private left: number[] = [];
+  private id: number[] = [];
+  private leftVersion: number[] = [];
+  private rightVersion: number[] = [];
+
+  get size(): number {
+    return this.score.length;
+  }
+
+  push(score: number, left: number, id: number, leftVersion: number, rightVersion: number) {
+    this.score.push(score);
+    this.left.push(left);
+    this.id.push(id);
+    this.leftVersion.push(leftVersion);
+    this.rightVersion.push(rightVersion);
+    let i = this.score.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (!this.before(i, parent)) break;
+      this.swap(i, parent);
+      i = parent;
+    }
+  }
+
+  pop(): { left: number; id: number; leftVersion: number; rightVersion: number } {
+    const top = {
+      left: this.left[0],
+      id: this.id[0],
+      leftVersion: this.leftVersion[0],
+      rightVersion: this.rightVersion[0],
+    };
+    const last = this.score.length - 1;
+    this.swap(0, last);
+    this.score.pop();
+    this.left.pop();
+    this.id.pop();
+    this.leftVersion.pop();
+    this.rightVersion.pop();
+    let i = 0;
+    while (true) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let best = i;
+      if (l < last && this.before(l, best)) best = l;
+      if (r < last && this.before(r, best)) best = r;
+      if (best === i) break;
+      this.swap(i, best);
+      i = best;
+    }
+    return top;
+  }
+
+  private before(a: number, b: number): boolean {
+    return this.score[a] > this.score[b] ||
+      (this.score[a] === this.score[b] && this.left[a] < this.left[b]);
+  }
+
+  private swap(a: number, b: number) {
+    swapIn(this.score, a, b);
+    swapIn(this.left, a, b);
+    swapIn(this.id, a, b);
+    swapIn(this.leftVersion, a, b);
+    swapIn(this.rightVersion, a, b);
+  }
+}
+
+const swapIn = (column: number[], a: number, b: number) => {
+  const t = column[a];
+  column[a] = column[b];
+  column[b] = t;
+};
 
 /** Largest piece length we believe: anything longer means we are not reading a tokenizer. */
 const MAX_PIECE_BYTES = 1 << 16;
