@@ -1,5 +1,6 @@
 /**
- * Every Effect metric of this process (`Metric.snapshot`) in Prometheus' text exposition format
+ * Tessera's Effect metrics (those named `tessera_*`; Effect's own `effect_fiber_*` and other
+ * runtime internals are left out) in Prometheus' text exposition format
  * 0.0.4: one `# HELP` and `# TYPE` per metric name, then one line per tag set. Counters and
  * gauges print their value; histograms print cumulative `_bucket{le="…"}` lines (Effect's
  * histogram buckets are already cumulative and end at +Inf), `_sum` and `_count`; summaries print
@@ -124,5 +125,17 @@ export const renderPrometheus = (pairs: ReadonlyArray<MetricPair.MetricPair.Unty
   return out;
 };
 
-/** Every metric this process has registered, as exposition text. */
-export const prometheusText: Effect.Effect<string> = Effect.map(Metric.snapshot, renderPrometheus);
+/** The prefix of every metric Tessera registers; nothing else is exposed. */
+export const TESSERA_METRIC_PREFIX = "tessera_";
+
+/** Only Tessera's own metrics: the runtime's internals are not the service's to expose. */
+export const tesseraMetrics = (
+  pairs: ReadonlyArray<MetricPair.MetricPair.Untyped>,
+): ReadonlyArray<MetricPair.MetricPair.Untyped> =>
+  pairs.filter((pair) => pair.metricKey.name.startsWith(TESSERA_METRIC_PREFIX));
+
+/** Every Tessera metric this process has registered, as exposition text. */
+export const prometheusText: Effect.Effect<string> = Effect.map(
+  Metric.snapshot,
+  (pairs) => renderPrometheus(tesseraMetrics(pairs)),
+);
