@@ -167,8 +167,9 @@ class Llama2cTokenizer implements Tokenizer {
     // run.c only takes a merge that beats -1e10 (its initial best score).
     const floor = Math.fround(-1e10);
     const offer = (left: number) => {
+      if (left === -1) return;
       const right = next[left];
-      if (left === -1 || right === -1) return;
+      if (right === -1) return;
       const id = this.lookup(this.keys[token[left]] + this.keys[token[right]]);
       if (id !== -1 && this.scores[id] > floor) {
         candidates.push(this.scores[id], left, id, version[left], version[right]);
