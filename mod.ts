@@ -113,6 +113,8 @@ export {
 export {
   type CandidateList,
   type CandidateSample,
+  finiteCandidates,
+  NonFiniteLogits,
   Sampler,
   type SamplerOptions,
 } from "./models/sampler.ts";

@@ -15,7 +15,14 @@
 import { Deferred, Effect, Exit } from "effect";
 import { InferenceEngine } from "../engine/engine.ts";
 import { ChatTemplate, loadChatTemplate } from "../serve/chat_template.ts";
-import { DEFAULT_MAX_BODY_BYTES, shutdownGracefully, startServer } from "../serve/server.ts";
+import {
+  DEFAULT_BODY_TIMEOUT_MILLIS,
+  DEFAULT_HEADER_TIMEOUT_MILLIS,
+  DEFAULT_IDLE_TIMEOUT_MILLIS,
+  DEFAULT_MAX_BODY_BYTES,
+  shutdownGracefully,
+  startServer,
+} from "../serve/server.ts";
 import { makeInferenceEngine } from "../engine/scheduler.ts";
 import {
   helpFlagOption,
@@ -40,6 +47,8 @@ const USAGE = "usage: deno task serve --model PATH [--tokenizer PATH] [--tp N] "
   "[--transport inprocess|workers|tcp] [--ranks HOST:PORT,...] [--secret-file F] " +
   "[--port 8000] [--host 127.0.0.1] [--api-key K | env TESSERA_API_KEY] [--max-sequences 8] " +
   "[--max-queue 64] [--max-tokens-limit N] [--max-body-bytes B] [--drain-seconds 30] " +
+  "[--header-timeout-seconds 10] [--body-timeout-seconds 30] [--idle-timeout-seconds 60] " +
+  "[--allowed-origins ORIGIN,...] " +
   `[--model-id NAME] [--weights f32|f16] ${OBSERVE_USAGE}`;
 
 interface ServeCliOptions extends ModelFlags, ObserveFlags {
@@ -51,6 +60,10 @@ interface ServeCliOptions extends ModelFlags, ObserveFlags {
   readonly maxTokensLimit?: number;
   readonly maxBodyBytes: number;
   readonly drainSeconds: number;
+  readonly headerTimeoutSeconds: number;
+  readonly bodyTimeoutSeconds: number;
+  readonly idleTimeoutSeconds: number;
+  readonly allowedOrigins: readonly string[];
   readonly modelId?: string;
 }
 
@@ -66,6 +79,19 @@ const parseCli = (args: string[]): Effect.Effect<ServeCliOptions | "help", Usage
       "max-tokens-limit": { type: "string" },
       "max-body-bytes": { type: "string", default: String(DEFAULT_MAX_BODY_BYTES) },
       "drain-seconds": { type: "string", default: "30" },
+      "header-timeout-seconds": {
+        type: "string",
+        default: String(DEFAULT_HEADER_TIMEOUT_MILLIS / 1000),
+      },
+      "body-timeout-seconds": {
+        type: "string",
+        default: String(DEFAULT_BODY_TIMEOUT_MILLIS / 1000),
+      },
+      "idle-timeout-seconds": {
+        type: "string",
+        default: String(DEFAULT_IDLE_TIMEOUT_MILLIS / 1000),
+      },
+      "allowed-origins": { type: "string", default: "" },
       "model-id": { type: "string" },
       ...observeFlagOptions,
       ...helpFlagOption,
@@ -80,6 +106,14 @@ const parseCli = (args: string[]): Effect.Effect<ServeCliOptions | "help", Usage
     if (values["model-id"] !== undefined && values["model-id"].trim() === "") {
       return yield* usage("--model-id must not be empty");
     }
+    const allowedOrigins = values["allowed-origins"].split(",").map((o) => o.trim())
+      .filter((o) => o !== "");
+    const badOrigin = allowedOrigins.find((o) => !/^https?:\/\/[^/\s]+$/.test(o));
+    if (badOrigin !== undefined) {
+      return yield* usage(
+        `--allowed-origins: ${badOrigin} is not an origin like http://host:port (no path)`,
+      );
+    }
     return {
       ...modelFlags,
       ...yield* observeFlagsOf(values),
@@ -93,6 +127,14 @@ const parseCli = (args: string[]): Effect.Effect<ServeCliOptions | "help", Usage
         : yield* intIn("max-tokens-limit", values["max-tokens-limit"], 1),
       maxBodyBytes: yield* intIn("max-body-bytes", values["max-body-bytes"], 1),
       drainSeconds: yield* intIn("drain-seconds", values["drain-seconds"], 0),
+      headerTimeoutSeconds: yield* intIn(
+        "header-timeout-seconds",
+        values["header-timeout-seconds"],
+        1,
+      ),
+      bodyTimeoutSeconds: yield* intIn("body-timeout-seconds", values["body-timeout-seconds"], 1),
+      idleTimeoutSeconds: yield* intIn("idle-timeout-seconds", values["idle-timeout-seconds"], 1),
+      allowedOrigins,
       modelId: values["model-id"],
     };
   });
@@ -135,6 +177,10 @@ const run = (options: ServeCliOptions) =>
         apiKey: options.apiKey,
         maxTokensLimit: options.maxTokensLimit,
         maxBodyBytes: options.maxBodyBytes,
+        headerTimeoutMillis: options.headerTimeoutSeconds * 1000,
+        bodyTimeoutMillis: options.bodyTimeoutSeconds * 1000,
+        idleTimeoutMillis: options.idleTimeoutSeconds * 1000,
+        allowedOrigins: options.allowedOrigins,
       });
       console.log(`listening on ${server.url}`);
       const signal = yield* firstSignal;

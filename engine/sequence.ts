@@ -7,7 +7,7 @@
 import { Effect, Option, Queue, Take } from "effect";
 import type { StepFailure } from "../actors/errors.ts";
 import type { CandidateList } from "../models/sampler.ts";
-import { Sampler } from "../models/sampler.ts";
+import { finiteCandidates, Sampler } from "../models/sampler.ts";
 import type { StreamDecoder, TextTokenizer } from "../models/tokenizer.ts";
 import { stopIds } from "../models/generate.ts";
 import {
@@ -16,6 +16,9 @@ import {
   GenerationFailed,
   type GenerationRequest,
 } from "./engine.ts";
+
+/** What `choose` returns for a sequence it has just failed: not a token id. */
+export const NO_TOKEN = -1;
 
 export class Sequence {
   /** Tokens generated and emitted so far (the last one is fed at the next decode step). */
@@ -83,14 +86,22 @@ export class Sequence {
   /**
    * Picks the next token from this sequence's candidates (with temperature, falling back to
    * the full logits when the candidates cannot decide exactly, as models/generate.ts does).
+   * Non-finite logits end this request (and only it) with a non-retriable failure; the token
+   * returned then is {@link NO_TOKEN}, which `accept` ignores as the sequence is done.
    */
   choose(
     candidates: CandidateList,
     fullLogits: Effect.Effect<Float32Array, StepFailure>,
   ): Effect.Effect<number, StepFailure> {
     const sampler = this.sampler;
-    if (sampler === undefined) return Effect.succeed(candidates.indices[0]);
-    return sampler.sampleExactly(candidates, fullLogits);
+    const token = sampler === undefined
+      ? Effect.map(finiteCandidates(candidates), (c) => c.indices[0])
+      : sampler.sampleExactly(candidates, fullLogits);
+    return Effect.catchTag(token, "NonFiniteLogits", (error) =>
+      Effect.as(
+        this.end(Option.some(new GenerationFailed({ message: error.message, retriable: false }))),
+        NO_TOKEN,
+      ));
   }
 
   /**
@@ -99,6 +110,7 @@ export class Sequence {
    */
   accept(token: number): Effect.Effect<boolean> {
     return Effect.gen(this, function* () {
+      if (this.done) return true; // ended while choosing (non-finite logits)
       this.generated.push(token);
       const stop = this.stops.has(token);
       const finishReason: FinishReason | undefined = stop

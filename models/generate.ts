@@ -29,7 +29,7 @@ import { ConfigError, type LoadError, loadError } from "./errors.ts";
 import { loadHuggingFaceTokenizer } from "./huggingface.ts";
 import { readLlama2cHeader } from "./llama2c.ts";
 import type { LlamaModel } from "./llama.ts";
-import { Sampler } from "./sampler.ts";
+import { finiteCandidates, NonFiniteLogits, Sampler } from "./sampler.ts";
 import { loadLlama2cTokenizer, type StreamDecoder, type TextTokenizer } from "./tokenizer.ts";
 
 /** Generation options that cannot work (checked before any rank is asked for anything). */
@@ -48,7 +48,7 @@ export const GenerateInputError: TaggedErrorClass<GenerateInputError> = Data.Tag
 >;
 
 /** Why {@link generate} failed. */
-export type GenerateError = StepFailure | ConfigError | GenerateInputError;
+export type GenerateError = StepFailure | ConfigError | GenerateInputError | NonFiniteLogits;
 
 /** Options of {@link generate}. */
 export interface GenerateOptions {
@@ -169,8 +169,11 @@ export const generate = (
     const decoder = tokenizer.streamDecoder(prompt[prompt.length - 1]);
 
     /** The next token from the logits of the last position fed. */
-    const nextToken: Effect.Effect<number, StepFailure> = sampler === undefined
-      ? Effect.map(model.candidates(1, 0), (c) => c.indices[0])
+    const nextToken: Effect.Effect<number, StepFailure | NonFiniteLogits> = sampler === undefined
+      ? model.candidates(1, 0).pipe(
+        Effect.flatMap(finiteCandidates),
+        Effect.map((c) => c.indices[0]),
+      )
       : Effect.flatMap(
         model.candidates(CANDIDATES_PER_RANK, temperature),
         (candidates) => sampler.sampleExactly(candidates, model.logits()),
@@ -201,6 +204,8 @@ export const generate = (
 // ---------------------------------------------------------------------------------------------
 // Loading by path
 
+const NOT_A_REGULAR_FILE = "not a regular file or a directory (a named pipe or a device?)";
+
 /** What a path holds: a directory, a file, or nothing. */
 const statPath = (path: string) =>
   Effect.tryPromise({
@@ -214,11 +219,20 @@ const statPath = (path: string) =>
       ),
   });
 
-/** A model path as a source: a directory is Hugging Face, a file is a llama2.c checkpoint. */
+/**
+ * A model path as a source: a directory is Hugging Face, a regular file is a llama2.c
+ * checkpoint. Anything else (a named pipe, a device, a socket) is refused before it is opened:
+ * opening a FIFO would wait for a writer for ever.
+ */
 export const modelSourceOf = (path: string): Effect.Effect<ModelSource, LoadError> =>
-  Effect.map(
+  Effect.flatMap(
     statPath(path),
-    (info): ModelSource => ({ format: info.isDirectory ? "huggingface" : "llama2c", path }),
+    (info) =>
+      info.isDirectory
+        ? Effect.succeed<ModelSource>({ format: "huggingface", path })
+        : info.isFile
+        ? Effect.succeed<ModelSource>({ format: "llama2c", path })
+        : Effect.fail(loadError(path, NOT_A_REGULAR_FILE)),
   );
 
 /**
@@ -256,5 +270,6 @@ export const loadTokenizer = (
     if (info.isDirectory) {
       return yield* Effect.fail(loadError(file, "a llama2.c model needs a tokenizer.bin file"));
     }
+    if (!info.isFile) return yield* Effect.fail(loadError(file, NOT_A_REGULAR_FILE));
     return yield* loadLlama2cTokenizer(file, config.vocabSize);
   });

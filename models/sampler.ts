@@ -15,7 +15,7 @@
  * Plain multinomial sampling (top-p off) on candidates is top-k sampling: exact only when the
  * candidates are the whole vocabulary.
  */
-import { Effect } from "effect";
+import { Data, Effect } from "effect";
 import { ConfigError } from "./errors.ts";
 
 const MASK64 = (1n << 64n) - 1n;
@@ -67,6 +67,44 @@ export interface CandidateList {
   /** `log Σ exp(logit / temperature)` over the vocabulary covered. */
   readonly logSumExp?: number;
 }
+
+/**
+ * The model's logits are NaN or infinite (broken weights, or an overflow), so no token can be
+ * sampled: top-k would otherwise report its padding index (-1) as the winner.
+ */
+export class NonFiniteLogits extends Data.TaggedError("NonFiniteLogits")<{
+  /** Human-readable description. */
+  readonly message: string;
+}> {}
+
+const nonFinite = (value: number) =>
+  new NonFiniteLogits({
+    message: `the model produced non-finite logits (${value}); its weights or activations ` +
+      "are broken",
+  });
+
+/**
+ * `candidates` when every one is a finite logit of a real token (top-k pads with -Infinity and
+ * index -1 only past a vocabulary smaller than k, which is fine after the first).
+ */
+export const finiteCandidates = (
+  candidates: CandidateList,
+): Effect.Effect<CandidateList, NonFiniteLogits> => {
+  const { values, indices } = candidates;
+  for (let i = 0; i < values.length; i++) {
+    const padding = i > 0 && values[i] === -Infinity && indices[i] === -1;
+    if (!(Number.isFinite(values[i]) && indices[i] >= 0) && !padding) {
+      return Effect.fail(nonFinite(values[i]));
+    }
+  }
+  return Effect.succeed(candidates);
+};
+
+/** `logits` when all are finite. */
+const finiteLogits = (logits: Float32Array): Effect.Effect<Float32Array, NonFiniteLogits> => {
+  for (const value of logits) if (!Number.isFinite(value)) return Effect.fail(nonFinite(value));
+  return Effect.succeed(logits);
+};
 
 /** Options of {@link Sampler.make}. */
 export interface SamplerOptions {
@@ -298,14 +336,20 @@ export class Sampler {
   /**
    * The next token from merged candidates, exactly as the full logits would give it: the
    * candidates' draw when it is provably the same, else the same coin on `fullLogits`.
+   * Non-finite logits fail with {@link NonFiniteLogits}.
    */
   sampleExactly<E>(
     candidates: CandidateList,
     fullLogits: Effect.Effect<Float32Array, E>,
-  ): Effect.Effect<number, E> {
-    if (this.replay((s) => s.sampleCandidates(candidates)).exact) {
-      return Effect.succeed(this.sampleCandidates(candidates).token);
-    }
-    return Effect.map(fullLogits, (logits) => this.sample(logits));
+  ): Effect.Effect<number, E | NonFiniteLogits> {
+    return Effect.flatMap(finiteCandidates(candidates), (finite) => {
+      if (this.replay((s) => s.sampleCandidates(finite)).exact) {
+        return Effect.succeed(this.sampleCandidates(finite).token);
+      }
+      return fullLogits.pipe(
+        Effect.flatMap(finiteLogits),
+        Effect.map((logits) => this.sample(logits)),
+      );
+    });
   }
 }

@@ -30,14 +30,28 @@ export const matrixShape = (entry: TensorEntry): { rows: number; cols: number } 
     ? { rows: 1, cols: entry.shape[0] }
     : { rows: entry.shape[0], cols: entry.shape[1] };
 
+class NotRegularFile {}
+
 const describe = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
-/** An open read-only handle, closed when the enclosing scope ends (success, failure or interrupt). */
+/**
+ * An open read-only handle, closed when the enclosing scope ends (success, failure or
+ * interrupt). Only a regular file is opened: opening a named pipe would wait for a writer.
+ */
 export const openForRead = (file: string) =>
   Effect.acquireRelease(
     Effect.tryPromise({
-      try: () => Deno.open(file, { read: true }),
-      catch: (e) => loadError(file, `cannot open the file (${describe(e)})`),
+      try: async () => {
+        if (!(await Deno.stat(file)).isFile) throw new NotRegularFile();
+        return await Deno.open(file, { read: true });
+      },
+      catch: (e) =>
+        loadError(
+          file,
+          e instanceof NotRegularFile
+            ? "not a regular file (a named pipe or a device?)"
+            : `cannot open the file (${describe(e)})`,
+        ),
     }),
     (handle) =>
       Effect.sync(() => {

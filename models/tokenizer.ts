@@ -382,7 +382,11 @@ export const loadLlama2cTokenizer = (
 ): Effect.Effect<Tokenizer, LoadError> => {
   const file = filePathString(path);
   return Effect.tryPromise({
-    try: () => Deno.readFile(file),
+    try: async () => {
+      // Reading a named pipe would wait for a writer for ever.
+      if (!(await Deno.stat(file)).isFile) throw new Error("not a regular file");
+      return await Deno.readFile(file);
+    },
     catch: (e) => loadError(file, `cannot read the file (${e instanceof Error ? e.message : e})`),
   }).pipe(Effect.flatMap((data) => parseLlama2cTokenizer(file, data, vocabSize)));
 };

@@ -25,6 +25,48 @@ export type GenerationEvent =
   };
 
 /**
+ * Most UTF-8 bytes a prompt may have per token of context. Checked before the prompt is
+ * tokenized, so a huge prompt costs no tokenizer time: a prompt this long could only fit if its
+ * tokens averaged more than 8 bytes, where real text averages 2 to 5.
+ */
+export const PROMPT_BYTES_PER_CONTEXT_TOKEN = 8;
+
+/** UTF-8 length of `text` without encoding it (a lone surrogate counts 3, as U+FFFD). */
+const utf8Length = (text: string): number => {
+  let bytes = 0;
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    if (unit < 0x80) bytes += 1;
+    else if (unit < 0x800) bytes += 2;
+    else if (unit >= 0xd800 && unit < 0xdc00 && i + 1 < text.length) {
+      const low = text.charCodeAt(i + 1);
+      if (low >= 0xdc00 && low < 0xe000) {
+        bytes += 4;
+        i++;
+      } else bytes += 3;
+    } else bytes += 3;
+  }
+  return bytes;
+};
+
+/** Refuses a prompt longer than {@link PROMPT_BYTES_PER_CONTEXT_TOKEN} bytes per context token. */
+export const checkPromptBytes = (
+  text: string,
+  contextLength: number,
+  promptParam: "prompt" | "messages",
+): Either.Either<string, ApiError> => {
+  const limit = contextLength * PROMPT_BYTES_PER_CONTEXT_TOKEN;
+  const bytes = utf8Length(text);
+  return bytes <= limit ? Either.right(text) : Either.left(invalidRequest(
+    `This model's maximum context length is ${contextLength} tokens. However, your ` +
+      `${promptParam} is ${bytes} bytes, more than this server's limit of ${limit} bytes ` +
+      `(${PROMPT_BYTES_PER_CONTEXT_TOKEN} per token of context). Please reduce its length.`,
+    promptParam,
+    "context_length_exceeded",
+  ));
+};
+
+/**
  * The engine request for `promptTokens`: `max_tokens` at most `maxTokensLimit`, and prompt plus
  * completion within the context (as OpenAI refuses a request that cannot fit); without
  * `max_tokens`, the rest of the context up to the limit.

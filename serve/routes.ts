@@ -17,7 +17,7 @@ import { ApiError, errorBody, errorResponse } from "./api_error.ts";
 import type { ApiKeyCheck } from "./auth.ts";
 import { readJsonBody } from "./body.ts";
 import { ChatTemplate, encodeRendered } from "./chat_template.ts";
-import { planRequest, runGeneration } from "./generation.ts";
+import { checkPromptBytes, planRequest, runGeneration } from "./generation.ts";
 import {
   chatShapes,
   completionShapes,
@@ -40,6 +40,10 @@ export interface ServeSettings {
   readonly maxTokensLimit: number;
   /** Largest request body accepted, in bytes (413 above). */
   readonly maxBodyBytes: number;
+  /** Time for a whole request body once the headers are in (408 after). */
+  readonly bodyTimeoutMillis: number;
+  /** Origins answered with CORS headers (and preflights); empty: no CORS. */
+  readonly allowedOrigins: ReadonlySet<string>;
   /** When set, every route but /health needs `Authorization: Bearer <key>`. */
   readonly apiKeyCheck?: ApiKeyCheck;
   /** `created` of the model object in /v1/models (seconds). */
@@ -166,9 +170,10 @@ const respond = (
 const completions = Effect.gen(function* () {
   const config = yield* ServeConfig;
   const engine = yield* InferenceEngine;
-  const input = yield* Effect.flatMap(readJsonBody(config.maxBodyBytes), decodeCompletionRequest);
+  const input = yield* Effect.flatMap(readJsonBody(config), decodeCompletionRequest);
   yield* checkModel(input.model);
-  const promptTokens = engine.tokenizer.encode(input.prompt, { bos: true, eos: false });
+  const prompt = yield* checkPromptBytes(input.prompt, engine.contextLength, "prompt");
+  const promptTokens = engine.tokenizer.encode(prompt, { bos: true, eos: false });
   const request = yield* planRequest(input, promptTokens, {
     contextLength: engine.contextLength,
     maxTokensLimit: config.maxTokensLimit,
@@ -180,9 +185,10 @@ const chatCompletions = Effect.gen(function* () {
   const config = yield* ServeConfig;
   const engine = yield* InferenceEngine;
   const template = yield* ChatTemplate;
-  const input = yield* Effect.flatMap(readJsonBody(config.maxBodyBytes), decodeChatRequest);
+  const input = yield* Effect.flatMap(readJsonBody(config), decodeChatRequest);
   yield* checkModel(input.model);
   const rendered = yield* template.render(input.messages);
+  yield* checkPromptBytes(rendered.text, engine.contextLength, "messages");
   const request = yield* planRequest(input, encodeRendered(engine.tokenizer, rendered), {
     contextLength: engine.contextLength,
     maxTokensLimit: config.maxTokensLimit,
@@ -201,10 +207,19 @@ const listModels = Effect.map(
   (model) => HttpServerResponse.unsafeJson({ object: "list", data: [model] }),
 );
 
+/** A path segment's text; one with a malformed %-escape stays as it came. */
+const decodedSegment = (segment: string): string => {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
+};
+
 const retrieveModel = Effect.gen(function* () {
   const { model } = yield* HttpRouter.params;
   const object = yield* modelObject;
-  const id = decodeURIComponent(model ?? "");
+  const id = decodedSegment(model ?? "");
   if (id !== object.id) return yield* modelNotFound(id);
   return HttpServerResponse.unsafeJson(object);
 });
@@ -254,11 +269,19 @@ const router = HttpRouter.empty.pipe(
   HttpRouter.get("/status", status),
 );
 
-/** A path we serve with another method is a 405 naming the allowed ones; others are 404. */
+/**
+ * A path we serve with another method is a 405 naming the allowed ones; others are 404. A path
+ * of a route that has the method but that the router could not match (a malformed %-escape in
+ * a model id) is a 404 too: the model does not exist.
+ */
 const routeNotFound = (request: HttpServerRequest.HttpServerRequest) => {
-  const route = routeOf(pathOf(request));
-  const allowed = ROUTES.filter((r) => r.path === route).map((r) => r.method);
-  return allowed.length > 0
+  const path = pathOf(request);
+  const route = routeOf(path);
+  const allowed = allowedMethods(route);
+  if (route === "/v1/models/:model" && allowed.includes(request.method)) {
+    return modelNotFound(decodedSegment(path.slice("/v1/models/".length)));
+  }
+  return allowed.length > 0 && !allowed.includes(request.method)
     ? new ApiError({
       status: 405,
       message: `${request.method} is not allowed on ${route}; use ${allowed.join(", ")}.`,
@@ -269,11 +292,36 @@ const routeNotFound = (request: HttpServerRequest.HttpServerRequest) => {
     })
     : new ApiError({
       status: 404,
-      message: `Unknown request URL: ${request.method} ${pathOf(request)}.`,
+      message: `Unknown request URL: ${request.method} ${path}.`,
       type: "invalid_request_error",
       param: null,
       code: "unknown_url",
     });
+};
+
+const allowedMethods = (route: string | undefined): string[] =>
+  ROUTES.filter((r) => r.path === route).map((r) => r.method);
+
+/** How long a browser may keep a preflight's answer. */
+const PREFLIGHT_MAX_AGE_SECONDS = 600;
+
+/**
+ * A CORS preflight from an allowed origin: 204 with the route's methods and the headers asked
+ * for (the API key travels in `Authorization`), answered before the key check as browsers
+ * send no credentials on a preflight.
+ */
+const preflight = (request: HttpServerRequest.HttpServerRequest) => {
+  const allowed = allowedMethods(routeOf(pathOf(request)));
+  if (allowed.length === 0) return errorResponse(routeNotFound(request));
+  return HttpServerResponse.empty({
+    status: 204,
+    headers: {
+      "access-control-allow-methods": allowed.join(", "),
+      "access-control-allow-headers": request.headers["access-control-request-headers"] ??
+        "authorization, content-type",
+      "access-control-max-age": String(PREFLIGHT_MAX_AGE_SECONDS),
+    },
+  });
 };
 
 const internalError = new ApiError({
@@ -285,14 +333,21 @@ const internalError = new ApiError({
 });
 
 /**
- * The whole app: the API key check (all routes but /health and the status page), the router, every error as
- * OpenAI's JSON, and the request counter.
+ * The whole app: CORS for `allowedOrigins` (none by default), the API key check (all routes but
+ * /health and the status page), the router, every error as OpenAI's JSON, and the request
+ * counter.
  */
 export const app = Effect.gen(function* () {
   const request = yield* HttpServerRequest.HttpServerRequest;
   const config = yield* ServeConfig;
   const path = pathOf(request);
-  const response = yield* Effect.gen(function* () {
+  const origin = request.headers["origin"];
+  const corsOrigin = origin !== undefined && config.allowedOrigins.has(origin) ? origin : undefined;
+  const answer = yield* Effect.gen(function* () {
+    if (
+      corsOrigin !== undefined && request.method === "OPTIONS" &&
+      request.headers["access-control-request-method"] !== undefined
+    ) return preflight(request);
     if (config.apiKeyCheck !== undefined && !OPEN_PATHS.has(path)) {
       yield* config.apiKeyCheck(request.headers["authorization"]);
     }
@@ -308,6 +363,14 @@ export const app = Effect.gen(function* () {
         errorResponse(internalError),
       )
     ),
+  );
+  // Only an allowed origin is named; it varies by Origin, so caches keep one answer per origin.
+  const response = corsOrigin === undefined ? answer : answer.pipe(
+    HttpServerResponse.setHeaders({
+      "access-control-allow-origin": corsOrigin,
+      "access-control-expose-headers": "retry-after",
+      vary: "Origin",
+    }),
   );
   yield* Metric.increment(
     Metric.tagged(

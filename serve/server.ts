@@ -5,12 +5,15 @@
  * them: a streamed response body is a `ReadableStream` pulled by Deno, and a client that
  * disconnects aborts the request (interrupting a JSON request's fiber) or cancels the body
  * (interrupting an SSE stream); either way the engine stream is interrupted and its slot freed.
+ * `Deno.serve` listens on loopback only, behind a connection guard on the public port that adds
+ * the header and idle timeouts Deno has not got (connection_guard.ts).
  */
 import { HttpApp } from "@effect/platform";
 import { Context, Effect, Layer, Metric, type Scope } from "effect";
 import { InferenceEngine } from "../engine/engine.ts";
 import * as metrics from "../engine/metrics.ts";
 import { makeApiKeyCheck } from "./auth.ts";
+import { type ConnectionGuard, startConnectionGuard } from "./connection_guard.ts";
 import type { ChatTemplate } from "./chat_template.ts";
 import { app, ServeConfig } from "./routes.ts";
 
@@ -26,6 +29,14 @@ export interface ServerOptions {
   readonly maxTokensLimit?: number;
   /** Largest request body in bytes; default 1 MiB. */
   readonly maxBodyBytes?: number;
+  /** From a request's first byte to its complete headers (else 408 and closed); default 10 s. */
+  readonly headerTimeoutMillis?: number;
+  /** For a request's whole body once its headers are in (else 408); default 30 s. */
+  readonly bodyTimeoutMillis?: number;
+  /** A connection with no request (new, or kept alive) is closed after this; default 60 s. */
+  readonly idleTimeoutMillis?: number;
+  /** Origins allowed cross-origin (CORS); default none: no CORS headers at all. */
+  readonly allowedOrigins?: readonly string[];
 }
 
 /** A server that is listening. */
@@ -45,6 +56,9 @@ export interface RunningServer {
 
 export const DEFAULT_MAX_TOKENS_LIMIT = 1024;
 export const DEFAULT_MAX_BODY_BYTES = 1 << 20;
+export const DEFAULT_HEADER_TIMEOUT_MILLIS = 10_000;
+export const DEFAULT_BODY_TIMEOUT_MILLIS = 30_000;
+export const DEFAULT_IDLE_TIMEOUT_MILLIS = 60_000;
 
 /** Registers the engine's untagged metrics, so /metrics lists them (at 0) before first use. */
 const registerMetrics = Effect.all([
@@ -100,6 +114,8 @@ export const startServer = (
     const settings = {
       maxTokensLimit,
       maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
+      bodyTimeoutMillis: options.bodyTimeoutMillis ?? DEFAULT_BODY_TIMEOUT_MILLIS,
+      allowedOrigins: new Set(options.allowedOrigins ?? []),
       apiKeyCheck: options.apiKey === undefined
         ? undefined
         : yield* makeApiKeyCheck(options.apiKey),
@@ -111,14 +127,30 @@ export const startServer = (
       Effect.provideService(app, ServeConfig, settings),
     );
     const hostname = options.hostname ?? "127.0.0.1";
+    // The real server is on loopback behind the guard, which owns the public port and its
+    // connection timeouts (see connection_guard.ts).
     const server = Deno.serve({
-      hostname,
-      port: options.port ?? 8000,
-      onListen: () => {}, // the caller reports the address (with the real port when port is 0)
-    }, (request) => handler(request));
-    const shutdown = Effect.promise(() => server.shutdown());
+      hostname: "127.0.0.1",
+      port: 0,
+      onListen: () => {},
+    }, (request, info) => guard.track(info.remoteAddr.port, () => handler(request)));
+    let guard: ConnectionGuard;
+    try {
+      guard = startConnectionGuard({ hostname, port: options.port ?? 8000 }, server.addr.port, {
+        headerMillis: options.headerTimeoutMillis ?? DEFAULT_HEADER_TIMEOUT_MILLIS,
+        idleMillis: options.idleTimeoutMillis ?? DEFAULT_IDLE_TIMEOUT_MILLIS,
+      });
+    } catch (error) {
+      yield* Effect.promise(() => server.shutdown());
+      return yield* Effect.die(error); // the port is taken or not ours: as Deno.serve would
+    }
+    const shutdown = Effect.promise(async () => {
+      guard.stopAccepting();
+      await server.shutdown();
+      guard.closeAll();
+    });
     yield* Effect.addFinalizer(() => shutdown);
-    const port = server.addr.port;
+    const port = guard.port;
     const shownHost = hostname.includes(":") ? `[${hostname}]` : hostname;
     return { hostname, port, url: `http://${shownHost}:${port}`, shutdown };
   }).pipe(Effect.withSpan("serve.startServer"));
