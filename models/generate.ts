@@ -29,7 +29,7 @@ import { ConfigError, type LoadError, loadError } from "./errors.ts";
 import { loadHuggingFaceTokenizer } from "./huggingface.ts";
 import { readLlama2cHeader } from "./llama2c.ts";
 import type { LlamaModel } from "./llama.ts";
-import { finiteCandidates, NonFiniteLogits, Sampler } from "./sampler.ts";
+import { finiteCandidates, type NonFiniteLogits, Sampler } from "./sampler.ts";
 import { loadLlama2cTokenizer, type StreamDecoder, type TextTokenizer } from "./tokenizer.ts";
 
 /** Generation options that cannot work (checked before any rank is asked for anything). */

@@ -15,7 +15,8 @@
  * Plain multinomial sampling (top-p off) on candidates is top-k sampling: exact only when the
  * candidates are the whole vocabulary.
  */
-import { Data, Effect } from "effect";
+import { type Cause, Data, Effect } from "effect";
+import type { ErrorFields, TaggedErrorClass } from "../util/tagged_error.ts";
 import { ConfigError } from "./errors.ts";
 
 const MASK64 = (1n << 64n) - 1n;
@@ -72,10 +73,17 @@ export interface CandidateList {
  * The model's logits are NaN or infinite (broken weights, or an overflow), so no token can be
  * sampled: top-k would otherwise report its padding index (-1) as the winner.
  */
-export class NonFiniteLogits extends Data.TaggedError("NonFiniteLogits")<{
+export interface NonFiniteLogits extends Cause.YieldableError {
+  /** Always `"NonFiniteLogits"`. */
+  readonly _tag: "NonFiniteLogits";
   /** Human-readable description. */
   readonly message: string;
-}> {}
+}
+
+/** Makes a `NonFiniteLogits` (a `Data.TaggedError`: yieldable, matched by `_tag`). */
+export const NonFiniteLogits: TaggedErrorClass<NonFiniteLogits> = Data.TaggedError(
+  "NonFiniteLogits",
+)<ErrorFields<NonFiniteLogits>>;
 
 const nonFinite = (value: number) =>
   new NonFiniteLogits({
