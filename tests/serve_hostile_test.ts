@@ -6,8 +6,11 @@
  * hold a NaN, and a named pipe given as the model.
  *
  * Every wait is bounded; none asserts a duration. A bound only turns a hang into a failure.
+ * The long prompt goes to `deno task serve` in its own process (with the new flags), so a
+ * server blocked tokenizing cannot also block the test's own bound.
  */
 import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
 import { Effect, Exit, Layer, Scope } from "effect";
 import { InProcessTransport } from "../actors/inprocess.ts";
 import { STORIES260K_PATH, TOK512_PATH } from "../assets/paths.ts";
@@ -19,6 +22,7 @@ import { PROMPT_BYTES_PER_CONTEXT_TOKEN } from "../serve/generation.ts";
 import { type RunningServer, type ServerOptions, startServer } from "../serve/server.ts";
 import { HF_TEST_CONFIG, llama2cBytes, makeWeights } from "./fixtures/hf_model.ts";
 
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const MODEL_ID = "stories260K";
 /** A bound on any one wait: long enough for a loaded 2-core machine, short of a hang. */
 const BOUND_MILLIS = 60_000;
@@ -53,7 +57,12 @@ const startServices = async (modelPath: string, servers: readonly ServerOptions[
   return { servers: running, close: () => Effect.runPromise(Scope.close(scope, Exit.void)) };
 };
 
-const postJson = (server: RunningServer, path: string, body: unknown, init: RequestInit = {}) =>
+const postJson = (
+  server: Pick<RunningServer, "url">,
+  path: string,
+  body: unknown,
+  init: RequestInit = {},
+) =>
   fetch(`${server.url}${path}`, {
     method: "POST",
     headers: { "content-type": "application/json" },
@@ -73,7 +82,7 @@ const errorOf = async (res: Response, status: number) => {
  * `closedByServer` is false when the bound ran out first (the socket was still open).
  */
 const rawConnection = async (
-  server: RunningServer,
+  server: Pick<RunningServer, "port">,
   send: (conn: Deno.Conn) => Promise<void>,
 ) => {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
@@ -114,43 +123,6 @@ Deno.test({
       { ...TIMEOUTS, allowedOrigins: [ORIGIN, "http://other.example"] },
     ]);
     try {
-      await t.step(
-        "a 100k-character prompt is refused by its length; /health answers",
-        async () => {
-          const prompt = "Once upon a time there was a dog. ".repeat(3000).slice(0, 100_000);
-          const long = postJson(plain, "/v1/completions", { model: MODEL_ID, prompt });
-          // Sent while the long request is in the server: the event loop must still answer it.
-          const health = await fetch(`${plain.url}/health`, {
-            signal: AbortSignal.timeout(BOUND_MILLIS),
-          });
-          assert.equal(health.status, 200);
-          await health.body?.cancel();
-          const refused = await errorOf(await long, 400);
-          assert.equal(refused.param, "prompt");
-          assert.equal(refused.code, "context_length_exceeded");
-          assert.match(refused.message, /100000 bytes/);
-          const chat = await errorOf(
-            await postJson(plain, "/v1/chat/completions", {
-              model: MODEL_ID,
-              messages: [{ role: "user", content: prompt }],
-            }),
-            400,
-          );
-          assert.equal(chat.param, "messages");
-          // Within the byte bound but over the context: refused by its token count.
-          const bytes = 512 * PROMPT_BYTES_PER_CONTEXT_TOKEN - 64;
-          const tokens = await errorOf(
-            await postJson(plain, "/v1/completions", {
-              model: MODEL_ID,
-              prompt: "a ".repeat(bytes / 2),
-            }),
-            400,
-          );
-          assert.equal(tokens.code, "context_length_exceeded");
-          assert.match(tokens.message, /tokens, leaving no room/);
-        },
-      );
-
       await t.step("a header trickle gets 408 and is closed", async () => {
         const { closedByServer, text } = await rawConnection(plain, async (conn) => {
           await write(conn, "GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n");
@@ -278,6 +250,108 @@ Deno.test({
       );
     } finally {
       await close();
+    }
+  },
+});
+
+/** `deno task serve` with `flags`, on a free port; its URL once it listens. */
+const spawnServe = async (flags: readonly string[]) => {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "cli/serve.ts",
+      "--model",
+      STORIES260K_PATH,
+      "--tokenizer",
+      TOK512_PATH,
+      "--port",
+      "0",
+      "--model-id",
+      MODEL_ID,
+      ...flags,
+    ],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  while (!out.includes("\n")) {
+    const { value, done } = await lines.read();
+    if (done) break;
+    out += value;
+  }
+  const stop = async () => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
+    await child.status;
+    await lines.cancel();
+    return await stderr;
+  };
+  const match = /^listening on (http:\/\/127\.0\.0\.1:(\d+))\n/.exec(out);
+  if (match === null) assert.fail(`stdout: ${out}\nstderr: ${await stop()}`);
+  return { url: match[1], port: Number(match[2]), stop };
+};
+
+Deno.test({
+  name: "serve: the CLI refuses a 100k-character prompt by its length while /health answers",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    // Its own process: a server stuck tokenizing must not also stall this test's timers.
+    const serve = await spawnServe([
+      "--idle-timeout-seconds",
+      "1",
+      "--header-timeout-seconds",
+      "1",
+      "--body-timeout-seconds",
+      "2",
+      "--allowed-origins",
+      `${ORIGIN},http://other.example`,
+    ]);
+    const server = { url: serve.url, port: serve.port };
+    try {
+      const prompt = "Once upon a time there was a dog. ".repeat(3000).slice(0, 100_000);
+      const long = postJson(server, "/v1/completions", { model: MODEL_ID, prompt });
+      // Sent while the long request is in the server: its event loop must still answer.
+      const health = await fetch(`${server.url}/health`, {
+        headers: { origin: ORIGIN },
+        signal: AbortSignal.timeout(BOUND_MILLIS),
+      });
+      assert.equal(health.status, 200);
+      assert.equal(health.headers.get("access-control-allow-origin"), ORIGIN); // the flag took
+      await health.body?.cancel();
+      const refused = await errorOf(await long, 400);
+      assert.equal(refused.param, "prompt");
+      assert.equal(refused.code, "context_length_exceeded");
+      assert.match(refused.message, /100000 bytes/);
+      const chat = await errorOf(
+        await postJson(server, "/v1/chat/completions", {
+          model: MODEL_ID,
+          messages: [{ role: "user", content: prompt }],
+        }),
+        400,
+      );
+      assert.equal(chat.param, "messages");
+      // Within the byte bound but over the context: refused by its token count.
+      const bytes = 512 * PROMPT_BYTES_PER_CONTEXT_TOKEN - 64;
+      const tokens = await errorOf(
+        await postJson(server, "/v1/completions", {
+          model: MODEL_ID,
+          prompt: "a ".repeat(bytes / 2),
+        }),
+        400,
+      );
+      assert.equal(tokens.code, "context_length_exceeded");
+      assert.match(tokens.message, /tokens, leaving no room/);
+      // --idle-timeout-seconds: a silent connection is closed.
+      const idle = await rawConnection(server, () => Promise.resolve());
+      assert.ok(idle.closedByServer, "the connection was still open");
+    } finally {
+      await serve.stop();
     }
   },
 });
