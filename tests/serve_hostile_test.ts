@@ -118,9 +118,11 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn(t) {
-    const { servers: [plain, cors], close } = await startServices(STORIES260K_PATH, [
+    const { servers: [plain, cors, draining], close } = await startServices(STORIES260K_PATH, [
       TIMEOUTS,
       { ...TIMEOUTS, allowedOrigins: [ORIGIN, "http://other.example"] },
+      // Idle longer than the bound: only the shutdown can close its kept-alive connection.
+      { ...TIMEOUTS, idleTimeoutMillis: 10 * BOUND_MILLIS },
     ]);
     try {
       await t.step("a header trickle gets 408 and is closed", async () => {
@@ -152,6 +154,31 @@ Deno.test({
           });
           assert.ok(closedByServer, "the connection was still open");
           assert.equal(text.match(/HTTP\/1\.1 200 OK/g)?.length, 2, text);
+        },
+      );
+
+      await t.step(
+        "a server that stops accepting closes its idle kept-alive connections at once",
+        async () => {
+          // A stream in flight keeps the server draining (as SIGTERM's drain would).
+          const stream = await postJson(draining, "/v1/completions", {
+            model: MODEL_ID,
+            prompt: "",
+            max_tokens: 200,
+            stream: true,
+          });
+          const reader = stream.body!.getReader();
+          await reader.read();
+          let stopped: Promise<void> | undefined;
+          const { closedByServer, text } = await rawConnection(draining, async (conn) => {
+            await write(conn, "GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n");
+            await sleep(200); // answered; the connection is idle now
+            stopped = Effect.runPromise(draining.shutdown);
+          });
+          await reader.cancel();
+          await stopped;
+          assert.ok(closedByServer, "the idle connection stayed open while the server drained");
+          assert.equal(text.match(/HTTP\/1\.1 200 OK/g)?.length, 1, text);
         },
       );
 
