@@ -3,12 +3,14 @@
  * serves N concurrent greedy requests on stories260K over 2 Worker ranks, for N = 1, 2, 4, 8;
  * the table has aggregate and per-request tokens/s, the time to first token and the mean decode
  * batch. Writes its section of docs/BENCHMARKS.md and docs/benchmarks/service.json.
+ * `deno task bench:service soak` runs the long soak of bench/service_soak.ts instead.
  */
 import { Chunk, Effect, Layer, Stream } from "effect";
 import { WorkersTransport } from "../actors/workers.ts";
 import { makeInferenceEngine } from "../engine/scheduler.ts";
 import { machine, writeSection } from "./report.ts";
 import { STORIES260K_PATH, TOK512_PATH } from "../assets/paths.ts";
+import { runSoak } from "./service_soak.ts";
 
 const MODEL = STORIES260K_PATH;
 const TOKENIZER = TOK512_PATH;
@@ -101,6 +103,10 @@ ${table}
   console.log(markdown);
 });
 
-await Effect.runPromise(
-  program.pipe(Effect.scoped, Effect.provide(Layer.fresh(WorkersTransport()))),
-);
+if (Deno.args[0] === "soak") {
+  await runSoak(Deno.args.slice(1));
+} else {
+  await Effect.runPromise(
+    program.pipe(Effect.scoped, Effect.provide(Layer.fresh(WorkersTransport()))),
+  );
+}
