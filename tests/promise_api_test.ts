@@ -3,7 +3,8 @@
  * the Effect `generate()` and the greedy fixture at tp 1 (in-process) and tp 2 (Workers);
  * failures thrown as their typed classes (not `FiberFailure`); `break` and `AbortSignal` end a
  * generation and the next one is unaffected; concurrent calls are serialized; `close()` is
- * idempotent, stops every rank process and makes later calls throw `ModelClosed`.
+ * idempotent, stops every rank process and makes later calls throw `ModelClosed`; an aborted
+ * load leaves no rank running; bad generation options are a `GenerateInputError`.
  */
 import assert from "node:assert/strict";
 import { Chunk, Effect, type Layer, Stream } from "effect";
@@ -15,6 +16,7 @@ import {
   ConfigError,
   generate,
   type GeneratedToken,
+  GenerateInputError,
   type GenerateOptions,
   LlamaModel,
   LoadError,
@@ -175,6 +177,12 @@ Deno.test("promise API: concurrent generations are serialized, each as if alone"
   assert.equal(new Set(alone).size, prompts.length);
   const together = await Promise.all(prompts.map((prompt) => llm.complete(prompt, GREEDY)));
   assert.deepEqual(together, alone);
+  // Options that cannot work fail that call only, typed.
+  for (const options of [{ maxTokens: 0 }, { temperature: -1 }, { topP: NaN }]) {
+    const bad = await rejection(llm.complete(PROMPT, options));
+    assert.ok(bad instanceof GenerateInputError, `${JSON.stringify(options)}: got ${bad}`);
+  }
+  assert.equal(await llm.complete(prompts[0], GREEDY), alone[0]);
 });
 
 /** Pids of this process's children, from /proc. */
@@ -190,7 +198,7 @@ const childPids = async (): Promise<number[]> => {
   return children;
 };
 
-Deno.test("promise API: close() stops every rank, is idempotent, and later calls throw ModelClosed", async () => {
+Deno.test("promise API: close() and an aborted load stop every rank; close is idempotent; later calls throw ModelClosed", async () => {
   const before = await childPids();
   const llm = await Tessera.load({ model: MODEL, tokenizer: TOKENIZER, tp: 2, transport: "tcp" });
   const ranks = (await childPids()).filter((pid) => !before.includes(pid));
@@ -204,6 +212,21 @@ Deno.test("promise API: close() stops every rank, is idempotent, and later calls
   assert.ok(await rejection(open.next()) instanceof ModelClosed);
   assert.ok(await rejection(llm.complete(PROMPT)) instanceof ModelClosed);
   assert.ok(await rejection(collect(llm.generate(PROMPT))) instanceof ModelClosed);
+
+  // A load aborted midway (the rank processes take far longer than 50 ms to start) rejects
+  // with the signal's reason and leaves no rank running.
+  const controller = new AbortController();
+  const reason = new Error("not now");
+  const loading = Tessera.load({
+    model: MODEL,
+    tokenizer: TOKENIZER,
+    tp: 2,
+    transport: "tcp",
+    signal: controller.signal,
+  });
+  setTimeout(() => controller.abort(reason), 50);
+  assert.equal(await rejection(loading), reason);
+  assert.deepEqual((await childPids()).filter((pid) => !before.includes(pid)), []);
 
   let disposed: Tessera | undefined;
   {
