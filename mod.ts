@@ -1,6 +1,20 @@
 /**
  * Tessera: tensor-parallel LLM inference for Deno on WebGPU.
  *
+ * Two ways in. The plain Promise API, {@link Tessera}, needs no other import:
+ *
+ * ```ts
+ * import { Tessera } from "jsr:@tessera/tp";
+ *
+ * await using llm = await Tessera.load({ model: "stories260K.bin", tokenizer: "tok512.bin", tp: 2 });
+ * for await (const piece of llm.generate("Once upon a time", { maxTokens: 64 })) {
+ *   Deno.stdout.writeSync(new TextEncoder().encode(piece.text));
+ * }
+ * ```
+ *
+ * The Effect API (services, layers, typed errors, streams) is everything else here, used with
+ * `effect` itself:
+ *
  * ```ts
  * import { Effect } from "effect";
  * import { InProcessTransport, Supervisor, tensor } from "jsr:@tessera/tp";
@@ -19,6 +33,17 @@
  *
  * @module
  */
+export { Tessera } from "./promise/tessera.ts";
+export {
+  type InProcessTransportOption,
+  type TcpTransportOption,
+  type TesseraGenerateOptions,
+  type TesseraOptions,
+  type TransportName,
+  type TransportOption,
+  type WorkersTransportOption,
+} from "./promise/options.ts";
+export { ModelClosed } from "./promise/errors.ts";
 export { type ReplyObserver, Supervisor, type SupervisorOptions } from "./actors/supervisor.ts";
 export { type InProcessOptions, InProcessTransport } from "./actors/inprocess.ts";
 export { type WorkersOptions, WorkersTransport } from "./actors/workers.ts";
