@@ -1,5 +1,6 @@
 /** Buffer creation, uploads, and readbacks that never outlive a lost device. */
 import { Effect } from "effect";
+import { collectIfDue } from "./collector.ts";
 import { gpuCounters } from "./counters.ts";
 import type { Gpu } from "./device.ts";
 import { DeviceLostError, GpuOperationError } from "./errors.ts";
@@ -63,14 +64,17 @@ export const writeBuffer = (
  */
 export const awaitGpu = <A>(gpu: Gpu, operation: string, promise: () => Promise<A>) =>
   Effect.tryPromise({
-    try: () =>
-      Promise.race([promise(), gpu.whenLost.then((lost) => Promise.reject(lost))]).catch(
+    try: () => {
+      // While the GPU runs what was just submitted: gpu/collector.ts says why.
+      if (gpu.backend === "dawn") collectIfDue();
+      return gpu.unlessLost(promise()).catch(
         // Some backends reject the operation just before they report the loss: name the cause.
         async (cause) => {
           const lost = await Promise.race([gpu.whenLost, sleep(LOSS_GRACE_MS)]);
           throw lost ?? cause;
         },
-      ),
+      );
+    },
     catch: (cause) =>
       cause instanceof DeviceLostError
         ? cause

@@ -6,6 +6,7 @@
  * automatic fallback when Dawn cannot load or finds no adapter.
  */
 import { Effect, type Scope } from "effect";
+import { NO_COLLECTOR_WARNING, shouldWarnNoCollector, trackDawnEncoders } from "./collector.ts";
 import { instrumentDevice } from "./counters.ts";
 import { installGentleDawnPolling } from "./dawn_polling.ts";
 import { DeviceLostError, GpuOperationError, NoAdapterError } from "./errors.ts";
@@ -31,8 +32,17 @@ export interface Gpu {
     readonly maxBufferSize: number;
     readonly maxComputeWorkgroupsPerDimension: number;
   };
-  /** Resolves if the device is lost, so every wait can race it instead of hanging. */
+  /** Resolves if the device is lost. */
   readonly whenLost: Promise<DeviceLostError>;
+  /**
+   * `wait`, rejected with the `DeviceLostError` instead if the device is lost first, so no wait
+   * hangs on a lost device. Unlike a `Promise.race` against `whenLost`, a settled wait leaves
+   * nothing behind: a race adds a reaction to `whenLost` that is never released, which kept
+   * every readback's closures (and the Dawn objects they hold) alive for the device's life.
+   */
+  readonly unlessLost: <A>(wait: Promise<A>) => Promise<A>;
+  /** Waits now registered with `unlessLost` (zero between steps; tests watch it for leaks). */
+  readonly pendingWaits: () => number;
   /**
    * The first error the device raised outside an error scope (a shader that does not compile,
    * a binding over a limit, out of memory), if any. Work encoded after it may have been
@@ -131,16 +141,45 @@ export const acquireGpu = (
           new GpuOperationError({ operation: "requestDevice", message: String(cause) }),
       });
       instrumentDevice(device); // work counters for the benchmark (gpu/counters.ts)
+      if (backend === "dawn") {
+        trackDawnEncoders(device); // bounded collection of Dawn's objects (gpu/collector.ts)
+        if (shouldWarnNoCollector()) yield* Effect.logWarning(NO_COLLECTOR_WARNING);
+      }
       let uncapturedError: string | undefined;
       device.addEventListener("uncapturederror", (event) => {
         uncapturedError ??= (event as GPUUncapturedErrorEvent).error.message;
       });
-      const whenLost = device.lost.then((info) =>
-        new DeviceLostError({
+      const pending = new Set<(lost: DeviceLostError) => void>();
+      let lostError: DeviceLostError | undefined;
+      const whenLost = device.lost.then((info) => {
+        lostError = new DeviceLostError({
           message: `GPU device ${options.label ?? ""} lost: ${info.message || info.reason}`,
           reason: String(info.reason),
-        })
-      );
+        });
+        for (const reject of pending) reject(lostError);
+        pending.clear();
+        return lostError;
+      });
+      const unlessLost = <A>(wait: Promise<A>): Promise<A> => {
+        if (lostError) {
+          // The wait still settles (Dawn rejects it with an AbortError); nobody is left to hear it.
+          wait.catch(() => {});
+          return Promise.reject(lostError);
+        }
+        return new Promise<A>((resolve, reject) => {
+          pending.add(reject);
+          wait.then(
+            (value) => {
+              pending.delete(reject);
+              resolve(value);
+            },
+            (cause) => {
+              pending.delete(reject);
+              reject(cause);
+            },
+          );
+        });
+      };
       const info = adapter.info;
       return {
         device,
@@ -153,6 +192,8 @@ export const acquireGpu = (
           maxComputeWorkgroupsPerDimension: device.limits.maxComputeWorkgroupsPerDimension,
         },
         whenLost,
+        unlessLost,
+        pendingWaits: () => pending.size,
         uncapturedError: () => uncapturedError,
       } satisfies Gpu;
     }),
