@@ -32,7 +32,16 @@ const spawnRankProcess = (rank: number, tp: number, secretFile: string, backend:
   Effect.acquireRelease(
     Effect.sync(() => {
       const threads = Math.max(1, Math.floor(navigator.hardwareConcurrency / tp));
-      const args = ["run", "-A", RANK_CLI, "--listen", "127.0.0.1:0", "--secret-file", secretFile];
+      const args = [
+        "run",
+        "-A",
+        "--v8-flags=--expose-gc",
+        RANK_CLI,
+        "--listen",
+        "127.0.0.1:0",
+        "--secret-file",
+        secretFile,
+      ];
       if (backend !== "auto") args.push("--backend", backend);
       return new Deno.Command(Deno.execPath(), {
         args,

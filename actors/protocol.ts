@@ -115,6 +115,7 @@ export const RankCommand: Schema.Union<[
     bytes: Schema.filter<NonNegativeInt>;
     iterations: Schema.filter<typeof Schema.Int>;
   }>,
+  Schema.TaggedStruct<"Pause", { step: NonNegativeInt; millis: Schema.filter<typeof Schema.Int> }>,
 ]> = Schema.Union(
   Schema.TaggedStruct("LoadLayer", {
     step: Schema.NonNegativeInt,
@@ -173,6 +174,14 @@ export const RankCommand: Schema.Union<[
     op: Schema.Literal("allReduce", "allGather"),
     bytes: Schema.NonNegativeInt.pipe(Schema.lessThanOrEqualTo(64 * 1024 * 1024)),
     iterations: Schema.Int.pipe(Schema.between(1, 1000)),
+  }),
+  /**
+   * Fault drill: the rank sits idle for `millis` before its next command, alive and answering
+   * heartbeats, as a rank stuck in a driver would (the engine's stall watchdog must notice).
+   */
+  Schema.TaggedStruct("Pause", {
+    step: Schema.NonNegativeInt,
+    millis: Schema.Int.pipe(Schema.between(1, 600_000)),
   }),
 );
 /** A decoded {@link RankCommand}. */

@@ -2,7 +2,7 @@
  * What a rank does with each command, independent of how commands reach it. A rank owns its
  * device, its shards and its buffers; it executes, it never decides.
  */
-import { Effect } from "effect";
+import { Duration, Effect } from "effect";
 import type { CollectiveGroup } from "../collectives/communicator.ts";
 import { stepCommunicator } from "../collectives/communicator.ts";
 import { fromPayload, type TensorPayload, toPayload } from "../collectives/protocol.ts";
@@ -81,6 +81,9 @@ export const makeRankRuntime = (
     Effect.gen(function* () {
       switch (command._tag) {
         case "Ping":
+          return { _tag: "Pong", rank, backend: gpu.backend, adapter: gpu.adapterName } as const;
+        case "Pause":
+          yield* Effect.sleep(Duration.millis(command.millis));
           return { _tag: "Pong", rank, backend: gpu.backend, adapter: gpu.adapterName } as const;
         case "TimeCollective": {
           const comm = stepCommunicator(group, rank, command.step);

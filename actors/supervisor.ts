@@ -170,6 +170,22 @@ export class Supervisor {
     return this.group.kill(rank);
   }
 
+  /**
+   * Fault drill: `rank` sits idle for `millis` before its next command, alive and answering
+   * heartbeats, so the steps sent after it wait for it (a stall, not a death). Its reply is
+   * not awaited.
+   */
+  pause(rank: number, millis: number): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      const handle = this.group.ranks.find((h) => h.rank === rank);
+      if (!handle) return Effect.void;
+      return handle.send({ _tag: "Pause", step: this.nextStep++, millis }).pipe(
+        Effect.flatMap((reply) => Effect.forkDaemon(Effect.ignore(reply))),
+        Effect.asVoid,
+      );
+    });
+  }
+
   /** Calls and bytes per collective since the ranks started. */
   collectiveStats(): ReadonlyArray<{ op: string; calls: number; bytes: number }> {
     return this.group.collectiveStats();

@@ -86,6 +86,7 @@ const startRank = async (ns: string, address: string, secretFile: string) => {
   const child = deno(ns, [
     "run",
     "-A",
+    "--v8-flags=--expose-gc",
     "cli/rank.ts",
     "--listen",
     `${address}:0`,
@@ -127,6 +128,7 @@ Deno.test({
       const out = await deno(NS[0], [
         "run",
         "-A",
+        "--v8-flags=--expose-gc",
         "cli/generate.ts",
         "--model",
         MODEL,

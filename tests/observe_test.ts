@@ -45,7 +45,16 @@ Deno.test("trace: --trace over 2 Worker ranks is Chrome trace JSON with every ra
   try {
     const out = await new Deno.Command(Deno.execPath(), {
       args: [
-        ...["run", "-A", "cli/generate.ts", "--model", MODEL, "--tokenizer", TOKENIZER],
+        ...[
+          "run",
+          "-A",
+          "--v8-flags=--expose-gc",
+          "cli/generate.ts",
+          "--model",
+          MODEL,
+          "--tokenizer",
+          TOKENIZER,
+        ],
         ...["--tp", "2", "--prompt", "", "--max-tokens", "12", "--json"],
         ...["--trace", tracePath, "--log-level", "debug"],
       ],

@@ -287,6 +287,7 @@ const spawnServe = async (flags: readonly string[]) => {
     args: [
       "run",
       "-A",
+      "--v8-flags=--expose-gc",
       "cli/serve.ts",
       "--model",
       STORIES260K_PATH,

@@ -146,6 +146,7 @@ const referenceGeneration = async (prompt: string, maxTokens: number) => {
     args: [
       "run",
       "-A",
+      "--v8-flags=--expose-gc",
       "cli/generate.ts",
       "--model",
       MODEL,
@@ -599,6 +600,7 @@ Deno.test({
       args: [
         "run",
         "-A",
+        "--v8-flags=--expose-gc",
         "cli/serve.ts",
         "--model",
         MODEL,
