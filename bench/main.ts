@@ -24,10 +24,10 @@ import { readLlama2cHeader } from "../models/llama2c.ts";
 import { collectivesBench } from "./collectives.ts";
 import { matmulVariantsBench } from "./matmul_variants.ts";
 import { nativeDecode, type NativeResult } from "./native_reference.ts";
-import { parseArgs } from "node:util";
 import { UsageError } from "../cli/flags.ts";
 import { type CliFailure, runMain } from "../cli/main.ts";
-import { observeFlagOptions, observeFlagsOf, observeLayer } from "../cli/observe.ts";
+import { helpText, parseFlagTable, versionText } from "../cli/flag_table.ts";
+import { observeFlagsOf, observeFlagTable, observeLayer } from "../cli/observe.ts";
 import { logAsRank } from "../observe/logging.ts";
 import { currentTelemetry } from "../observe/telemetry.ts";
 import { writeSection } from "./report.ts";
@@ -904,21 +904,30 @@ const program = Effect.gen(function* () {
   console.log(markdown);
 });
 
+const BENCHES: Record<string, Effect.Effect<void, CliFailure>> = {
+  collectives: collectivesBench,
+  matmul: matmulVariantsBench,
+};
+
+const HELP = helpText(
+  "deno task bench [collectives | matmul]",
+  "Measures decode/prefill speed, memory and kernels and writes docs/BENCHMARKS.md; " +
+    "`collectives` and `matmul` run one part alone.",
+  observeFlagTable,
+);
+
 /** `deno task bench [collectives | matmul] [--trace FILE] [--log-level L]`. */
 const cli = Effect.gen(function* () {
-  const { values, positionals } = yield* Effect.try({
-    try: () => parseArgs({ args: Deno.args, options: observeFlagOptions, allowPositionals: true }),
-    catch: (e) => new UsageError({ message: (e as Error).message }),
-  });
-  const flags = yield* observeFlagsOf(values);
-  const benches: Record<string, Effect.Effect<void, CliFailure>> = {
-    collectives: collectivesBench,
-    matmul: matmulVariantsBench,
-  };
-  const which = positionals.length === 0 ? program : benches[positionals[0]];
-  if (positionals.length > 1 || !which) {
-    return yield* new UsageError({ message: `unknown benchmark ${positionals.join(" ")}` });
+  const [first, ...rest] = Deno.args;
+  const named = first !== undefined && !first.startsWith("-") ? first : undefined;
+  const parsed = yield* parseFlagTable(named === undefined ? Deno.args : rest, observeFlagTable);
+  if (parsed._tag === "Help") return yield* Effect.sync(() => console.log(HELP.trimEnd()));
+  if (parsed._tag === "Version") {
+    return yield* Effect.sync(() => console.log(versionText().trimEnd()));
   }
+  const flags = yield* observeFlagsOf(parsed.values);
+  const which = named === undefined ? program : BENCHES[named];
+  if (!which) return yield* new UsageError({ message: `unknown benchmark ${named}` });
   yield* which.pipe(logAsRank("supervisor"), Effect.provide(observeLayer(flags)));
 });
 await runMain(cli);

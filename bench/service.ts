@@ -11,6 +11,9 @@ import { makeInferenceEngine } from "../engine/scheduler.ts";
 import { machine, writeSection } from "./report.ts";
 import { STORIES260K_PATH, TOK512_PATH } from "../assets/paths.ts";
 import { runSoak } from "./service_soak.ts";
+import { helpText, parseFlagTable, versionText } from "../cli/flag_table.ts";
+import { positiveInt, usage } from "../cli/flags.ts";
+import { runMain } from "../cli/main.ts";
 
 const MODEL = STORIES260K_PATH;
 const TOKENIZER = TOK512_PATH;
@@ -103,10 +106,34 @@ ${table}
   console.log(markdown);
 });
 
-if (Deno.args[0] === "soak") {
-  await runSoak(Deno.args.slice(1));
-} else {
-  await Effect.runPromise(
-    program.pipe(Effect.scoped, Effect.provide(Layer.fresh(WorkersTransport()))),
-  );
-}
+const FLAGS = {
+  minutes: { type: "string", value: "M", default: "10", help: "soak: how long to run" },
+  streams: { type: "string", value: "N", default: "4", help: "soak: concurrent clients" },
+} as const;
+
+const HELP = helpText(
+  "deno task bench:service [soak]",
+  "Measures continuous batching at 1, 2, 4 and 8 concurrent requests; `soak` keeps " +
+    "--streams clients busy for --minutes instead. Both write docs/BENCHMARKS.md.",
+  FLAGS,
+);
+
+const soak = Deno.args[0] === "soak";
+const cli = Effect.gen(function* () {
+  const parsed = yield* parseFlagTable(soak ? Deno.args.slice(1) : Deno.args, FLAGS);
+  if (parsed._tag === "Help") return yield* Effect.sync(() => console.log(HELP.trimEnd()));
+  if (parsed._tag === "Version") {
+    return yield* Effect.sync(() => console.log(versionText().trimEnd()));
+  }
+  const minutes = Number(parsed.values.minutes);
+  if (!(minutes > 0)) {
+    return yield* usage(`--minutes must be a number > 0, got ${parsed.values.minutes}`);
+  }
+  const streams = yield* positiveInt("streams", parsed.values.streams);
+  if (soak) return yield* Effect.promise(() => runSoak({ minutes, streams }));
+  if (Deno.args.length > 0) {
+    return yield* usage("--minutes and --streams go with `soak`");
+  }
+  yield* program.pipe(Effect.scoped, Effect.provide(Layer.fresh(WorkersTransport())));
+});
+await runMain(cli);

@@ -8,7 +8,6 @@
  *
  * Targets: no gap over 2 s, and RSS after the first minute within 20% of its first-minute level.
  */
-import { parseArgs } from "node:util";
 import { Effect, Fiber, Layer, Stream } from "effect";
 import { WorkersTransport } from "../actors/workers.ts";
 import { makeInferenceEngine } from "../engine/scheduler.ts";
@@ -38,21 +37,10 @@ const quantile = (xs: readonly number[], q: number) => {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 };
 
-export const runSoak = async (args: readonly string[]): Promise<void> => {
-  const { values } = parseArgs({
-    args: [...args],
-    options: {
-      minutes: { type: "string", default: "10" },
-      streams: { type: "string", default: "4" },
-    },
-  });
-  const minutes = Number(values.minutes);
-  const streams = Number(values.streams);
-  if (!(minutes > 0) || !(Number.isInteger(streams) && streams > 0)) {
-    console.error("--minutes must be > 0 and --streams a positive integer");
-    Deno.exit(2);
-  }
-
+/** Runs the soak: `streams` clients for `minutes`. */
+export const runSoak = async (
+  { minutes, streams }: { readonly minutes: number; readonly streams: number },
+): Promise<void> => {
   const program = Effect.gen(function* () {
     const engine = yield* makeInferenceEngine({
       modelPath: STORIES260K_PATH,

@@ -1,10 +1,8 @@
 /**
- * Flag parsing shared by `deno task generate` and `deno task serve`: strict `parseArgs` with
- * usage errors as a typed failure (exit code 2), integer checks, and the model/transport flags
- * (`--model --tokenizer --tp --transport --ranks --secret-file --weights`) with their
- * cross-checks and the transport layer they choose.
+ * Flag values shared by the commands: usage errors as a typed failure (exit code 2), integer
+ * checks, and the model/transport flags (`--model --tokenizer --tp --transport --ranks
+ * --secret-file --weights`) with their cross-checks and the transport layer they choose.
  */
-import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { Data, Effect, Layer } from "effect";
 import { InProcessTransport } from "../actors/inprocess.ts";
 import { TcpTransport } from "../actors/tcp.ts";
@@ -12,21 +10,12 @@ import type { Transport } from "../actors/transport.ts";
 import { WorkersTransport } from "../actors/workers.ts";
 import type { SecretError } from "../wire/errors.ts";
 import { loadSecret } from "../wire/handshake.ts";
+import type { FlagTable } from "./flag_table.ts";
 
 /** A flag the CLI cannot accept; exit code 2. */
 export class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string }> {}
 
 export const usage = (message: string) => Effect.fail(new UsageError({ message }));
-
-/** Strict: an unknown flag or a stray argument is a usage error, not an exception. */
-export const parseFlags = <const Options extends ParseArgsOptionsConfig>(
-  args: string[],
-  options: Options,
-) =>
-  Effect.try({
-    try: () => parseArgs({ args, strict: true, allowPositionals: false, options }),
-    catch: (e) => new UsageError({ message: e instanceof Error ? e.message : String(e) }),
-  });
 
 export const positiveInt = (flag: string, value: string) =>
   /^\d+$/.test(value) && Number(value) >= 1 && Number.isSafeInteger(Number(value))
@@ -48,21 +37,45 @@ export const weightsOf = (value: string) =>
     ? Effect.succeed<"f32" | "f16">(value)
     : usage(`--weights must be f32 or f16, got ${JSON.stringify(value)}`);
 
-/** The `parseArgs` options for the model and transport flags, with their defaults. */
-export const modelFlagOptions = {
-  model: { type: "string" },
-  tokenizer: { type: "string" },
-  tp: { type: "string", default: "1" },
-  transport: { type: "string" },
-  weights: { type: "string", default: "f32" },
-  ranks: { type: "string" },
-  "secret-file": { type: "string" },
-} as const;
-
-/** `--help` / `-h`: print the usage line and exit 0. */
-export const helpFlagOption = {
-  help: { type: "boolean", short: "h", default: false },
-} as const;
+/** The model and transport flags, shared by every command that loads a model. */
+export const modelFlagTable = {
+  model: {
+    type: "string",
+    short: "m",
+    value: "PATH",
+    help: "a llama2.c checkpoint (.bin) or a Hugging Face directory (required)",
+  },
+  tokenizer: {
+    type: "string",
+    value: "PATH",
+    help: "llama2.c tokenizer.bin, or a Hugging Face tokenizer.json or its directory",
+    defaultNote: "tokenizer.bin beside a .bin; a directory's own tokenizer.json",
+  },
+  tp: { type: "string", value: "N", default: "1", help: "tensor-parallel ranks" },
+  transport: {
+    type: "string",
+    value: "KIND",
+    help: "how ranks run: inprocess (this isolate), workers (Web Workers) or tcp (processes)",
+    defaultNote: "workers when --tp > 1, else inprocess",
+  },
+  weights: {
+    type: "string",
+    value: "TYPE",
+    default: "f32",
+    help: "element type of the matmul weights on the devices: f32 or f16",
+  },
+  ranks: {
+    type: "string",
+    value: "LIST",
+    help: "tcp: HOST:PORT of each rank started with `deno task rank`, comma-separated",
+    defaultNote: "local rank processes",
+  },
+  "secret-file": {
+    type: "string",
+    value: "FILE",
+    help: "tcp: the shared secret the ranks were started with",
+  },
+} as const satisfies FlagTable;
 
 export type TransportName = "inprocess" | "workers" | "tcp";
 
@@ -78,7 +91,7 @@ export interface ModelFlags {
   readonly secretFile?: string;
 }
 
-/** What `parseArgs` gives for `modelFlagOptions`. */
+/** What the parser gives for `modelFlagTable`. */
 interface ModelFlagValues {
   readonly model?: string;
   readonly tokenizer?: string;
@@ -143,4 +156,27 @@ export const transportLayer = (flags: ModelFlags): Layer.Layer<Transport, Secret
     case "inprocess":
       return InProcessTransport();
   }
+};
+
+/**
+ * How many tokens may be generated after a prompt of `promptTokens` (BOS included): `maxTokens`,
+ * cut to what is left of `--ctx-size` (default: the model's `seq_len`, which it may not exceed).
+ */
+export const tokensWithinContext = (
+  promptTokens: number,
+  maxTokens: number,
+  ctxSize: number | undefined,
+  seqLen: number,
+): Effect.Effect<number, UsageError> => {
+  if (ctxSize !== undefined && ctxSize > seqLen) {
+    return usage(`--ctx-size ${ctxSize} is more than the model's seq_len ${seqLen}`);
+  }
+  const context = ctxSize ?? seqLen;
+  if (promptTokens >= context) {
+    return usage(
+      `the prompt is ${promptTokens} tokens (with BOS): no room to generate within a context ` +
+        `of ${context}${ctxSize === undefined ? " (the model's seq_len)" : " (--ctx-size)"}`,
+    );
+  }
+  return Effect.succeed(Math.min(maxTokens, context - promptTokens));
 };

@@ -16,83 +16,58 @@
 import { Effect, Stream } from "effect";
 import { generate, loadTokenizer, modelSourceOf } from "../models/generate.ts";
 import { LlamaModel } from "../models/llama.ts";
+import { helpText, parseFlagTable, versionText } from "./flag_table.ts";
 import {
-  helpFlagOption,
-  modelFlagOptions,
   type ModelFlags,
   modelFlagsOf,
-  parseFlags,
+  modelFlagTable,
   positiveInt,
-  usage,
+  tokensWithinContext,
   type UsageError,
 } from "./flags.ts";
 import { runMain } from "./main.ts";
+import { type SamplingFlags, samplingFlagsOf, samplingFlagTable } from "./sampling_flags.ts";
 import {
-  OBSERVE_USAGE,
-  observeFlagOptions,
   type ObserveFlags,
   observeFlagsOf,
+  observeFlagTable,
   withRanksObserved,
 } from "./observe.ts";
 
-const USAGE = "usage: deno task generate --model PATH [--tokenizer PATH] [--tp N] " +
-  "[--prompt TEXT] [--max-tokens K] [--temperature T] [--top-p P] [--seed S] " +
-  "[--transport inprocess|workers|tcp] [--ranks HOST:PORT,...] [--secret-file F] " +
-  `[--weights f32|f16] [--json] ${OBSERVE_USAGE}`;
+const FLAGS = {
+  ...modelFlagTable,
+  prompt: { type: "string", short: "p", value: "TEXT", default: "", help: "text to continue" },
+  ...samplingFlagTable("0"),
+  json: {
+    type: "boolean",
+    help: 'print one JSON object {"tokens": [...], "text": "..."} instead of streaming',
+  },
+  ...observeFlagTable,
+} as const;
 
-interface CliOptions extends ModelFlags, ObserveFlags {
+const HELP = helpText(
+  "deno task generate",
+  "Generates text from a llama2.c checkpoint or a Hugging Face directory over --tp ranks.",
+  FLAGS,
+);
+
+interface CliOptions extends ModelFlags, ObserveFlags, SamplingFlags {
   readonly prompt: string;
-  readonly maxTokens: number;
-  readonly temperature: number;
-  readonly topP: number;
-  readonly seed: number | bigint;
   readonly json: boolean;
 }
 
-const numberIn = (flag: string, value: string, ok: (n: number) => boolean, what: string) => {
-  const n = value.trim() === "" ? NaN : Number(value);
-  return Number.isFinite(n) && ok(n)
-    ? Effect.succeed(n)
-    : usage(`--${flag} must be ${what}, got ${JSON.stringify(value)}`);
-};
-
-/** run.c's seed is an unsigned 64-bit integer; large seeds stay exact as bigint. */
-const seedOf = (value: string) => {
-  if (!/^\d+$/.test(value) || BigInt(value) >= 1n << 64n) {
-    return usage(`--seed must be an integer in [1, 2^64), got ${JSON.stringify(value)}`);
-  }
-  const n = Number(value);
-  return Effect.succeed(Number.isSafeInteger(n) ? n : BigInt(value));
-};
-
 /** Parses and checks the flags (strict: an unknown flag or a stray argument is an error). */
-const parseCli = (args: string[]): Effect.Effect<CliOptions | "help", UsageError> =>
+const parseCli = (args: string[]): Effect.Effect<CliOptions | "help" | "version", UsageError> =>
   Effect.gen(function* () {
-    const { values } = yield* parseFlags(args, {
-      ...modelFlagOptions,
-      prompt: { type: "string", default: "" },
-      "max-tokens": { type: "string", default: "256" },
-      temperature: { type: "string", default: "0" },
-      "top-p": { type: "string", default: "0.9" },
-      seed: { type: "string" },
-      json: { type: "boolean", default: false },
-      ...observeFlagOptions,
-      ...helpFlagOption,
-    });
-    if (values.help) return "help" as const;
+    const parsed = yield* parseFlagTable(args, FLAGS);
+    if (parsed._tag === "Help") return "help" as const;
+    if (parsed._tag === "Version") return "version" as const;
+    const { values } = parsed;
     return {
       ...yield* modelFlagsOf(values, (tp) => positiveInt("tp", tp)),
       ...yield* observeFlagsOf(values),
       prompt: values.prompt,
-      maxTokens: yield* positiveInt("max-tokens", values["max-tokens"]),
-      temperature: yield* numberIn(
-        "temperature",
-        values.temperature,
-        (t) => t >= 0,
-        "a number >= 0",
-      ),
-      topP: yield* numberIn("top-p", values["top-p"], (p) => p >= 0 && p <= 1, "in [0, 1]"),
-      seed: values.seed === undefined ? Date.now() : yield* seedOf(values.seed),
+      ...yield* samplingFlagsOf(values),
       json: values.json,
     };
   });
@@ -111,13 +86,19 @@ const run = (options: CliOptions) =>
     const source = yield* modelSourceOf(options.model);
     const tokenizer = yield* loadTokenizer(options.model, options.tokenizer);
     const model = yield* LlamaModel.load({ source, tp: options.tp, weights: options.weights });
+    const maxTokens = yield* tokensWithinContext(
+      tokenizer.encode(options.prompt, { bos: true, eos: false }).length,
+      options.maxTokens,
+      options.ctxSize,
+      model.config.seqLen,
+    );
     const tokens: number[] = [];
     let text = "";
     if (!options.json) yield* writeOut(options.prompt);
     const started = performance.now();
     yield* generate(model, tokenizer, {
       prompt: options.prompt,
-      maxTokens: options.maxTokens,
+      maxTokens,
       temperature: options.temperature,
       topP: options.topP,
       seed: options.seed,
@@ -139,6 +120,12 @@ const run = (options: CliOptions) =>
 
 await runMain(
   parseCli(Deno.args).pipe(
-    Effect.flatMap((options) => options === "help" ? writeOut(USAGE + "\n") : run(options)),
+    Effect.flatMap((options) =>
+      options === "help"
+        ? writeOut(HELP)
+        : options === "version"
+        ? writeOut(versionText())
+        : run(options)
+    ),
   ),
 );

@@ -18,18 +18,25 @@ import {
 } from "../observe/logging.ts";
 import { barProgress, lineProgress } from "../observe/progress.ts";
 import { type Telemetry, telemetryLayer } from "../observe/telemetry.ts";
+import type { FlagTable } from "./flag_table.ts";
 import { type ModelFlags, transportLayer, usage, type UsageError } from "./flags.ts";
 
-/** The `parseArgs` options of the observability flags. */
-export const observeFlagOptions = {
-  trace: { type: "string" },
-  "log-level": { type: "string" },
-  "log-format": { type: "string", default: "logfmt" },
-} as const;
-
-/** Usage text of the observability flags. */
-export const OBSERVE_USAGE = `[--trace FILE] [--log-level ${LOG_LEVELS.join("|")}] ` +
-  "[--log-format logfmt|json]";
+/** The observability flags. */
+export const observeFlagTable = {
+  trace: { type: "string", value: "FILE", help: "write a Chrome trace (Perfetto) on exit" },
+  "log-level": {
+    type: "string",
+    value: "LEVEL",
+    help: `${LOG_LEVELS.join(", ")}; none leaves only the command's own output`,
+    defaultNote: "env TESSERA_LOG_LEVEL, else info",
+  },
+  "log-format": {
+    type: "string",
+    value: "FORMAT",
+    default: "logfmt",
+    help: "log lines on stderr as logfmt or json",
+  },
+} as const satisfies FlagTable;
 
 export interface ObserveFlags {
   /** Where to write a Chrome trace when the command ends. */

@@ -9,36 +9,56 @@
  * bound (`:0` picks a free port), logs refused peers and sessions on stderr, and exits 0 on
  * SIGTERM or SIGINT after freeing its device.
  */
-import { parseArgs } from "node:util";
 import { Effect, Fiber } from "effect";
 import { serveRank } from "../actors/rank_server.ts";
 import { parseAddress } from "../actors/tcp.ts";
 import { loadSecret } from "../wire/handshake.ts";
+import { helpText, parseFlagTable, versionText } from "./flag_table.ts";
 import { describe } from "./main.ts";
 
-const USAGE =
-  "usage: deno task rank --listen HOST:PORT --secret-file FILE [--backend auto|dawn|deno]";
+const FLAGS = {
+  listen: {
+    type: "string",
+    value: "HOST:PORT",
+    default: "127.0.0.1:0",
+    help: "address to listen on; port 0 picks one (printed)",
+  },
+  "secret-file": {
+    type: "string",
+    value: "FILE",
+    help: "the shared secret (16+ bytes) the supervisor also holds (required)",
+  },
+  backend: {
+    type: "string",
+    value: "KIND",
+    default: "auto",
+    help: "WebGPU implementation: auto (Dawn, else Deno's), dawn or deno",
+  },
+} as const;
+
+const HELP = helpText(
+  "deno task rank",
+  "Runs one tensor-parallel rank as a process for --transport tcp.",
+  FLAGS,
+);
 
 const fail = (message: string): never => {
-  console.error(`error: ${message}\n${USAGE}`);
+  console.error(`error: ${message} (see --help)`);
   Deno.exit(2);
 };
 
-const { values } = (() => {
-  try {
-    return parseArgs({
-      args: Deno.args,
-      strict: true,
-      options: {
-        listen: { type: "string", default: "127.0.0.1:0" },
-        "secret-file": { type: "string" },
-        backend: { type: "string", default: "auto" },
-      },
-    });
-  } catch (e) {
-    return fail((e as Error).message);
-  }
-})();
+const parsed = Effect.runSync(
+  parseFlagTable(Deno.args, FLAGS).pipe(Effect.catchAll((e) => Effect.sync(() => fail(e.message)))),
+);
+if (parsed._tag === "Help") {
+  console.log(HELP.trimEnd());
+  Deno.exit(0);
+}
+if (parsed._tag === "Version") {
+  console.log(versionText().trimEnd());
+  Deno.exit(0);
+}
+const { values } = parsed;
 
 // Port 0 asks for any free port; the bound address is printed.
 const listen = parseAddress(values.listen, true) ??

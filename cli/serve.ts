@@ -24,32 +24,104 @@ import {
   startServer,
 } from "../serve/server.ts";
 import { makeInferenceEngine } from "../engine/scheduler.ts";
+import { helpText, parseFlagTable, versionText } from "./flag_table.ts";
 import {
-  helpFlagOption,
   intIn,
-  modelFlagOptions,
   type ModelFlags,
   modelFlagsOf,
-  parseFlags,
+  modelFlagTable,
   usage,
   type UsageError,
 } from "./flags.ts";
 import { runMain } from "./main.ts";
 import {
-  OBSERVE_USAGE,
-  observeFlagOptions,
   type ObserveFlags,
   observeFlagsOf,
+  observeFlagTable,
   withRanksObserved,
 } from "./observe.ts";
 
-const USAGE = "usage: deno task serve --model PATH [--tokenizer PATH] [--tp N] " +
-  "[--transport inprocess|workers|tcp] [--ranks HOST:PORT,...] [--secret-file F] " +
-  "[--port 8000] [--host 127.0.0.1] [--api-key K | env TESSERA_API_KEY] [--max-sequences 8] " +
-  "[--max-queue 64] [--max-tokens-limit N] [--max-body-bytes B] [--drain-seconds 30] " +
-  "[--header-timeout-seconds 10] [--body-timeout-seconds 30] [--idle-timeout-seconds 60] " +
-  "[--allowed-origins ORIGIN,...] " +
-  `[--model-id NAME] [--weights f32|f16] ${OBSERVE_USAGE}`;
+const seconds = (millis: number) => String(millis / 1000);
+
+const FLAGS = {
+  ...modelFlagTable,
+  host: { type: "string", value: "HOST", default: "127.0.0.1", help: "address to listen on" },
+  port: { type: "string", value: "PORT", default: "8000", help: "port to listen on; 0 picks one" },
+  "api-key": {
+    type: "string",
+    value: "KEY",
+    help: "require `Authorization: Bearer KEY` on /v1",
+    defaultNote: "env TESSERA_API_KEY, else no key",
+  },
+  "max-sequences": {
+    type: "string",
+    value: "N",
+    default: "8",
+    help: "sequences decoded together (KV-cache slots)",
+  },
+  "max-queue": {
+    type: "string",
+    value: "N",
+    default: "64",
+    help: "requests waiting for a slot before 429",
+  },
+  "max-tokens-limit": {
+    type: "string",
+    value: "N",
+    help: "largest max_tokens a request may ask for",
+    defaultNote: "the model's context",
+  },
+  "max-body-bytes": {
+    type: "string",
+    value: "BYTES",
+    default: String(DEFAULT_MAX_BODY_BYTES),
+    help: "largest request body before 413",
+  },
+  "drain-seconds": {
+    type: "string",
+    value: "S",
+    default: "30",
+    help: "on SIGTERM/SIGINT, time in-flight requests get to finish",
+  },
+  "header-timeout-seconds": {
+    type: "string",
+    value: "S",
+    default: seconds(DEFAULT_HEADER_TIMEOUT_MILLIS),
+    help: "time a client has to send its request headers",
+  },
+  "body-timeout-seconds": {
+    type: "string",
+    value: "S",
+    default: seconds(DEFAULT_BODY_TIMEOUT_MILLIS),
+    help: "time a client has to send its request body",
+  },
+  "idle-timeout-seconds": {
+    type: "string",
+    value: "S",
+    default: seconds(DEFAULT_IDLE_TIMEOUT_MILLIS),
+    help: "a kept-alive connection with no request is closed after this",
+  },
+  "allowed-origins": {
+    type: "string",
+    value: "LIST",
+    default: "",
+    help: "browser origins allowed by CORS, comma-separated",
+    defaultNote: "none: no CORS headers",
+  },
+  "model-id": {
+    type: "string",
+    value: "NAME",
+    help: "the model's id in /v1/models and responses",
+    defaultNote: "the model's file or directory name",
+  },
+  ...observeFlagTable,
+} as const;
+
+const HELP = helpText(
+  "deno task serve",
+  "Serves an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions) over --tp ranks.",
+  FLAGS,
+);
 
 interface ServeCliOptions extends ModelFlags, ObserveFlags {
   readonly host: string;
@@ -67,36 +139,14 @@ interface ServeCliOptions extends ModelFlags, ObserveFlags {
   readonly modelId?: string;
 }
 
-const parseCli = (args: string[]): Effect.Effect<ServeCliOptions | "help", UsageError> =>
+const parseCli = (
+  args: string[],
+): Effect.Effect<ServeCliOptions | "help" | "version", UsageError> =>
   Effect.gen(function* () {
-    const { values } = yield* parseFlags(args, {
-      ...modelFlagOptions,
-      host: { type: "string", default: "127.0.0.1" },
-      port: { type: "string", default: "8000" },
-      "api-key": { type: "string" },
-      "max-sequences": { type: "string", default: "8" },
-      "max-queue": { type: "string", default: "64" },
-      "max-tokens-limit": { type: "string" },
-      "max-body-bytes": { type: "string", default: String(DEFAULT_MAX_BODY_BYTES) },
-      "drain-seconds": { type: "string", default: "30" },
-      "header-timeout-seconds": {
-        type: "string",
-        default: String(DEFAULT_HEADER_TIMEOUT_MILLIS / 1000),
-      },
-      "body-timeout-seconds": {
-        type: "string",
-        default: String(DEFAULT_BODY_TIMEOUT_MILLIS / 1000),
-      },
-      "idle-timeout-seconds": {
-        type: "string",
-        default: String(DEFAULT_IDLE_TIMEOUT_MILLIS / 1000),
-      },
-      "allowed-origins": { type: "string", default: "" },
-      "model-id": { type: "string" },
-      ...observeFlagOptions,
-      ...helpFlagOption,
-    });
-    if (values.help) return "help" as const;
+    const parsed = yield* parseFlagTable(args, FLAGS);
+    if (parsed._tag === "Help") return "help" as const;
+    if (parsed._tag === "Version") return "version" as const;
+    const { values } = parsed;
     const modelFlags = yield* modelFlagsOf(values, (tp) => intIn("tp", tp, 1));
     const apiKey = values["api-key"] ?? Deno.env.get("TESSERA_API_KEY");
     if (apiKey !== undefined && apiKey.trim() === "") {
@@ -199,7 +249,11 @@ const run = (options: ServeCliOptions) =>
 await runMain(
   parseCli(Deno.args).pipe(
     Effect.flatMap((options) =>
-      options === "help" ? Effect.sync(() => console.log(USAGE)) : run(options)
+      options === "help"
+        ? Effect.sync(() => console.log(HELP.trimEnd()))
+        : options === "version"
+        ? Effect.sync(() => console.log(versionText().trimEnd()))
+        : run(options)
     ),
   ),
 );

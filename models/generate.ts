@@ -52,8 +52,10 @@ export type GenerateError = StepFailure | ConfigError | GenerateInputError | Non
 
 /** Options of {@link generate}. */
 export interface GenerateOptions {
-  /** Text to continue; encoded with BOS. */
+  /** Text to continue; encoded with BOS unless `bos` is false. */
   readonly prompt: string;
+  /** Put BOS in front of the prompt. Default true; false for a chat template that writes it. */
+  readonly bos?: boolean;
   /** Most tokens to generate (the prompt not counted); at least 1. */
   readonly maxTokens: number;
   /** 0 (the default) is greedy. */
@@ -90,6 +92,9 @@ const checkOptions = (model: LlamaModel, promptLength: number, options: Generate
     return inputError(`temperature must be a finite number >= 0, got ${temperature}`);
   }
   if (!Number.isFinite(topP)) return inputError(`topP must be a finite number, got ${topP}`);
+  if (promptLength === 0) {
+    return inputError("the prompt is empty and bos is off: nothing to continue");
+  }
   if (promptLength > seqLen) {
     return inputError(
       `the prompt is ${promptLength} tokens (with BOS), longer than the model's seq_len ${seqLen}`,
@@ -154,7 +159,7 @@ export const generate = (
   options: GenerateOptions,
 ): Stream.Stream<GeneratedToken, GenerateError> =>
   Stream.unwrap(Effect.gen(function* () {
-    const prompt = tokenizer.encode(options.prompt, { bos: true, eos: false });
+    const prompt = tokenizer.encode(options.prompt, { bos: options.bos ?? true, eos: false });
     const { maxTokens, temperature, topP } = yield* checkOptions(model, prompt.length, options);
     const { seqLen, vocabSize } = model.config;
     const sampler = temperature > 0
@@ -253,7 +258,13 @@ export const loadTokenizer = (
         : (yield* statPath(tokenizerPath)).isDirectory
         ? tokenizerPath
         : dirname(tokenizerPath);
-      return yield* loadHuggingFaceTokenizer(dir);
+      return yield* loadHuggingFaceTokenizer(dir).pipe(
+        Effect.mapError((e) =>
+          e.reason === "file not found" && e.file === join(dir, "tokenizer.json")
+            ? loadError(e.file, "file not found; pass the tokenizer's path with --tokenizer")
+            : e
+        ),
+      );
     }
     const { config } = yield* readLlama2cHeader(modelPath);
     const file = tokenizerPath ?? join(dirname(modelPath), "tokenizer.bin");
@@ -262,7 +273,7 @@ export const loadTokenizer = (
         tokenizerPath === undefined
           ? loadError(
             file,
-            `a llama2.c model needs its tokenizer.bin: none beside ${modelPath}; pass its path`,
+            `a llama2.c model needs its tokenizer.bin: none beside ${modelPath}; pass its path with --tokenizer`,
           )
           : e
       ),

@@ -138,7 +138,7 @@ Deno.test("generate: the sequence stops at seq_len; bad options are typed errors
 
 const cli = async (...args: string[]) => {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "cli/generate.ts", ...args],
+    args: ["run", "-A", "--v8-flags=--expose-gc", "cli/generate.ts", ...args],
     cwd: ROOT,
     stdout: "piped",
     stderr: "piped",
