@@ -31,6 +31,9 @@ interface Minute {
   readonly restarts: number;
 }
 
+/** The largest of `xs` (0 if empty); a spread of a run's 150k gaps would overflow the stack. */
+const largest = (xs: readonly number[]) => xs.reduce((a, b) => Math.max(a, b), 0);
+
 const quantile = (xs: readonly number[], q: number) => {
   if (xs.length === 0) return 0;
   const sorted = [...xs].sort((a, b) => a - b);
@@ -95,7 +98,7 @@ export const runSoak = async (
         restarts[m] = (yield* engine.health).restarts;
         console.error(
           `minute ${m + 1}: ${tokens[m] ?? 0} tokens, longest gap ` +
-            `${Math.max(0, ...(gaps[m] ?? [])).toFixed(0)} ms, RSS ${rss[m].toFixed(0)} MB`,
+            `${largest(gaps[m] ?? []).toFixed(0)} ms, RSS ${rss[m].toFixed(0)} MB`,
         );
       }
     });
@@ -112,15 +115,15 @@ export const runSoak = async (
       requests: requests[m] ?? 0,
       gapP50Ms: quantile(gaps[m] ?? [], 0.5),
       gapP99Ms: quantile(gaps[m] ?? [], 0.99),
-      longestGapMs: Math.max(0, ...(gaps[m] ?? [])),
+      longestGapMs: largest(gaps[m] ?? []),
       rssMB: r,
       restarts: restarts[m],
     }));
     const all = gaps.flat();
-    const longest = Math.max(0, ...all);
+    const longest = largest(all);
     const settled = rows.slice(1).map((r) => r.rssMB);
     const rssDrift = settled.length > 0
-      ? Math.max(...settled.map((r) => Math.abs(r - rows[0].rssMB))) / rows[0].rssMB
+      ? largest(settled.map((r) => Math.abs(r - rows[0].rssMB))) / rows[0].rssMB
       : 0;
     const verdict = (ok: boolean) => (ok ? "met" : "**missed**");
     const table = [
