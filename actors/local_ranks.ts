@@ -98,6 +98,8 @@ export const startLocalRanks = (tp: number, options: { backend?: BackendChoice }
     return {
       key,
       addresses: ranks.map((r) => r.address),
+      /** Each rank's process id, in rank order. */
+      pids: ranks.map((r) => r.child.pid),
       /**
        * Sends `signal` to rank's process: SIGKILL (the default) as a crash would, SIGSTOP to
        * freeze it with its connection still open (a hung host).
