@@ -38,8 +38,6 @@ export interface RankWorkerSession {
 export interface RankWorkerPool {
   /** A Worker (idle or new) serving one rank session until the scope closes. */
   session(handlers: RankWorkerHandlers): Effect.Effect<RankWorkerSession, never, Scope.Scope>;
-  /** Workers waiting for a session (tests). */
-  readonly idleWorkers: () => number;
 }
 
 interface PooledWorker {
@@ -95,7 +93,11 @@ export const makeRankWorkerPool: Effect.Effect<RankWorkerPool, never, Scope.Scop
         pooled.stopped = stopped;
         let stopRequested = false;
         let handedBack = false;
-        const post = (message: ToRank) => pooled.worker.postMessage(encode(message));
+        // Once handed back the Worker may serve another session: late messages of this one
+        // (a collective result for a killed rank) must not reach it.
+        const post = (message: ToRank) => {
+          if (!handedBack) pooled.worker.postMessage(encode(message));
+        };
         const end = Effect.suspend(() => {
           if (!stopRequested) {
             stopRequested = true;
@@ -118,6 +120,6 @@ export const makeRankWorkerPool: Effect.Effect<RankWorkerPool, never, Scope.Scop
         return { post, end } satisfies RankWorkerSession;
       });
 
-    return { session, idleWorkers: () => idle.length };
+    return { session };
   },
 );
