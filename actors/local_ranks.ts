@@ -1,7 +1,9 @@
 /**
  * Rank processes on this host for the TCP transport when no addresses are given: `tp` children
- * running cli/rank.ts on loopback with free ports and a fresh random secret (a 0600 temp file).
- * Closing the scope stops them (SIGTERM, then SIGKILL after 2 s) and removes the secret.
+ * running cli/rank.ts on loopback with free ports and a fresh random secret. Each child gets the
+ * secret as its stdin's first line (it is never written to disk) and exits when its stdin
+ * closes, so the ranks die with this process even when it is killed with SIGKILL and has no
+ * chance to stop them. Closing the scope stops them (SIGTERM, then SIGKILL after 2 s).
  */
 import { Effect } from "effect";
 import type { BackendChoice } from "../gpu/device.ts";
@@ -28,9 +30,9 @@ const listeningAddress = async (stdout: ReadableStream<Uint8Array>) => {
   }
 };
 
-const spawnRankProcess = (rank: number, tp: number, secretFile: string, backend: BackendChoice) =>
+const spawnRankProcess = (rank: number, tp: number, secret: string, backend: BackendChoice) =>
   Effect.acquireRelease(
-    Effect.sync(() => {
+    Effect.promise(async () => {
       const threads = Math.max(1, Math.floor(navigator.hardwareConcurrency / tp));
       const args = [
         "run",
@@ -40,19 +42,24 @@ const spawnRankProcess = (rank: number, tp: number, secretFile: string, backend:
         "--listen",
         "127.0.0.1:0",
         "--secret-file",
-        secretFile,
+        "-",
+        "--exit-with-stdin",
       ];
       if (backend !== "auto") args.push("--backend", backend);
-      return new Deno.Command(Deno.execPath(), {
+      const child = new Deno.Command(Deno.execPath(), {
         args,
-        stdin: "null",
+        stdin: "piped",
         stdout: "piped",
         stderr: "inherit",
         // On a CPU renderer each device starts one thread per core; share the cores out.
         env: Deno.env.get("LP_NUM_THREADS") ? {} : { LP_NUM_THREADS: String(threads) },
       }).spawn();
+      // The pipe stays open while this process lives: its end is the rank's cue to exit.
+      const stdin = child.stdin.getWriter();
+      await stdin.write(new TextEncoder().encode(`${secret}\n`)).catch(() => {});
+      return { child, stdin };
     }),
-    (child) =>
+    ({ child, stdin }) =>
       Effect.promise(async () => {
         try {
           child.kill("SIGTERM");
@@ -64,9 +71,10 @@ const spawnRankProcess = (rank: number, tp: number, secretFile: string, backend:
         }, 2000);
         await child.status;
         clearTimeout(timer);
+        await stdin.close().catch(() => {});
       }),
   ).pipe(
-    Effect.flatMap((child) =>
+    Effect.flatMap(({ child }) =>
       Effect.tryPromise({
         try: () => listeningAddress(child.stdout),
         catch: (e) =>
@@ -79,25 +87,19 @@ export const startLocalRanks = (tp: number, options: { backend?: BackendChoice }
   Effect.gen(function* () {
     const secret = Array.from(crypto.getRandomValues(new Uint8Array(32)))
       .map((b) => b.toString(16).padStart(2, "0")).join("");
-    const secretFile = yield* Effect.acquireRelease(
-      Effect.promise(async () => {
-        const path = await Deno.makeTempFile({ prefix: "tessera-secret-" });
-        await Deno.writeTextFile(path, secret, { mode: 0o600 });
-        return path;
-      }),
-      (path) => Effect.promise(() => Deno.remove(path).catch(() => {})),
-    );
     const key = yield* importSecret(new TextEncoder().encode(secret)).pipe(
       Effect.mapError((e) => new TransportError({ message: e.message })),
     );
     const ranks = yield* Effect.forEach(
       Array.from({ length: tp }, (_, r) => r),
-      (r) => spawnRankProcess(r, tp, secretFile, options.backend ?? "auto"),
+      (r) => spawnRankProcess(r, tp, secret, options.backend ?? "auto"),
       { concurrency: "unbounded" },
     );
     return {
       key,
       addresses: ranks.map((r) => r.address),
+      /** Each rank's process id, in rank order. */
+      pids: ranks.map((r) => r.child.pid),
       /**
        * Sends `signal` to rank's process: SIGKILL (the default) as a crash would, SIGSTOP to
        * freeze it with its connection still open (a hung host).

@@ -90,6 +90,7 @@ export const linkRank = (
         return;
       }
       case "Heartbeat":
+      case "Stopped":
         return;
       case "Contribution":
         // The hub answers every contribution, with a result or a typed failure.

@@ -4,17 +4,18 @@
  * Schema-typed binary messages (wire/frames.ts). An unauthenticated, slow or malformed peer is
  * refused and logged; it cannot crash the rank or hold up the session being served. When the
  * supervisor's connection ends, the rank frees its device and waits for the next session.
- * The rank's device and shards live in a Worker (see `rankInWorker`).
+ * The rank's device and shards live in a Worker of this process, and this thread only relays
+ * frames and sends heartbeats: a rank busy on its device (Dawn's event polling keeps its thread
+ * hot) must not starve the heartbeat that tells the supervisor it is alive. The Worker is kept
+ * from one session to the next (actors/rank_worker_pool.ts).
  */
-import { Effect, Schema } from "effect";
+import { Effect } from "effect";
 import type { BackendChoice } from "../gpu/device.ts";
 import type { WireError } from "../wire/errors.ts";
 import { closeQuietly, encodeFrame, type FrameReader, makeFrameWriter } from "../wire/frames.ts";
 import { serverHandshake } from "../wire/handshake.ts";
+import { makeRankWorkerPool, type RankWorkerPool } from "./rank_worker_pool.ts";
 import { FromRank, ToRank } from "./remote_protocol.ts";
-
-const encodeToRank = Schema.encodeSync(ToRank);
-const decodeFromRank = Schema.decodeUnknownEither(FromRank);
 
 /** Options of {@link serveRank}. */
 export interface RankServerOptions {
@@ -39,52 +40,25 @@ const peerOf = (conn: Deno.Conn) => {
   return `${addr.hostname}:${addr.port}`;
 };
 
-/**
- * The rank itself runs in a Worker of this process, and this thread only relays frames and sends
- * heartbeats: a rank busy on its device (Dawn's event polling keeps its thread hot) must not
- * starve the heartbeat that tells the supervisor it is alive.
- */
-const rankInWorker = (post: (message: FromRank) => void, onCrash: (message: string) => void) => {
-  const worker = new Worker(new URL("./rank_worker.ts", import.meta.url), { type: "module" });
-  worker.onmessage = (event: MessageEvent) => {
-    const decoded = decodeFromRank(event.data);
-    if (decoded._tag === "Right") post(decoded.right);
-    else onCrash(`the rank sent a malformed message: ${decoded.left.message}`);
-  };
-  worker.onerror = (event) => {
-    event.preventDefault();
-    onCrash(`the rank's Worker crashed: ${event.message}`);
-  };
-  let stopped: Promise<void> | undefined;
-  return {
-    receive: (message: ToRank) => worker.postMessage(encodeToRank(message)),
-    // The Worker frees its shards and destroys its device on Stop; then make sure it is gone.
-    stop: () =>
-      stopped ??= new Promise<void>((resolve) => {
-        worker.postMessage(encodeToRank({ _tag: "Stop" }));
-        setTimeout(() => {
-          worker.terminate();
-          resolve();
-        }, 300);
-      }),
-  };
-};
-
 /** Serves one authenticated supervisor until its connection ends. */
 const session = (
   conn: Deno.Conn,
   reader: FrameReader,
   peer: string,
+  pool: RankWorkerPool,
   options: RankServerOptions,
 ) => {
   const writer = makeFrameWriter(conn, peer);
   const post = (message: FromRank) => Effect.runFork(writer.write(encodeFrame(FromRank, message)));
-  const rank = rankInWorker(post, (why) => {
-    options.log?.(`session with ${peer} failed: ${why}`);
-    closeQuietly(conn); // the supervisor sees the rank die
-  });
   let heartbeat: ReturnType<typeof setInterval> | undefined;
   return Effect.gen(function* () {
+    const rank = yield* pool.session({
+      onMessage: post,
+      onCrash: (why) => {
+        options.log?.(`session with ${peer} failed: the rank: ${why}`);
+        closeQuietly(conn); // the supervisor sees the rank die
+      },
+    });
     options.log?.(`session with ${peer} started`);
     const why = yield* Effect.gen(function* () {
       while (true) {
@@ -96,21 +70,21 @@ const session = (
             options.heartbeatMs ?? 250,
           );
         }
-        rank.receive(
+        // The session's end stops the rank (below), once.
+        if (message._tag === "Stop") return "stopped";
+        rank.post(
           message._tag === "Start" && options.backend
             ? { ...message, backend: options.backend }
             : message,
         );
-        if (message._tag === "Stop") return "stopped";
       }
     }).pipe(Effect.catchAll((error: WireError) => Effect.succeed(error.message)));
     options.log?.(`session with ${peer} ended: ${why}`);
+    // However the session ends (even by interruption), closing its scope has the rank free
+    // its device; its Worker then waits for the next session.
   }).pipe(
-    // However the session ends (even by interruption), the shards and the device are freed.
-    Effect.ensuring(Effect.promise(() => {
-      clearInterval(heartbeat);
-      return rank.stop();
-    })),
+    Effect.ensuring(Effect.sync(() => clearInterval(heartbeat))),
+    Effect.scoped,
   );
 };
 
@@ -128,6 +102,8 @@ export const serveRank = (
   ).pipe(
     Effect.flatMap((listener) =>
       Effect.gen(function* () {
+        // One rank Worker for every session in turn: ending Workers leaks (see the pool).
+        const pool = yield* makeRankWorkerPool;
         onListening(listener.addr as Deno.NetAddr);
         let busy = false;
         while (true) {
@@ -142,7 +118,7 @@ export const serveRank = (
               });
               if (busy) return options.log?.(`refused ${peer}: already serving a supervisor`);
               busy = true;
-              yield* session(conn, reader, peer, options).pipe(
+              yield* session(conn, reader, peer, pool, options).pipe(
                 Effect.ensuring(Effect.sync(() => (busy = false))),
               );
             }).pipe(

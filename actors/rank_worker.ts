@@ -1,16 +1,38 @@
 /**
- * The entry point of a rank Worker: one rank endpoint whose messages travel over the Worker's
- * port. Each Worker has its own isolate, so Dawn gets its own native event loop per rank.
+ * The entry point of a rank Worker: one rank endpoint per session, whose messages travel over
+ * the Worker's port. Each Worker has its own isolate, so Dawn gets its own native event loop per
+ * rank. The Worker outlives its sessions (actors/rank_worker_pool.ts): on `Stop` the rank frees
+ * its device and Dawn's instance, answers `Stopped`, and waits for the next `Start`.
  */
 /// <reference lib="deno.worker" />
-import { Schema } from "effect";
+import { Effect, Schema } from "effect";
+import { releaseDawnInstance } from "../gpu/device.ts";
 import { makeRankEndpoint } from "./rank_endpoint.ts";
 import { FromRank, ToRank } from "./remote_protocol.ts";
 
 const encode = Schema.encodeSync(FromRank);
 const decode = Schema.decodeUnknownEither(ToRank);
+const post = (message: FromRank) => self.postMessage(encode(message));
 
-const endpoint = makeRankEndpoint((message) => self.postMessage(encode(message)));
+let endpoint = makeRankEndpoint(post);
+let stopping = false;
+
+/** Frees the session's device, then Dawn's instance (its threads and memfds), then says so. */
+const stopSession = Effect.promise(() => endpoint.stop()).pipe(
+  Effect.zipRight(releaseDawnInstance()),
+  Effect.tap((released) =>
+    released
+      ? Effect.void
+      : Effect.sync(() =>
+        console.error("rank worker: Dawn's instance is still in use; its threads stay")
+      )
+  ),
+  Effect.ensuring(Effect.sync(() => {
+    endpoint = makeRankEndpoint(post);
+    stopping = false;
+    post({ _tag: "Stopped" });
+  })),
+);
 
 self.onmessage = (event: MessageEvent) => {
   const decoded = decode(event.data);
@@ -18,6 +40,9 @@ self.onmessage = (event: MessageEvent) => {
     console.error(`rank worker: dropped a malformed message: ${decoded.left.message}`);
     return;
   }
-  endpoint.receive(decoded.right);
-  if (decoded.right._tag === "Stop") endpoint.stop().finally(() => self.close());
+  // What the ending session's supervisor still sends (collective results) is not news.
+  if (stopping) return;
+  if (decoded.right._tag !== "Stop") return endpoint.receive(decoded.right);
+  stopping = true;
+  Effect.runFork(stopSession);
 };

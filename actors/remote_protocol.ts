@@ -51,5 +51,7 @@ export const FromRank = Schema.Union(
   Contribution,
   LoadProgress,
   RankSpans,
+  /** A rank Worker's answer to `Stop`, to its host only: its device and Dawn are freed. */
+  Schema.TaggedStruct("Stopped", {}),
 );
 export type FromRank = typeof FromRank.Type;

@@ -163,7 +163,7 @@ export class Supervisor {
   }
 
   /**
-   * Fault drill: stops `rank` abruptly, as a crash would (Worker terminated, process killed
+   * Fault drill: stops `rank` abruptly, as a crash would (Worker cut off, process killed
    * with SIGKILL, or connection dropped). The next step fails with `RankDied` naming it.
    */
   kill(rank: number): Effect.Effect<void> {

@@ -38,7 +38,7 @@ export interface RankGroup {
   /** The rank's device when it lives in this isolate (diagnostics and tests), else undefined. */
   localGpu(rank: number): Gpu | undefined;
   /**
-   * Stops `rank` abruptly, as a crash would (Worker terminated, process killed, connection
+   * Stops `rank` abruptly, as a crash would (Worker cut off, process killed, connection
    * dropped), for fault drills and tests; the group then reports it dead like any other death.
    */
   kill(rank: number): Effect.Effect<void>;

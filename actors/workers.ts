@@ -2,9 +2,11 @@
  * The Workers transport: each rank runs in its own Deno Worker with its own WebGPU device (Dawn
  * gets one native event loop per isolate). Commands and replies are Schema messages over the
  * Worker's port; collective data meets in one SharedArrayBuffer (collectives/shared_memory.ts),
- * and only contributions too large for its slots go through the hub in this isolate.
+ * and only contributions too large for its slots go through the hub in this isolate. Workers
+ * outlive their group: a restarted group gets the Workers its predecessor stopped
+ * (actors/rank_worker_pool.ts), and the layer's scope terminates them.
  */
-import { Duration, Effect, Layer, Schema } from "effect";
+import { Duration, Effect, Layer } from "effect";
 import { InProcessGroup } from "../collectives/inprocess.ts";
 import {
   abortSharedStep,
@@ -17,8 +19,8 @@ import { type BackendChoice, withCpuRendererThreads } from "../gpu/device.ts";
 import { GpuOperationError } from "../gpu/errors.ts";
 import { currentTelemetry } from "../observe/telemetry.ts";
 import { linkRank } from "./rank_link.ts";
-import { FromRank, ToRank } from "./remote_protocol.ts";
-import { Transport } from "./transport.ts";
+import { makeRankWorkerPool, type RankWorkerPool } from "./rank_worker_pool.ts";
+import { type RankGroup, Transport } from "./transport.ts";
 
 /** Options of {@link WorkersTransport}. */
 export interface WorkersOptions {
@@ -32,46 +34,30 @@ export interface WorkersOptions {
   readonly sharedMemory?: SharedRegionOptions;
 }
 
-const encode = Schema.encodeSync(ToRank);
-const decode = Schema.decodeUnknownEither(FromRank);
-
 const spawnWorker = (
   rank: number,
   tp: number,
   hub: InProcessGroup,
   shared: SharedArrayBuffer,
+  pool: RankWorkerPool,
   options: WorkersOptions,
 ) =>
   Effect.gen(function* () {
     const telemetry = yield* currentTelemetry;
-    const worker = new Worker(new URL("./rank_worker.ts", import.meta.url), { type: "module" });
+    const worker = yield* pool.session({
+      // A dead rank's stragglers (a killed rank finishing its command) are not news. `link`
+      // exists by then: the Worker's messages arrive as later tasks.
+      onMessage: (message) => link.isDead() ? undefined : link.receive(message),
+      onCrash: (why) => link.died(`rank ${rank}: ${why}`),
+    });
     const link = linkRank(
       rank,
-      (message) => worker.postMessage(encode(message)),
+      worker.post,
       hub,
       () => markRankDead(shared, tp, rank),
       telemetry.rankEvent,
     );
-    worker.onerror = (event) => {
-      event.preventDefault();
-      link.died(`rank ${rank}'s Worker crashed: ${event.message}`);
-    };
-    worker.onmessage = (event: MessageEvent) => {
-      const decoded = decode(event.data);
-      if (decoded._tag === "Left") {
-        worker.terminate();
-        return link.died(`rank ${rank} sent a malformed message: ${decoded.left.message}`);
-      }
-      link.receive(decoded.right);
-    };
-    yield* Effect.addFinalizer(() =>
-      Effect.sync(() => worker.postMessage(encode({ _tag: "Stop" }))).pipe(
-        // Give the rank a moment to destroy its device, then make sure the Worker is gone.
-        Effect.zipRight(Effect.sleep(link.isDead() ? "0 millis" : "200 millis")),
-        Effect.ensuring(Effect.sync(() => worker.terminate())),
-      )
-    );
-    worker.postMessage(encode({
+    worker.post({
       _tag: "Start",
       rank,
       tp,
@@ -80,7 +66,7 @@ const spawnWorker = (
       shared,
       tracing: telemetry.tracing,
       logLevel: telemetry.logLevel,
-    }));
+    });
     yield* link.ready.pipe(
       Effect.timeoutFail({
         duration: options.startTimeout ?? "60 seconds",
@@ -91,10 +77,13 @@ const spawnWorker = (
           }),
       }),
     );
-    const kill = Effect.sync(() => {
-      worker.terminate();
-      link.died(`rank ${rank}'s Worker was terminated`);
-    });
+    // Dead at once for the supervisor, as after a crash. The rank is cut off and stopped in
+    // the background (the group's close waits for it): it frees its GPU and its Worker is
+    // kept for the next group, or terminated if it does not stop in time.
+    const kill = Effect.sync(() => link.died(`rank ${rank}'s Worker was killed`)).pipe(
+      Effect.zipRight(Effect.forkDaemon(worker.end)),
+      Effect.asVoid,
+    );
     return { handle: link.handle, kill };
   });
 
@@ -116,29 +105,32 @@ const spawnWorker = (
  * ```
  */
 export const WorkersTransport = (options: WorkersOptions = {}): Layer.Layer<Transport> =>
-  Layer.succeed(Transport, {
-    name: "workers",
-    spawn: (tp) =>
-      Effect.gen(function* () {
-        const hub = new InProcessGroup(tp, { timeout: options.collectiveTimeout });
-        const shared = createSharedRegion(tp, options.sharedMemory);
-        const workers = yield* Effect.forEach(
-          Array.from({ length: tp }, (_, r) => r),
-          (r) => spawnWorker(r, tp, hub, shared, options),
-          { concurrency: "unbounded" },
-        ).pipe(withCpuRendererThreads(tp));
-        return {
-          ranks: workers.map((w) => w.handle),
-          abortStep: (step, failure) => {
-            hub.abortStep(step, failure);
-            abortSharedStep(shared, tp, step);
-          },
-          kill: (rank) => workers[rank]?.kill ?? Effect.void,
-          localGpu: () => undefined,
-          collectiveStats: () => mergeStats(sharedStats(shared, tp), hub.stats.snapshot()),
-        };
-      }),
-  });
+  Layer.scoped(
+    Transport,
+    Effect.map(makeRankWorkerPool, (pool) => ({
+      name: "workers",
+      spawn: (tp: number) =>
+        Effect.gen(function* () {
+          const hub = new InProcessGroup(tp, { timeout: options.collectiveTimeout });
+          const shared = createSharedRegion(tp, options.sharedMemory);
+          const workers = yield* Effect.forEach(
+            Array.from({ length: tp }, (_, r) => r),
+            (r) => spawnWorker(r, tp, hub, shared, pool, options),
+            { concurrency: "unbounded" },
+          ).pipe(withCpuRendererThreads(tp));
+          return {
+            ranks: workers.map((w) => w.handle),
+            abortStep: (step, failure) => {
+              hub.abortStep(step, failure);
+              abortSharedStep(shared, tp, step);
+            },
+            kill: (rank) => workers[rank]?.kill ?? Effect.void,
+            localGpu: () => undefined,
+            collectiveStats: () => mergeStats(sharedStats(shared, tp), hub.stats.snapshot()),
+          } satisfies RankGroup;
+        }),
+    })),
+  );
 
 const mergeStats = (
   ...sources: ReadonlyArray<ReadonlyArray<{ op: string; calls: number; bytes: number }>>

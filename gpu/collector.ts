@@ -39,7 +39,7 @@ const encoderFinalized = new FinalizationRegistry<void>(() => {
 });
 
 /** V8's `gc` when Deno runs with `--v8-flags=--expose-gc`. */
-const exposedGc = (): (() => void) | undefined => (globalThis as { gc?: () => void }).gc;
+export const exposedGc = (): (() => void) | undefined => (globalThis as { gc?: () => void }).gc;
 
 /** Whether bounded collection is possible in this isolate. */
 export const canCollect = (): boolean => exposedGc() !== undefined;

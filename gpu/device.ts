@@ -5,8 +5,13 @@
  * built-in `navigator.gpu` on lavapipe, and collectives wait on readbacks. Deno's built-in is the
  * automatic fallback when Dawn cannot load or finds no adapter.
  */
-import { Effect, type Scope } from "effect";
-import { NO_COLLECTOR_WARNING, shouldWarnNoCollector, trackDawnEncoders } from "./collector.ts";
+import { Duration, Effect, type Scope } from "effect";
+import {
+  exposedGc,
+  NO_COLLECTOR_WARNING,
+  shouldWarnNoCollector,
+  trackDawnEncoders,
+} from "./collector.ts";
 import { instrumentDevice } from "./counters.ts";
 import { installGentleDawnPolling } from "./dawn_polling.ts";
 import { DeviceLostError, GpuOperationError, NoAdapterError } from "./errors.ts";
@@ -62,7 +67,7 @@ const INSTALL_HINT =
   "(bookworm's Mesa 22 is rejected by Dawn). On a GPU machine install its Vulkan driver.";
 
 /**
- * Dawn's `GPU`, loaded once per isolate and referenced for the isolate's life: dawn.node's
+ * Dawn's `GPU`, loaded once per isolate and referenced until `releaseDawnInstance`: dawn.node's
  * adapters and devices keep only a raw pointer to their `GPU`'s native instance, which is freed
  * when the `GPU` is collected, after which their next poll crashes (or deadlocks) in
  * `InstanceBase::ProcessEvents` (bench/dawn_soak.ts --drop-gpu). The promise is what is cached,
@@ -72,12 +77,23 @@ const INSTALL_HINT =
  */
 let dawnGpu: Promise<GPU | null> | undefined;
 
+/** Dawn objects made in this isolate that V8 has not finalized yet, by kind. */
+const unfinalized = { instances: 0, adaptersAndDevices: 0 };
+const dawnObjectFinalized = new FinalizationRegistry<keyof typeof unfinalized>((kind) => {
+  unfinalized[kind]--;
+});
+const trackUntilFinalized = (object: object, kind: keyof typeof unfinalized) => {
+  unfinalized[kind]++;
+  dawnObjectFinalized.register(object, kind);
+};
+
 /** Loads Dawn once per isolate; `null` when the native module cannot load here. */
 const loadDawn = Effect.promise(() =>
   dawnGpu ??= (async (): Promise<GPU | null> => {
     try {
       const { create } = await import("webgpu");
       const gpu = create([]);
+      trackUntilFinalized(gpu, "instances");
       installGentleDawnPolling();
       return gpu;
     } catch {
@@ -85,6 +101,38 @@ const loadDawn = Effect.promise(() =>
     }
   })()
 );
+
+/**
+ * Frees this isolate's Dawn instance, and with it lavapipe's threads, its memfds and Mesa's
+ * disk-cache thread. Deno does not finalize a Worker's native objects when the Worker ends, so
+ * a Worker that acquired a Dawn device must call this before it closes, or all of that stays in
+ * the process for good (two Dawn, two lavapipe and one cache thread per rank Worker). Only
+ * once every adapter and device made here has been finalized is the instance let go (freeing
+ * it under a live device crashes, see above), so destroy the devices and drop every reference
+ * to them first. Succeeds with whether the instance is gone: false when it did not go within
+ * `deadline` (a device still referenced) or V8's `gc` is not exposed.
+ */
+export const releaseDawnInstance = (
+  deadline: Duration.DurationInput = "3 seconds",
+): Effect.Effect<boolean> =>
+  Effect.gen(function* () {
+    const gc = exposedGc();
+    if (dawnGpu === undefined) return true;
+    if (gc === undefined) return false;
+    const giveUpAt = performance.now() + Duration.toMillis(deadline);
+    // Finalization callbacks run as tasks of their own, so collect, then let them run.
+    const collectUntil = (done: () => boolean) =>
+      Effect.gen(function* () {
+        while (!done() && performance.now() < giveUpAt) {
+          gc();
+          yield* Effect.sleep("1 millis");
+        }
+        return done();
+      });
+    if (!(yield* collectUntil(() => unfinalized.adaptersAndDevices === 0))) return false;
+    dawnGpu = undefined;
+    return yield* collectUntil(() => unfinalized.instances === 0);
+  });
 
 const requestAdapter = (gpu: GPU) =>
   Effect.tryPromise(() => gpu.requestAdapter({ powerPreference: "high-performance" })).pipe(
@@ -96,7 +144,10 @@ const findAdapter = (choice: BackendChoice) =>
     if (choice !== "deno") {
       const dawn = yield* loadDawn;
       const adapter = dawn ? yield* requestAdapter(dawn) : null;
-      if (adapter) return { adapter, backend: "dawn" as const };
+      if (adapter) {
+        trackUntilFinalized(adapter, "adaptersAndDevices");
+        return { adapter, backend: "dawn" as const };
+      }
       if (choice === "dawn") {
         return yield* new NoAdapterError({ message: `Dawn (webgpu package): ${INSTALL_HINT}` });
       }
@@ -142,6 +193,7 @@ export const acquireGpu = (
       });
       instrumentDevice(device); // work counters for the benchmark (gpu/counters.ts)
       if (backend === "dawn") {
+        trackUntilFinalized(device, "adaptersAndDevices");
         trackDawnEncoders(device); // bounded collection of Dawn's objects (gpu/collector.ts)
         if (shouldWarnNoCollector()) yield* Effect.logWarning(NO_COLLECTOR_WARNING);
       }

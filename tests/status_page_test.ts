@@ -105,7 +105,7 @@ Deno.test("status page: headless Chromium shows ranks, adapters, memory, tokens/
     assert.equal(textOf(dom.stdout, "state"), "ready", dom.stdout);
     const ranks = textOf(dom.stdout, "ranks");
     assert.match(ranks, /^0 alive dawn llvmpipe.* MB 1 alive dawn llvmpipe.* MB$/, ranks);
-    assert.match(textOf(dom.stdout, "restart-list"), /\b1\b.*Worker was terminated/);
+    assert.match(textOf(dom.stdout, "restart-list"), /\b1\b.*Worker was killed/);
     assert.equal(textOf(dom.stdout, "restarts"), "1");
     const points = dom.stdout.match(/id="rate"[^>]*points="([^"]*)"/)?.[1] ?? "";
     assert.equal(points.trim().split(" ").length, 60, "one chart point per second");

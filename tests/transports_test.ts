@@ -93,7 +93,7 @@ for (const [name, transport] of TRANSPORTS) {
   const killHow = name === "inprocess"
     ? "its fiber interrupted"
     : name === "workers"
-    ? "its Worker terminated"
+    ? "its Worker killed"
     : "kill -9 of its process";
   Deno.test(`${name}: a rank killed during generation (${killHow}) fails the step with RankDied`, async () => {
     const outcome = await runWith(
