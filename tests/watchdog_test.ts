@@ -11,7 +11,8 @@
  *   the restart timeout with a retriable error (503 + Retry-After; an SSE error event), a
  *   streamed one gets keep-alive comments meanwhile, and the engine comes back once the file
  *   does;
- * - failed reloads count against a request's resume budget.
+ * - failed reloads count against a request's resume budget;
+ * - the serve CLI's --admin-key, --stall-seconds and --restart-timeout-seconds.
  *
  * Every wait is bounded; none asserts a duration. A bound only turns a hang into a failure.
  */
@@ -409,4 +410,38 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+Deno.test("watchdog: the serve CLI's flags: --help shows them, bad values are usage errors", async () => {
+  const serve = async (args: string[], env: Record<string, string> = {}) => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "cli/serve.ts", ...args],
+      cwd: new URL("..", import.meta.url),
+      env: { NO_COLOR: "1", ...env },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+    return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
+  };
+  const help = await serve(["--help"]);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /--admin-key KEY .*\(default: env TESSERA_ADMIN_KEY, else no admin/);
+  assert.match(help.stdout, /--stall-seconds S .*\(default: 30\)/);
+  assert.match(help.stdout, /--restart-timeout-seconds S .*\(default: 60\)/);
+  const model = ["--model", STORIES260K_PATH, "--tokenizer", TOK512_PATH];
+  const refused = [
+    { args: ["--stall-seconds", "0"], error: /--stall-seconds must be an integer in \[1, 86400\]/ },
+    {
+      args: ["--restart-timeout-seconds", "soon"],
+      error: /--restart-timeout-seconds must be an integer/,
+    },
+    { args: ["--admin-key", " "], error: /--admin-key \(or TESSERA_ADMIN_KEY\) must not be empty/ },
+    { args: ["--api-key", "same-key"], env: { TESSERA_ADMIN_KEY: "same-key" }, error: /differ/ },
+  ];
+  for (const { args, env, error } of refused) {
+    const out = await serve([...model, ...args], env);
+    assert.equal(out.code, 2, `${args.join(" ")}: ${out.stderr}`);
+    assert.match(out.stderr, error);
+  }
 });
