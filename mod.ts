@@ -153,6 +153,7 @@ export {
   modelSourceOf,
 } from "./models/generate.ts";
 export {
+  type DrillError,
   type EngineHealth,
   type EngineState,
   EngineUnavailable,

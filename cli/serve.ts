@@ -6,7 +6,8 @@
  *     --tokenizer assets/tok512.bin --tp 2 --port 8000
  *
  * Prints `listening on http://HOST:PORT` once the model is loaded and the port bound (with the
- * real port when `--port 0`). SIGTERM or SIGINT: stop accepting, drain the engine for at most
+ * real port when `--port 0`). With `--admin-key` (or TESSERA_ADMIN_KEY) the fault drills
+ * `POST /admin/ranks/{rank}/kill` and `/pause?seconds=N` are served behind that key. SIGTERM or SIGINT: stop accepting, drain the engine for at most
  * `--drain-seconds`, exit 0 (a second signal exits at once with 1).
  *
  * Failures print one line `error: ...` on stderr. Exit codes: 0 after a graceful shutdown, 1 a
@@ -23,7 +24,11 @@ import {
   shutdownGracefully,
   startServer,
 } from "../serve/server.ts";
-import { makeInferenceEngine } from "../engine/scheduler.ts";
+import {
+  DEFAULT_RESTART_TIMEOUT_MILLIS,
+  DEFAULT_STALL_MILLIS,
+  makeInferenceEngine,
+} from "../engine/scheduler.ts";
 import { helpText, parseFlagTable, versionText } from "./flag_table.ts";
 import {
   intIn,
@@ -52,6 +57,24 @@ const FLAGS = {
     value: "KEY",
     help: "require `Authorization: Bearer KEY` on /v1",
     defaultNote: "env TESSERA_API_KEY, else no key",
+  },
+  "admin-key": {
+    type: "string",
+    value: "KEY",
+    help: "serve the drills POST /admin/ranks/{rank}/kill and /pause, behind this bearer key",
+    defaultNote: "env TESSERA_ADMIN_KEY, else no admin routes",
+  },
+  "stall-seconds": {
+    type: "string",
+    value: "S",
+    default: seconds(DEFAULT_STALL_MILLIS),
+    help: "with requests in flight and no step done for this long, restart the rank group",
+  },
+  "restart-timeout-seconds": {
+    type: "string",
+    value: "S",
+    default: seconds(DEFAULT_RESTART_TIMEOUT_MILLIS),
+    help: "requests waiting longer on a restarting rank group fail (503, retriable)",
   },
   "max-sequences": {
     type: "string",
@@ -127,6 +150,9 @@ interface ServeCliOptions extends ModelFlags, ObserveFlags {
   readonly host: string;
   readonly port: number;
   readonly apiKey?: string;
+  readonly adminKey?: string;
+  readonly stallSeconds: number;
+  readonly restartTimeoutSeconds: number;
   readonly maxSequences: number;
   readonly maxQueue: number;
   readonly maxTokensLimit?: number;
@@ -152,6 +178,14 @@ const parseCli = (
     if (apiKey !== undefined && apiKey.trim() === "") {
       return yield* usage("--api-key (or TESSERA_API_KEY) must not be empty");
     }
+    const adminKey = values["admin-key"] ?? Deno.env.get("TESSERA_ADMIN_KEY");
+    if (adminKey !== undefined && adminKey.trim() === "") {
+      return yield* usage("--admin-key (or TESSERA_ADMIN_KEY) must not be empty");
+    }
+    if (adminKey !== undefined && adminKey === apiKey) {
+      // Every API client would hold the key that kills ranks.
+      return yield* usage("--admin-key must differ from the API key");
+    }
     if (values.host.trim() === "") return yield* usage("--host must not be empty");
     if (values["model-id"] !== undefined && values["model-id"].trim() === "") {
       return yield* usage("--model-id must not be empty");
@@ -170,6 +204,15 @@ const parseCli = (
       host: values.host,
       port: yield* intIn("port", values.port, 0, 65535),
       apiKey,
+      adminKey,
+      // At most a day: beyond that a bound is no bound (and past setTimeout's range).
+      stallSeconds: yield* intIn("stall-seconds", values["stall-seconds"], 1, 86_400),
+      restartTimeoutSeconds: yield* intIn(
+        "restart-timeout-seconds",
+        values["restart-timeout-seconds"],
+        1,
+        86_400,
+      ),
       maxSequences: yield* intIn("max-sequences", values["max-sequences"], 1),
       maxQueue: yield* intIn("max-queue", values["max-queue"], 0),
       maxTokensLimit: values["max-tokens-limit"] === undefined
@@ -218,6 +261,8 @@ const run = (options: ServeCliOptions) =>
       maxQueue: options.maxQueue,
       weights: options.weights,
       modelId: options.modelId,
+      stallMillis: options.stallSeconds * 1000,
+      restartTimeoutMillis: options.restartTimeoutSeconds * 1000,
     });
     const template = yield* loadChatTemplate(options.model, options.tokenizer);
     const serving = Effect.gen(function* () {
@@ -225,6 +270,7 @@ const run = (options: ServeCliOptions) =>
         hostname: options.host,
         port: options.port,
         apiKey: options.apiKey,
+        adminKey: options.adminKey,
         maxTokensLimit: options.maxTokensLimit,
         maxBodyBytes: options.maxBodyBytes,
         headerTimeoutMillis: options.headerTimeoutSeconds * 1000,

@@ -95,6 +95,8 @@ export interface GenerationFailed extends Cause.YieldableError {
   readonly message: string;
   /** Whether sending the same request again may succeed. */
   readonly retriable: boolean;
+  /** Suggested wait before retrying (the `Retry-After` header), when retriable. */
+  readonly retryAfterSeconds?: number;
 }
 
 /** Makes a `GenerationFailed` (a `Data.TaggedError`: yieldable, matched by `_tag`). */
@@ -107,8 +109,20 @@ export const GenerationFailed: TaggedErrorClass<GenerationFailed> = Data.TaggedE
 /** Why a request could not be queued. */
 export type SubmitError = QueueFull | EngineUnavailable | RequestRejected;
 
-/** Where the engine's rank group is in its life cycle. */
-export type EngineState = "starting" | "ready" | "restarting" | "draining" | "stopped";
+/** Why a fault drill was refused: no such rank or duration, or no group to act on now. */
+export type DrillError = RequestRejected | EngineUnavailable;
+
+/**
+ * Where the engine's rank group is in its life cycle. "stalled": the group made no progress
+ * with requests in flight for the stall bound and is being restarted because of it.
+ */
+export type EngineState =
+  | "starting"
+  | "ready"
+  | "restarting"
+  | "stalled"
+  | "draining"
+  | "stopped";
 
 /** One rank of the current group, as reported by the health check. */
 export interface RankHealth {
@@ -142,8 +156,10 @@ export interface EngineHealth {
   readonly state: EngineState;
   /** The ranks of the current group. */
   readonly ranks: readonly RankHealth[];
-  /** Rank-group restarts so far. */
+  /** Rank-group restarts so far (stalls included). */
   readonly restarts: number;
+  /** Restarts the stall watchdog asked for. */
+  readonly stalls: number;
   /** Requests waiting for a slot, and requests decoding now. */
   readonly waiting: number;
   /** Requests decoding now. */
@@ -179,9 +195,16 @@ export interface InferenceEngineShape {
   readonly drain: (timeoutMillis: number) => Effect.Effect<void>;
   /**
    * Fault drill: stops one rank of the current group abruptly, as a crash would; the engine
-   * must notice, restart the group and resume what was running.
+   * must notice, restart the group and resume what was running. Refused (RequestRejected) for
+   * a rank outside the group, and (EngineUnavailable) while the group restarts.
    */
-  readonly killRank: (rank: number) => Effect.Effect<void>;
+  readonly killRank: (rank: number) => Effect.Effect<void, DrillError>;
+  /**
+   * Fault drill: one rank of the current group sits idle for `millis` (1 to 600 000) before
+   * its next command, alive; with requests in flight the stall watchdog must notice, restart
+   * the group and resume them. Refused as `killRank` is, and for a duration out of range.
+   */
+  readonly pauseRank: (rank: number, millis: number) => Effect.Effect<void, DrillError>;
 }
 
 /** The service key of {@link InferenceEngine}. */

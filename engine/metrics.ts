@@ -61,3 +61,18 @@ export const rankRestarts = Metric.counter("tessera_rank_restarts_total", {
   description: "Rank group restarts after a rank died",
   incremental: true,
 });
+
+export const engineStalls = Metric.counter("tessera_engine_stalls_total", {
+  description: "Rank group restarts because no step completed with requests in flight",
+  incremental: true,
+});
+
+export const failedReloads = Metric.counter("tessera_failed_reloads_total", {
+  description: "Attempts to restart the rank group that failed to load it",
+  incremental: true,
+});
+
+export const restartTimeouts = Metric.counter("tessera_restart_timeout_failures_total", {
+  description: "Requests failed because the rank group was not back within the restart timeout",
+  incremental: true,
+});

@@ -16,10 +16,29 @@
  * Retry-After). Sequences in flight keep their slot and are resumed: prompt and tokens so far
  * are prefilled again, and since every kernel gives a row the same bits whatever step it is in
  * (prefill or decode, alone or batched), that rebuilds their KV cache bit for bit, so greedy
- * output stays identical. A sequence that
- * keeps failing ends with a retriable `GenerationFailed`; none is left hanging.
+ * output stays identical. Every group failure, and every failed attempt to reload it, costs each
+ * running sequence one resume; one over its budget ends with a retriable `GenerationFailed`, and
+ * so does everything in flight when the group is not back within the restart timeout: none is
+ * left hanging.
+ *
+ * Stall watchdog. A rank can stop answering while it stays alive (a wedged driver): no error,
+ * no death, just steps that never end. With requests in flight, the group must show progress
+ * (every rank has answered since the last progress) at least once per stall bound; otherwise
+ * the step is abandoned, the state is "stalled" and the group is restarted as if a rank had
+ * died.
  */
-import { Deferred, Duration, Effect, Exit, Option, Queue, Scope, Stream } from "effect";
+import {
+  Data,
+  Deferred,
+  Duration,
+  Effect,
+  Exit,
+  Fiber,
+  Option,
+  Queue,
+  Scope,
+  Stream,
+} from "effect";
 import type { StepFailure } from "../actors/errors.ts";
 import type { ModelSource, RankReply } from "../actors/protocol.ts";
 import { Transport } from "../actors/transport.ts";
@@ -27,6 +46,7 @@ import type { WeightType } from "../kernels/matmul.ts";
 import { CANDIDATES_PER_RANK, loadTokenizer, modelSourceOf } from "../models/generate.ts";
 import { LlamaModel, type LoadLlamaError } from "../models/llama.ts";
 import {
+  type DrillError,
   type EngineHealth,
   type EngineState,
   EngineUnavailable,
@@ -65,9 +85,34 @@ export interface EngineOptions {
   readonly restartBackoff?: { readonly initialMillis: number; readonly maxMillis: number };
   /** How often an idle group is pinged. Default 1 s. */
   readonly healthCheckMillis?: number;
-  /** Restarts one sequence may live through before it fails. Default 3. */
+  /**
+   * Group failures (restarts, and failed attempts to reload) one sequence may live through
+   * before it fails. Default 3.
+   */
   readonly maxResumes?: number;
+  /**
+   * With requests in flight, how long the group may go without progress (every rank having
+   * answered) before it counts as stalled and is restarted. Default 30 s.
+   */
+  readonly stallMillis?: number;
+  /**
+   * How long requests in flight wait for a restarting group before they fail with a retriable
+   * `GenerationFailed` (the engine goes on restarting). Default 60 s.
+   */
+  readonly restartTimeoutMillis?: number;
 }
+
+/** Default {@link EngineOptions.stallMillis}. */
+export const DEFAULT_STALL_MILLIS = 30_000;
+/** Default {@link EngineOptions.restartTimeoutMillis}. */
+export const DEFAULT_RESTART_TIMEOUT_MILLIS = 60_000;
+
+/** The watchdog's verdict: requests were in flight and the group made no progress. */
+class GroupStalled extends Data.TaggedError("GroupStalled")<{
+  /** The first rank that had not answered since the last progress. */
+  readonly rank: number;
+  readonly message: string;
+}> {}
 
 /** A running rank group and the scope that owns it. */
 interface Group {
@@ -116,13 +161,26 @@ export const makeInferenceEngine = (
     const backoff = options.restartBackoff ?? { initialMillis: 250, maxMillis: 10_000 };
     const healthCheckMillis = options.healthCheckMillis ?? 1000;
     const maxResumes = options.maxResumes ?? 3;
+    const stallMillis = options.stallMillis ?? DEFAULT_STALL_MILLIS;
+    const restartTimeoutMillis = options.restartTimeoutMillis ?? DEFAULT_RESTART_TIMEOUT_MILLIS;
     const source: ModelSource = yield* modelSourceOf(options.modelPath);
     const tokenizer = yield* loadTokenizer(options.modelPath, options.tokenizerPath);
     const transport = yield* Transport;
     const { timeline } = yield* currentTelemetry;
 
+    // The stall watchdog's clock: it restarts when every rank has answered since it last did
+    // (the group as a whole moved on), and when work arrives at an engine that had none.
+    let progressAt = performance.now();
+    const answeredSinceProgress = new Set<number>();
+    const noteProgress = () => {
+      progressAt = performance.now();
+      answeredSinceProgress.clear();
+    };
+
     const observeReply = (reply: RankReply, millis: number) =>
       Effect.gen(function* () {
+        answeredSinceProgress.add(reply.rank);
+        if (answeredSinceProgress.size >= options.tp) noteProgress();
         const rank = String(reply.rank);
         yield* metrics.rankStepLatency(Effect.succeed(millis / 1000)).pipe(
           Effect.tagMetrics("rank", rank),
@@ -164,12 +222,22 @@ export const makeInferenceEngine = (
     // The first load fails the engine with its typed error; later ones are retried.
     let group: Group = yield* loadGroup;
     const { seqLen: contextLength } = group.model.config;
-    let restarting = false;
+    /** Set while the group restarts, with what made it restart. */
+    let restartingAfter: "failure" | "stall" | undefined;
     let draining = false;
     let stopped = false;
     const state = (): EngineState =>
-      stopped ? "stopped" : draining ? "draining" : restarting ? "restarting" : "ready";
+      stopped
+        ? "stopped"
+        : draining
+        ? "draining"
+        : restartingAfter === "stall"
+        ? "stalled"
+        : restartingAfter === "failure"
+        ? "restarting"
+        : "ready";
     let restarts = 0;
+    let stalls = 0;
     const recentRestarts: RestartRecord[] = [];
     const tokenRate = new TokenRate(60);
     let retryAfterSeconds = 1;
@@ -275,14 +343,80 @@ export const makeInferenceEngine = (
     const failSequence = (sequence: Sequence, message: string) =>
       sequence.end(Option.some(generationFailed(message)));
 
-    /** Restarts the group with backoff; sequences in flight are marked for re-prefill. */
-    const recover = (failure: StepFailure) =>
+    const inFlight = () => [...running, ...waiting].filter((s) => !s.done);
+
+    /**
+     * Never succeeds: fails with GroupStalled once requests are in flight and the group has
+     * made no progress for `stallMillis`. Raced against each turn of the loop.
+     */
+    const stallWatch = Effect.gen(function* () {
+      while (true) {
+        const quietMillis = performance.now() - progressAt;
+        const requests = inFlight().length;
+        if (requests > 0 && quietMillis >= stallMillis) {
+          const silent = group.ranks.map((r) => r.rank).filter((r) =>
+            !answeredSinceProgress.has(r)
+          );
+          return yield* new GroupStalled({
+            rank: silent[0] ?? 0,
+            message: `no step completed for ${(quietMillis / 1000).toFixed(1)} s with ` +
+              `${requests} requests in flight (rank${silent.length > 1 ? "s" : ""} ` +
+              `${silent.join(", ")} did not answer)`,
+          });
+        }
+        yield* Effect.sleep(
+          Duration.millis(requests > 0 ? stallMillis - quietMillis : stallMillis),
+        );
+      }
+    });
+
+    /** A group failure costs each running sequence a resume; one over its budget fails. */
+    const chargeResume = (last: string) =>
+      Effect.forEach(running.filter((s) => !s.done), (sequence) => {
+        sequence.resumes++;
+        return sequence.resumes > maxResumes
+          ? failSequence(
+            sequence,
+            `the rank group failed ${sequence.resumes} times during this request ` +
+              `(failed reloads included; last: ${last})`,
+          )
+          : Effect.void;
+      }, { discard: true });
+
+    /** Fails what is in flight (retriable) when the group is not back in time. */
+    const failAfterRestartTimeout = (since: string) =>
       Effect.gen(function* () {
-        restarting = true;
-        restarts++;
-        recentRestarts.push({ at: Date.now(), rank: failure.rank, reason: failure.message });
-        if (recentRestarts.length > 10) recentRestarts.shift();
-        yield* metrics.rankRestarts(Effect.succeed(1));
+        yield* Effect.sleep(Duration.millis(restartTimeoutMillis));
+        const stranded = inFlight();
+        const seconds = restartTimeoutMillis / 1000;
+        yield* Effect.logWarning(
+          `the rank group is not back ${seconds} s after ${since}; failing the ` +
+            `${stranded.length} requests in flight as retriable`,
+        );
+        yield* metrics.restartTimeouts(Effect.succeed(stranded.length));
+        for (const sequence of stranded) {
+          yield* sequence.end(Option.some(generationFailed(
+            `the rank group could not be restarted within ${seconds} s (after ${since})`,
+            true,
+            retryAfterSeconds,
+          )));
+        }
+      });
+
+    /** Restarts the group with backoff; sequences in flight are marked for re-prefill. */
+    const recover = Effect.fn("Engine.recover")(function* (failure: StepFailure | GroupStalled) {
+      const stalled = failure._tag === "GroupStalled";
+      restartingAfter = stalled ? "stall" : "failure";
+      restarts++;
+      const reason = stalled ? `stalled: ${failure.message}` : failure.message;
+      recentRestarts.push({ at: Date.now(), rank: failure.rank, reason });
+      if (recentRestarts.length > 10) recentRestarts.shift();
+      yield* metrics.rankRestarts(Effect.succeed(1));
+      if (stalled) {
+        stalls++;
+        yield* metrics.engineStalls(Effect.succeed(1));
+        yield* Effect.logWarning(`the rank group stalled: ${failure.message}; restarting it`);
+      } else {
         yield* Effect.logWarning(
           `rank ${failure.rank} ${failure._tag === "RankDied" ? "died" : "failed"}: ` +
             `${failure.message}; restarting the rank group`,
@@ -291,33 +425,30 @@ export const makeInferenceEngine = (
           ...group,
           ranks: group.ranks.map((r) => r.rank === failure.rank ? { ...r, alive: false } : r),
         };
-        yield* Scope.close(group.scope, Exit.void);
-        for (const sequence of running) {
-          sequence.prefilled = false;
-          sequence.resumes++;
-          if (sequence.resumes > maxResumes) {
-            yield* failSequence(
-              sequence,
-              `the rank group failed ${sequence.resumes} times during this request ` +
-                `(last: ${failure.message}); retry it`,
-            );
-          }
+      }
+      yield* Scope.close(group.scope, Exit.void);
+      for (const sequence of running) sequence.prefilled = false;
+      yield* chargeResume(reason);
+      const timeout = yield* Effect.fork(failAfterRestartTimeout(reason));
+      let delay = backoff.initialMillis;
+      while (true) {
+        retryAfterSeconds = Math.max(1, Math.ceil(delay / 1000) + 1);
+        yield* Effect.sleep(Duration.millis(delay));
+        const loaded = yield* Effect.either(loadGroup);
+        if (loaded._tag === "Right") {
+          group = loaded.right;
+          break;
         }
-        let delay = backoff.initialMillis;
-        while (true) {
-          retryAfterSeconds = Math.max(1, Math.ceil(delay / 1000) + 1);
-          yield* Effect.sleep(Duration.millis(delay));
-          const loaded = yield* Effect.either(loadGroup);
-          if (loaded._tag === "Right") {
-            group = loaded.right;
-            break;
-          }
-          yield* Effect.logWarning(`restarting the rank group failed: ${loaded.left.message}`);
-          delay = Math.min(delay * 2, backoff.maxMillis);
-        }
-        restarting = false;
-        yield* Effect.logInfo(`rank group restarted (restart ${restarts})`);
-      });
+        yield* metrics.failedReloads(Effect.succeed(1));
+        yield* Effect.logWarning(`restarting the rank group failed: ${loaded.left.message}`);
+        yield* chargeResume(`reloading failed: ${loaded.left.message}`);
+        delay = Math.min(delay * 2, backoff.maxMillis);
+      }
+      yield* Fiber.interrupt(timeout);
+      restartingAfter = undefined;
+      noteProgress();
+      yield* Effect.logInfo(`rank group restarted (restart ${restarts})`);
+    });
 
     /** Waits for work; an idle group is pinged so a dead rank is found without traffic. */
     const idle = Effect.gen(function* () {
@@ -333,7 +464,7 @@ export const makeInferenceEngine = (
         yield* admit;
         if (draining && running.length === 0 && waiting.length === 0) break;
         const work = running.length > 0 ? turn : idle;
-        const outcome = yield* Effect.either(work);
+        const outcome = yield* Effect.either(Effect.raceFirst(work, stallWatch));
         if (outcome._tag === "Left") yield* recover(outcome.left);
       }
     }).pipe(
@@ -356,9 +487,11 @@ export const makeInferenceEngine = (
             retryAfterSeconds: 5,
           });
         }
-        if (restarting) {
+        if (restartingAfter !== undefined) {
           return yield* new EngineUnavailable({
-            message: "the rank group is restarting after a failure; retry shortly",
+            message: restartingAfter === "stall"
+              ? "the rank group stalled and is restarting; retry shortly"
+              : "the rank group is restarting after a failure; retry shortly",
             retryAfterSeconds,
           });
         }
@@ -393,6 +526,8 @@ export const makeInferenceEngine = (
         );
         sequence.admittedAt = performance.now();
         const submittedAt = wallClockMillis();
+        // An engine with nothing to do owed no progress until now.
+        if (inFlight().length === 0) noteProgress();
         waiting.push(sequence);
         yield* updateGauges;
         yield* Queue.offer(wake, undefined);
@@ -414,8 +549,10 @@ export const makeInferenceEngine = (
       state: state(),
       ranks: group.ranks,
       restarts,
-      waiting: waiting.length,
-      running: running.length,
+      stalls,
+      // Ended sequences leave the lists at the next turn, which a restart may hold off.
+      waiting: waiting.filter((s) => !s.done).length,
+      running: running.filter((s) => !s.done).length,
       recentRestarts: [...recentRestarts],
       tokensPerSecond: tokenRate.lastSeconds(),
     }));
@@ -435,6 +572,41 @@ export const makeInferenceEngine = (
         }
       });
 
+    /** A drill needs a rank of the group, and a group that is up. */
+    const checkDrill = (rank: number) =>
+      Effect.gen(function* () {
+        if (!(Number.isInteger(rank) && rank >= 0 && rank < options.tp)) {
+          return yield* new RequestRejected({
+            message: `there is no rank ${rank}; the ranks are 0 to ${options.tp - 1}`,
+            param: "rank",
+          });
+        }
+        if (stopped || restartingAfter !== undefined) {
+          return yield* new EngineUnavailable({
+            message: `the engine is ${state()}; there is no rank group to drill now`,
+            retryAfterSeconds,
+          });
+        }
+      });
+
+    const killRank = Effect.fn("Engine.killRank")(function* (rank: number) {
+      yield* checkDrill(rank);
+      yield* Effect.logWarning(`drill: killing rank ${rank}`);
+      yield* group.model.supervisor.kill(rank);
+    });
+
+    const pauseRank = Effect.fn("Engine.pauseRank")(function* (rank: number, millis: number) {
+      yield* checkDrill(rank);
+      if (!(Number.isInteger(millis) && millis >= 1 && millis <= 600_000)) {
+        return yield* new RequestRejected({
+          message: `a pause is 1 to 600000 ms, not ${millis}`,
+          param: "millis",
+        });
+      }
+      yield* Effect.logWarning(`drill: pausing rank ${rank} for ${millis} ms`);
+      yield* group.model.supervisor.pause(rank, millis);
+    });
+
     return {
       modelId: options.modelId ?? baseName(options.modelPath),
       tokenizer,
@@ -442,6 +614,8 @@ export const makeInferenceEngine = (
       submit,
       health,
       drain,
-      killRank: (rank: number) => Effect.suspend(() => group.model.supervisor.kill(rank)),
+      killRank: (rank: number): Effect.Effect<void, DrillError> => killRank(rank),
+      pauseRank: (rank: number, millis: number): Effect.Effect<void, DrillError> =>
+        pauseRank(rank, millis),
     } satisfies InferenceEngineShape;
   });

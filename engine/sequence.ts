@@ -109,7 +109,9 @@ export class Sequence {
    * token budget, or a context with no room to feed the token back.
    */
   accept(token: number): Effect.Effect<boolean> {
-    return Effect.gen(this, function* () {
+    // Uninterruptible: the stall watchdog may abandon a step at any point, and a token must
+    // not be recorded without reaching its client (or the other way round).
+    return Effect.uninterruptible(Effect.gen(this, function* () {
       if (this.done) return true; // ended while choosing (non-finite logits)
       this.generated.push(token);
       const stop = this.stops.has(token);
@@ -125,19 +127,20 @@ export class Sequence {
       yield* Queue.offer(this.output, Take.of({ token, text, finishReason }));
       if (finishReason) yield* this.end(Option.none());
       return finishReason !== undefined;
-    });
+    }));
   }
 
   /** Ends the client's stream: normally, or with `failure`. */
   end(failure: Option.Option<GenerationFailed>): Effect.Effect<void> {
-    return Effect.suspend(() => {
+    // Uninterruptible: once `done` is set, the end must reach the client's queue.
+    return Effect.uninterruptible(Effect.suspend(() => {
       if (this.done) return Effect.void;
       this.done = true;
       return Queue.offer(
         this.output,
         Option.match(failure, { onNone: () => Take.end, onSome: (e) => Take.fail(e) }),
       );
-    });
+    }));
   }
 
   /** A token the tokenizer cannot decode prints as U+FFFD rather than killing the batch. */
@@ -150,5 +153,8 @@ export class Sequence {
   }
 }
 
-export const generationFailed = (message: string, retriable = true) =>
-  new GenerationFailed({ message, retriable });
+export const generationFailed = (
+  message: string,
+  retriable = true,
+  retryAfterSeconds?: number,
+) => new GenerationFailed({ message, retriable, retryAfterSeconds });

@@ -2,7 +2,7 @@
  * The optional API key: `Authorization: Bearer <key>` as OpenAI clients send it. Keys are
  * compared as SHA-256 digests with a loop that always looks at every byte, so neither the
  * comparison's time nor an early exit tells an attacker how much of a guess was right (hashing
- * first also hides the key's length).
+ * first also hides the key's length). The admin key (drill routes) is checked the same way.
  */
 import { Effect } from "effect";
 import { ApiError } from "./api_error.ts";
@@ -19,33 +19,52 @@ export const constantTimeEqual = (a: Uint8Array, b: Uint8Array): boolean => {
   return diff === 0;
 };
 
-const missingKey = new ApiError({
-  status: 401,
-  message: "You didn't provide an API key. You need to provide your API key in an " +
-    "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-  type: "invalid_request_error",
-  param: null,
-  code: null,
-  headers: { "www-authenticate": "Bearer" },
-});
-
-const wrongKey = new ApiError({
-  status: 401,
-  message: "Incorrect API key provided.",
-  type: "invalid_request_error",
-  param: null,
-  code: "invalid_api_key",
-  headers: { "www-authenticate": "Bearer" },
-});
+const unauthorized = (message: string, code: string | null) =>
+  new ApiError({
+    status: 401,
+    message,
+    type: "invalid_request_error",
+    param: null,
+    code,
+    headers: { "www-authenticate": "Bearer" },
+  });
 
 /** Checks an `Authorization` header value against the key; fails with OpenAI's 401. */
 export type ApiKeyCheck = (authorization: string | undefined) => Effect.Effect<void, ApiError>;
 
-export const makeApiKeyCheck = (apiKey: string): Effect.Effect<ApiKeyCheck> =>
-  Effect.map(sha256(apiKey), (expected) => (authorization) =>
+const makeKeyCheck = (
+  key: string,
+  missing: ApiError,
+  wrong: ApiError,
+): Effect.Effect<ApiKeyCheck> =>
+  Effect.map(sha256(key), (expected) => (authorization) =>
     Effect.gen(function* () {
       const match = authorization === undefined ? null : /^Bearer\s+(.+)$/i.exec(authorization);
-      if (match === null) return yield* missingKey;
+      if (match === null) return yield* missing;
       const given = yield* sha256(match[1].trim());
-      if (!constantTimeEqual(given, expected)) return yield* wrongKey;
+      if (!constantTimeEqual(given, expected)) return yield* wrong;
     }));
+
+export const makeApiKeyCheck = (apiKey: string): Effect.Effect<ApiKeyCheck> =>
+  makeKeyCheck(
+    apiKey,
+    // OpenAI's own 401s, word for word.
+    unauthorized(
+      "You didn't provide an API key. You need to provide your API key in an " +
+        "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+      null,
+    ),
+    unauthorized("Incorrect API key provided.", "invalid_api_key"),
+  );
+
+/** The admin routes' key: the same check, with 401s that name the admin key. */
+export const makeAdminKeyCheck = (adminKey: string): Effect.Effect<ApiKeyCheck> =>
+  makeKeyCheck(
+    adminKey,
+    unauthorized(
+      "You didn't provide the admin key. Send it in an Authorization header using Bearer " +
+        "auth (i.e. Authorization: Bearer ADMIN_KEY).",
+      null,
+    ),
+    unauthorized("Incorrect admin key provided.", "invalid_admin_key"),
+  );

@@ -1,6 +1,7 @@
 /**
  * The HTTP API: OpenAI's `/v1/completions`, `/v1/chat/completions` and `/v1/models`, plus
- * `/health`, `/metrics`, the status page `/` and its data `/status`, as one `@effect/platform`
+ * `/health`, `/metrics`, the status page `/` and its data `/status`, and, with an admin key,
+ * the fault drills `POST /admin/ranks/{rank}/kill` and `/pause`, as one `@effect/platform`
  * app. Every failure leaves here as an
  * OpenAI-style JSON error (see api_error.ts); every answer is counted in
  * `tessera_http_requests_total{route,status}`.
@@ -13,7 +14,13 @@ import {
   InferenceEngine,
 } from "../engine/engine.ts";
 import { httpRequests } from "../engine/metrics.ts";
-import { ApiError, errorBody, errorResponse } from "./api_error.ts";
+import {
+  ApiError,
+  errorBody,
+  errorResponse,
+  invalidRequest,
+  submitErrorToApi,
+} from "./api_error.ts";
 import type { ApiKeyCheck } from "./auth.ts";
 import { readJsonBody } from "./body.ts";
 import { ChatTemplate, encodeRendered } from "./chat_template.ts";
@@ -31,7 +38,7 @@ import {
   type GenerationParams,
 } from "./openai_schema.ts";
 import { PROMETHEUS_CONTENT_TYPE, prometheusText } from "./prometheus.ts";
-import { SSE_DONE, sseEvent, sseResponse } from "./sse.ts";
+import { SSE_DONE, sseEvent, sseResponse, withKeepAlive } from "./sse.ts";
 import { STATUS_PAGE_HTML } from "./status_page.ts";
 
 /** The service's own limits (the engine has its own: slots, queue, context). */
@@ -44,8 +51,12 @@ export interface ServeSettings {
   readonly bodyTimeoutMillis: number;
   /** Origins answered with CORS headers (and preflights); empty: no CORS. */
   readonly allowedOrigins: ReadonlySet<string>;
-  /** When set, every route but /health needs `Authorization: Bearer <key>`. */
+  /** When set, every route but /health (and the admin routes) needs `Authorization: Bearer <key>`. */
   readonly apiKeyCheck?: ApiKeyCheck;
+  /** When set, the admin routes exist and need `Authorization: Bearer <admin key>`. */
+  readonly adminKeyCheck?: ApiKeyCheck;
+  /** An SSE stream quiet for this long gets a `: keep-alive` comment. */
+  readonly keepAliveMillis: number;
   /** `created` of the model object in /v1/models (seconds). */
   readonly startedAt: number;
 }
@@ -62,20 +73,25 @@ const ROUTES = [
   { method: "GET", path: "/metrics" },
   { method: "GET", path: "/" },
   { method: "GET", path: "/status" },
+  { method: "POST", path: "/admin/ranks/:rank/kill" },
+  { method: "POST", path: "/admin/ranks/:rank/pause" },
 ] as const;
+
+/** Routes that exist only when the server has an admin key, and check that key instead. */
+const isAdminPath = (path: string) => path.startsWith("/admin/");
 
 /** Open without the API key: the health check, and the status page (it holds no data itself). */
 const OPEN_PATHS: ReadonlySet<string> = new Set(["/health", "/"]);
 
-/** The route pattern a path belongs to (its metrics label), if any. */
-const routeOf = (path: string): string | undefined =>
-  ROUTES.find((r) =>
-    r.path.includes("/:")
-      ? path.startsWith(r.path.slice(0, r.path.indexOf(":"))) &&
-        !path.slice(r.path.indexOf(":")).includes("/") &&
-        path.length > r.path.indexOf(":")
-      : r.path === path
-  )?.path;
+/** The route pattern a path belongs to (its metrics label), if any: `:name` is one segment. */
+const routeOf = (path: string): string | undefined => {
+  const segments = path.split("/");
+  return ROUTES.find((r) => {
+    const pattern = r.path.split("/");
+    return pattern.length === segments.length &&
+      pattern.every((p, i) => p.startsWith(":") ? segments[i] !== "" : p === segments[i]);
+  })?.path;
+};
 
 const pathOf = (request: HttpServerRequest.HttpServerRequest) => {
   const url = request.url;
@@ -107,7 +123,7 @@ const generationFailedToApi = (error: GenerationFailed) =>
       type: "service_unavailable",
       param: null,
       code: "generation_failed",
-      headers: { "retry-after": "1" },
+      headers: { "retry-after": String(Math.max(1, Math.ceil(error.retryAfterSeconds ?? 1))) },
     })
     : new ApiError({
       status: 500,
@@ -126,6 +142,7 @@ const respond = (
 ) =>
   Effect.gen(function* () {
     const engine = yield* InferenceEngine;
+    const config = yield* ServeConfig;
     // Submitted before any byte is sent, so a full queue is still a 429, not a broken stream.
     const events = yield* runGeneration(request, params.stop);
     const header = newHeader(kind, engine.modelId);
@@ -164,7 +181,7 @@ const respond = (
       // OpenAI's way to fail a stream that has started: an error event, then the end.
       Stream.catchAll((failed) => Stream.make(sseEvent(errorBody(generationFailedToApi(failed))))),
     );
-    return sseResponse(body);
+    return sseResponse(withKeepAlive(body, config.keepAliveMillis));
   });
 
 const completions = Effect.gen(function* () {
@@ -235,6 +252,7 @@ const health = Effect.gen(function* () {
     model: engine.modelId,
     ranks: state.ranks,
     restarts: state.restarts,
+    stalls: state.stalls,
     waiting: state.waiting,
     running: state.running,
   }, { status: ready ? 200 : 503 });
@@ -258,6 +276,57 @@ const metrics = Effect.map(
   (text) => HttpServerResponse.text(text, { contentType: PROMETHEUS_CONTENT_TYPE }),
 );
 
+/** The `{rank}` of an admin path: a whole number (the engine checks it is one of its ranks). */
+const rankParam = Effect.gen(function* () {
+  const { rank } = yield* HttpRouter.params;
+  const text = decodedSegment(rank ?? "");
+  if (!/^\d{1,6}$/.test(text)) {
+    return yield* invalidRequest(`'${text}' is not a rank: ranks are numbered from 0.`, "rank");
+  }
+  return Number(text);
+});
+
+/** Most seconds a pause drill may last (the rank protocol's bound). */
+const MAX_PAUSE_SECONDS = 600;
+
+const pauseSeconds = Effect.gen(function* () {
+  const request = yield* HttpServerRequest.HttpServerRequest;
+  const query = request.url.indexOf("?");
+  const given = new URLSearchParams(query === -1 ? "" : request.url.slice(query + 1))
+    .get("seconds");
+  const seconds = given !== null && /^\d+(\.\d+)?$/.test(given) ? Number(given) : NaN;
+  if (!(seconds >= 0.001 && seconds <= MAX_PAUSE_SECONDS)) {
+    return yield* invalidRequest(
+      `A pause needs ?seconds=N with N from 0.001 to ${MAX_PAUSE_SECONDS}` +
+        (given === null ? "." : `, not '${given}'.`),
+      "seconds",
+    );
+  }
+  return seconds;
+});
+
+const drillAccepted = (body: Record<string, unknown>) =>
+  HttpServerResponse.unsafeJson(body, { status: 202 });
+
+/** Fault drill: the rank is stopped as a crash would stop it; the engine restarts the group. */
+const killRankRoute = Effect.gen(function* () {
+  const engine = yield* InferenceEngine;
+  const rank = yield* rankParam;
+  yield* engine.killRank(rank).pipe(Effect.mapError(submitErrorToApi));
+  return drillAccepted({ action: "kill", rank });
+}).pipe(Effect.withSpan("serve.admin.kill"));
+
+/** Fault drill: the rank idles, alive; with work in flight the stall watchdog must notice. */
+const pauseRankRoute = Effect.gen(function* () {
+  const engine = yield* InferenceEngine;
+  const rank = yield* rankParam;
+  const seconds = yield* pauseSeconds;
+  yield* engine.pauseRank(rank, Math.round(seconds * 1000)).pipe(
+    Effect.mapError(submitErrorToApi),
+  );
+  return drillAccepted({ action: "pause", rank, seconds });
+}).pipe(Effect.withSpan("serve.admin.pause"));
+
 const router = HttpRouter.empty.pipe(
   HttpRouter.post("/v1/completions", completions),
   HttpRouter.post("/v1/chat/completions", chatCompletions),
@@ -267,6 +336,8 @@ const router = HttpRouter.empty.pipe(
   HttpRouter.get("/metrics", metrics),
   HttpRouter.get("/", statusPage),
   HttpRouter.get("/status", status),
+  HttpRouter.post("/admin/ranks/:rank/kill", killRankRoute),
+  HttpRouter.post("/admin/ranks/:rank/pause", pauseRankRoute),
 );
 
 /**
@@ -274,9 +345,9 @@ const router = HttpRouter.empty.pipe(
  * of a route that has the method but that the router could not match (a malformed %-escape in
  * a model id) is a 404 too: the model does not exist.
  */
-const routeNotFound = (request: HttpServerRequest.HttpServerRequest) => {
+const routeNotFound = (request: HttpServerRequest.HttpServerRequest, adminEnabled: boolean) => {
   const path = pathOf(request);
-  const route = routeOf(path);
+  const route = adminEnabled || !isAdminPath(path) ? routeOf(path) : undefined;
   const allowed = allowedMethods(route);
   if (route === "/v1/models/:model" && allowed.includes(request.method)) {
     return modelNotFound(decodedSegment(path.slice("/v1/models/".length)));
@@ -308,11 +379,12 @@ const PREFLIGHT_MAX_AGE_SECONDS = 600;
 /**
  * A CORS preflight from an allowed origin: 204 with the route's methods and the headers asked
  * for (the API key travels in `Authorization`), answered before the key check as browsers
- * send no credentials on a preflight.
+ * send no credentials on a preflight. The admin routes are not for browsers: no preflight.
  */
 const preflight = (request: HttpServerRequest.HttpServerRequest) => {
-  const allowed = allowedMethods(routeOf(pathOf(request)));
-  if (allowed.length === 0) return errorResponse(routeNotFound(request));
+  const path = pathOf(request);
+  const allowed = isAdminPath(path) ? [] : allowedMethods(routeOf(path));
+  if (allowed.length === 0) return errorResponse(routeNotFound(request, false));
   return HttpServerResponse.empty({
     status: 204,
     headers: {
@@ -348,13 +420,20 @@ export const app = Effect.gen(function* () {
       corsOrigin !== undefined && request.method === "OPTIONS" &&
       request.headers["access-control-request-method"] !== undefined
     ) return preflight(request);
-    if (config.apiKeyCheck !== undefined && !OPEN_PATHS.has(path)) {
+    if (isAdminPath(path)) {
+      // Without an admin key the admin routes do not exist; with one, it is their only key.
+      if (config.adminKeyCheck === undefined) {
+        return errorResponse(routeNotFound(request, false));
+      }
+      yield* config.adminKeyCheck(request.headers["authorization"]);
+    } else if (config.apiKeyCheck !== undefined && !OPEN_PATHS.has(path)) {
       yield* config.apiKeyCheck(request.headers["authorization"]);
     }
     return yield* router;
   }).pipe(
     Effect.catchTags({
-      RouteNotFound: () => Effect.succeed(errorResponse(routeNotFound(request))),
+      RouteNotFound: () =>
+        Effect.succeed(errorResponse(routeNotFound(request, config.adminKeyCheck !== undefined))),
       ApiError: (error) => Effect.succeed(errorResponse(error)),
     }),
     Effect.catchAllCause((cause) =>

@@ -12,7 +12,7 @@ import { HttpApp } from "@effect/platform";
 import { Context, Effect, Layer, Metric, type Scope } from "effect";
 import { InferenceEngine } from "../engine/engine.ts";
 import * as metrics from "../engine/metrics.ts";
-import { makeApiKeyCheck } from "./auth.ts";
+import { makeAdminKeyCheck, makeApiKeyCheck } from "./auth.ts";
 import { type ConnectionGuard, startConnectionGuard } from "./connection_guard.ts";
 import type { ChatTemplate } from "./chat_template.ts";
 import { app, ServeConfig } from "./routes.ts";
@@ -25,6 +25,14 @@ export interface ServerOptions {
   readonly port?: number;
   /** Require `Authorization: Bearer <apiKey>` on every route but /health. */
   readonly apiKey?: string;
+  /**
+   * Enables the fault-drill routes `POST /admin/ranks/{rank}/kill` and
+   * `/admin/ranks/{rank}/pause?seconds=N`, behind `Authorization: Bearer <adminKey>`; without
+   * it they are 404.
+   */
+  readonly adminKey?: string;
+  /** An SSE stream with nothing sent for this long gets a `: keep-alive` comment; default 10 s. */
+  readonly keepAliveMillis?: number;
   /** Most tokens a request may ask for; default min(1024, the context length). */
   readonly maxTokensLimit?: number;
   /** Largest request body in bytes; default 1 MiB. */
@@ -59,6 +67,7 @@ export const DEFAULT_MAX_BODY_BYTES = 1 << 20;
 export const DEFAULT_HEADER_TIMEOUT_MILLIS = 10_000;
 export const DEFAULT_BODY_TIMEOUT_MILLIS = 30_000;
 export const DEFAULT_IDLE_TIMEOUT_MILLIS = 60_000;
+export const DEFAULT_KEEP_ALIVE_MILLIS = 10_000;
 
 /** Registers the engine's untagged metrics, so /metrics lists them (at 0) before first use. */
 const registerMetrics = Effect.all([
@@ -69,6 +78,9 @@ const registerMetrics = Effect.all([
   Metric.value(metrics.timeToFirstToken),
   Metric.value(metrics.batchSize),
   Metric.value(metrics.rankRestarts),
+  Metric.value(metrics.engineStalls),
+  Metric.value(metrics.failedReloads),
+  Metric.value(metrics.restartTimeouts),
 ], { discard: true });
 
 /**
@@ -119,6 +131,10 @@ export const startServer = (
       apiKeyCheck: options.apiKey === undefined
         ? undefined
         : yield* makeApiKeyCheck(options.apiKey),
+      adminKeyCheck: options.adminKey === undefined
+        ? undefined
+        : yield* makeAdminKeyCheck(options.adminKey),
+      keepAliveMillis: options.keepAliveMillis ?? DEFAULT_KEEP_ALIVE_MILLIS,
       startedAt: Math.floor(Date.now() / 1000),
     };
     yield* registerMetrics;

@@ -24,7 +24,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   section.wide { grid-column: 1 / -1; }
   .badge { padding: 2px 10px; border-radius: 999px; font-weight: 600; background: #e6e9ef; }
   .badge.ready { background: #d7f3df; color: #14632f; }
-  .badge.restarting, .badge.starting { background: #fff1c9; color: #7a5300; }
+  .badge.restarting, .badge.stalled, .badge.starting { background: #fff1c9; color: #7a5300; }
   .badge.draining, .badge.stopped, .badge.unreachable { background: #fbdada; color: #8a1c1c; }
   table { width: 100%; border-collapse: collapse; }
   th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line); }
