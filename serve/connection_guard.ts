@@ -31,8 +31,11 @@ export interface ConnectionGuard {
   track(relayPort: number, respond: () => Promise<Response>): Promise<Response>;
   /** Stops accepting at once; connections still open are closed by `closeAll`. */
   stopAccepting(): void;
-  /** Closes every connection still open. */
-  closeAll(): void;
+  /**
+   * Closes every connection still open, after at most `graceMillis` for each to relay what the
+   * real server already sent it (a stream's last events and its `[DONE]`).
+   */
+  closeAll(graceMillis: number): Promise<void>;
 }
 
 const REQUEST_TIMEOUT = new TextEncoder().encode(
@@ -48,6 +51,9 @@ class GuardedConnection {
   private active = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private closed = false;
+  private readonly whenClosed = Promise.withResolvers<void>();
+  /** Resolves once the connection is closed. */
+  readonly done: Promise<void> = this.whenClosed.promise;
 
   constructor(
     private readonly client: Deno.Conn,
@@ -82,6 +88,7 @@ class GuardedConnection {
       } catch { /* already closed */ }
     }
     this.onClose();
+    this.whenClosed.resolve();
   }
 
   private enter(phase: "idle" | "headers" | "active") {
@@ -198,8 +205,17 @@ export const startConnectionGuard = (
         listener.close();
       } catch { /* already closed */ }
     },
-    closeAll() {
-      for (const connection of [...byRelayPort.values()]) connection.close();
+    async closeAll(graceMillis) {
+      // The real server has shut down, so it closes its side of each relay: a connection then
+      // ends by itself once its pump has written the last bytes to the client.
+      const open = [...byRelayPort.values()];
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        Promise.all(open.map((connection) => connection.done)),
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMillis))),
+      ]);
+      clearTimeout(timer);
+      for (const connection of open) connection.close();
     },
   };
 };

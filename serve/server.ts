@@ -67,6 +67,8 @@ export const DEFAULT_MAX_BODY_BYTES = 1 << 20;
 export const DEFAULT_HEADER_TIMEOUT_MILLIS = 10_000;
 export const DEFAULT_BODY_TIMEOUT_MILLIS = 30_000;
 export const DEFAULT_IDLE_TIMEOUT_MILLIS = 60_000;
+/** After the real server shut down, time a connection gets to relay its last bytes. */
+const CLOSE_GRACE_MILLIS = 2_000;
 export const DEFAULT_KEEP_ALIVE_MILLIS = 10_000;
 
 /** Registers the engine's untagged metrics, so /metrics lists them (at 0) before first use. */
@@ -163,7 +165,7 @@ export const startServer = (
     const shutdown = Effect.promise(async () => {
       guard.stopAccepting();
       await server.shutdown();
-      guard.closeAll();
+      await guard.closeAll(CLOSE_GRACE_MILLIS);
     });
     yield* Effect.addFinalizer(() => shutdown);
     const port = guard.port;
