@@ -120,13 +120,13 @@ export const makeRankRuntime = (
             const { config, source } = yield* openModelSource(command.source);
             const plans = yield* planLlama(config, tp);
             const bytesPlanned = plannedShardBytes(config, plans[rank]);
-            reporting.emit({ _tag: "LoadProgress", rank, bytesRead: 0, bytesPlanned });
+            reporting.emit({ _tag: "LoadProgress", rank, ranks: tp, bytesRead: 0, bytesPlanned });
             const shards = yield* loadRankShards(
               source,
               config,
               plans[rank],
               (bytesRead) =>
-                reporting.emit({ _tag: "LoadProgress", rank, bytesRead, bytesPlanned }),
+                reporting.emit({ _tag: "LoadProgress", rank, ranks: tp, bytesRead, bytesPlanned }),
             );
             return yield* RankLlama.create(
               gpu,
@@ -141,7 +141,7 @@ export const makeRankRuntime = (
           }));
           model?.release();
           model = loaded;
-          yield* Effect.logInfo("model loaded").pipe(Effect.annotateLogs({
+          yield* Effect.logDebug("model loaded").pipe(Effect.annotateLogs({
             weightMB: +(loaded.weightBytes / 1e6).toFixed(1),
             kvCacheMB: +(loaded.kvCacheBytes / 1e6).toFixed(1),
             weights: command.weights,

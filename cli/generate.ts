@@ -111,6 +111,8 @@ const run = (options: CliOptions) =>
     );
     const seconds = (performance.now() - started) / 1000;
     yield* writeOut(options.json ? JSON.stringify({ tokens, text }) + "\n" : "\n");
+    // The summary is informational: --log-level none (or error, warning) leaves it out.
+    if (options.logLevel !== "info" && options.logLevel !== "debug") return;
     console.error(
       `${tokens.length} tokens in ${seconds.toFixed(2)} s (${
         (tokens.length / seconds).toFixed(1)

@@ -69,7 +69,9 @@ export const observeFlagsOf = (values: {
 export const observeLayer = (flags: ObserveFlags): Layer.Layer<Telemetry> =>
   telemetryLayer({
     logLevel: flags.logLevel,
-    progress: process.stderr.isTTY
+    progress: flags.logLevel === "none"
+      ? undefined
+      : process.stderr.isTTY
       ? barProgress(process.stderr)
       : lineProgress((line) => console.error(line)),
     trace: flags.tracePath === undefined

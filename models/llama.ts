@@ -107,6 +107,7 @@ export class LlamaModel {
       // A batched decode step carries one row per sequence.
       const maxBatchTokens = Math.max(Math.min(requested, config.seqLen), maxSequences);
       const supervisor = yield* Supervisor.make({ tp: options.tp, onReply: options.onReply });
+      const started = performance.now();
       const loaded = yield* supervisor.step((_, step) => ({
         _tag: "LoadModel",
         step,
@@ -115,6 +116,15 @@ export class LlamaModel {
         maxSequences,
         weights: options.weights ?? "f32",
       })).pipe(Effect.flatMap(expectReplies("ModelLoaded")));
+      // One line for the group, logged once every rank is done (a rank's own line is debug):
+      // lines from ranks in other isolates would land in the middle of the progress bar.
+      yield* Effect.logInfo("model loaded").pipe(Effect.annotateLogs({
+        tp: options.tp,
+        weightMB: +(loaded.reduce((sum, r) => sum + r.bytes, 0) / 1e6).toFixed(1),
+        kvCacheMB: +(loaded.reduce((sum, r) => sum + r.kvCacheBytes, 0) / 1e6).toFixed(1),
+        weights: options.weights ?? "f32",
+        seconds: +((performance.now() - started) / 1000).toFixed(2),
+      }));
       return new LlamaModel(
         config,
         supervisor,

@@ -36,37 +36,49 @@ export const lineProgress = (write: (line: string) => void): ProgressView => {
   };
 };
 
-/** Redrawn bars on a terminal stream (cli-progress). */
+/**
+ * One bar on a terminal stream (cli-progress), summing every rank's bytes: a single line
+ * redrawn in place (carriage return and clear-to-end, never a cursor move up), so a line
+ * another writer prints meanwhile can push it down but is never overwritten. The bar stops
+ * itself, with its final frame and a newline, the moment every rank of the group has read
+ * everything: nothing redraws after loading, so streamed text cannot be overwritten.
+ */
 export const barProgress = (stream: NodeJS.WriteStream): ProgressView => {
-  const bars = new cliProgress.MultiBar({
-    format: "rank {rank} [{bar}] {percentage}% | {read}/{planned} MB",
+  const bar = new cliProgress.SingleBar({
+    format: "loading shards [{bar}] {percentage}% | {read}/{planned} MB | {ready}/{ranks} ranks",
     hideCursor: true,
     clearOnComplete: false,
     stopOnComplete: false,
     stream,
   }, cliProgress.Presets.shades_classic);
-  const byRank = new Map<number, cliProgress.SingleBar>();
-  let stopped = false;
+  const byRank = new Map<number, LoadProgress>();
+  let state: "idle" | "drawing" | "stopped" = "idle";
+  const stop = () => {
+    if (state === "drawing") bar.stop();
+    state = "stopped";
+  };
   return {
     update: (event) => {
-      if (stopped) return;
+      if (state === "stopped") return;
+      byRank.set(event.rank, event);
+      const events = [...byRank.values()];
+      const read = events.reduce((sum, e) => sum + e.bytesRead, 0);
+      const planned = events.reduce((sum, e) => sum + e.bytesPlanned, 0);
+      const ready = events.filter((e) => e.bytesRead >= e.bytesPlanned).length;
       const payload = {
-        rank: event.rank,
-        read: megabytes(event.bytesRead),
-        planned: megabytes(event.bytesPlanned),
+        read: megabytes(read),
+        planned: megabytes(planned),
+        ready,
+        ranks: event.ranks,
       };
-      let bar = byRank.get(event.rank);
-      if (!bar) {
-        bar = bars.create(event.bytesPlanned, event.bytesRead, payload);
-        byRank.set(event.rank, bar);
+      if (state === "idle") {
+        bar.start(planned, read, payload);
+        state = "drawing";
       }
-      bar.setTotal(event.bytesPlanned);
-      bar.update(event.bytesRead, payload);
+      bar.setTotal(planned);
+      bar.update(read, payload);
+      if (ready >= event.ranks) stop();
     },
-    stop: () => {
-      if (stopped) return;
-      stopped = true;
-      bars.stop();
-    },
+    stop,
   };
 };

@@ -31,13 +31,18 @@ export const TimelineSpan: Schema.Struct<{
 /** A decoded {@link TimelineSpan}. */
 export type TimelineSpan = typeof TimelineSpan.Type;
 
-/** A rank's progress through loading its shards: bytes read of the bytes its plan needs. */
+/**
+ * A rank's progress through loading its shards: bytes read of the bytes its plan needs, and
+ * how many ranks the group has (so a view knows when the whole group is done).
+ */
 export const LoadProgress: Schema.TaggedStruct<"LoadProgress", {
   rank: typeof Schema.NonNegativeInt;
+  ranks: typeof Schema.NonNegativeInt;
   bytesRead: typeof Schema.NonNegativeInt;
   bytesPlanned: typeof Schema.NonNegativeInt;
 }> = Schema.TaggedStruct("LoadProgress", {
   rank: Schema.NonNegativeInt,
+  ranks: Schema.NonNegativeInt,
   bytesRead: Schema.NonNegativeInt,
   bytesPlanned: Schema.NonNegativeInt,
 });
