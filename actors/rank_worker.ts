@@ -7,6 +7,7 @@
 /// <reference lib="deno.worker" />
 import { Effect, Schema } from "effect";
 import { releaseDawnInstance } from "../gpu/device.ts";
+import { logLevelFromEnv } from "../observe/logging.ts";
 import { makeRankEndpoint } from "./rank_endpoint.ts";
 import { FromRank, ToRank } from "./remote_protocol.ts";
 
@@ -21,7 +22,8 @@ let stopping = false;
 const stopSession = Effect.promise(() => endpoint.stop()).pipe(
   Effect.zipRight(releaseDawnInstance()),
   Effect.tap((released) =>
-    released
+    // Only worth a line when debugging leaks: at exit (the common case) the threads go anyway.
+    released || logLevelFromEnv() !== "debug"
       ? Effect.void
       : Effect.sync(() =>
         console.error("rank worker: Dawn's instance is still in use; its threads stay")
