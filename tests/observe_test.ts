@@ -16,6 +16,7 @@ import { makeInferenceEngine } from "../engine/scheduler.ts";
 import type { ChromeTrace, TraceEvent, TraceFile } from "../observe/chrome_trace.ts";
 import { parseLogLevel } from "../observe/logging.ts";
 import { barProgress, lineProgress } from "../observe/progress.ts";
+import type { LoadProgress } from "../observe/rank_events.ts";
 import { telemetryLayer } from "../observe/telemetry.ts";
 import type { GreedyFixture } from "./fixtures/make_stories260K_greedy.ts";
 import { STORIES260K_PATH, TOK512_PATH } from "../assets/paths.ts";
@@ -150,40 +151,25 @@ Deno.test("trace: an engine's trace has a span per request on its slot's track",
   assert.ok(spansOf(trace, 1).some((e) => e.cat === "kernels"), "rank 0 recorded kernels");
 });
 
+/** Rank `rank` of a 2-rank group has read `bytesRead` of `bytesPlanned`. */
+const loaded = (rank: number, bytesRead: number, bytesPlanned: number): LoadProgress => ({
+  _tag: "LoadProgress",
+  ranks: 2,
+  rank,
+  bytesRead,
+  bytesPlanned,
+});
+
 Deno.test("progress: off a terminal, one line per rank once it has read everything", () => {
   const lines: string[] = [];
   const view = lineProgress((line) => lines.push(line));
-  view.update({ _tag: "LoadProgress", ranks: 2, rank: 1, bytesRead: 0, bytesPlanned: 2_000_000 });
-  view.update({
-    _tag: "LoadProgress",
-    ranks: 2,
-    rank: 0,
-    bytesRead: 1_000_000,
-    bytesPlanned: 2_000_000,
-  });
-  view.update({
-    _tag: "LoadProgress",
-    ranks: 2,
-    rank: 1,
-    bytesRead: 2_000_000,
-    bytesPlanned: 2_000_000,
-  });
-  view.update({
-    _tag: "LoadProgress",
-    ranks: 2,
-    rank: 1,
-    bytesRead: 2_000_000,
-    bytesPlanned: 2_000_000,
-  });
+  view.update(loaded(1, 0, 2_000_000));
+  view.update(loaded(0, 1_000_000, 2_000_000));
+  view.update(loaded(1, 2_000_000, 2_000_000));
+  view.update(loaded(1, 2_000_000, 2_000_000));
   assert.equal(lines.length, 1);
   assert.match(lines[0], /^rank 1: read 2\.0 MB of shards in \d+\.\d s$/);
-  view.update({
-    _tag: "LoadProgress",
-    ranks: 2,
-    rank: 0,
-    bytesRead: 2_000_000,
-    bytesPlanned: 2_000_000,
-  });
+  view.update(loaded(0, 2_000_000, 2_000_000));
   assert.equal(lines.length, 2);
   assert.match(lines[1], /^rank 0: read 2\.0 MB/);
 });
@@ -198,35 +184,17 @@ Deno.test("progress: on a terminal, one line summing the ranks that stops once a
     removeListener: () => terminal,
   };
   const view = barProgress(terminal as unknown as NodeJS.WriteStream);
-  view.update({ _tag: "LoadProgress", ranks: 2, rank: 0, bytesRead: 0, bytesPlanned: 4_000_000 });
-  view.update({ _tag: "LoadProgress", ranks: 2, rank: 1, bytesRead: 0, bytesPlanned: 4_000_000 });
-  view.update({
-    _tag: "LoadProgress",
-    ranks: 2,
-    rank: 0,
-    bytesRead: 4_000_000,
-    bytesPlanned: 4_000_000,
-  });
+  view.update(loaded(0, 0, 4_000_000));
+  view.update(loaded(1, 0, 4_000_000));
+  view.update(loaded(0, 4_000_000, 4_000_000));
   const escapes = new RegExp(`${String.fromCharCode(27)}(\\[[0-9;?]*[A-Za-z]|[78])`, "g");
   const frame = () => written.join("").replace(escapes, "").replace(/\[.*\]/, "[bar]");
   assert.ok(!written.join("").includes(`${String.fromCharCode(27)}[1A`), "never moves up");
-  view.update({
-    _tag: "LoadProgress",
-    ranks: 2,
-    rank: 1,
-    bytesRead: 4_000_000,
-    bytesPlanned: 4_000_000,
-  });
+  view.update(loaded(1, 4_000_000, 4_000_000));
   assert.match(frame(), /loading shards \[bar\] 100% \| 8\.0\/8\.0 MB \| 2\/2 ranks\s*$/);
   // Stopped by the last rank: later events and timers draw nothing more.
   const drawn = written.length;
-  view.update({
-    _tag: "LoadProgress",
-    ranks: 2,
-    rank: 1,
-    bytesRead: 4_000_000,
-    bytesPlanned: 4_000_000,
-  });
+  view.update(loaded(1, 4_000_000, 4_000_000));
   view.stop();
   assert.equal(written.length, drawn);
 });
