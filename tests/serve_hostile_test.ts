@@ -83,29 +83,48 @@ const errorOf = async (res: Response, status: number) => {
  */
 const rawConnection = async (
   server: Pick<RunningServer, "port">,
-  send: (conn: Deno.Conn) => Promise<void>,
+  send: (conn: Deno.Conn, received: (pattern: RegExp) => Promise<void>) => Promise<void>,
 ) => {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  // `received(pattern)` resolves once the bytes read so far match: a step waits for an answer
+  // instead of guessing how long a loaded machine takes to send it.
+  const decoder = new TextDecoder();
+  let textSoFar = "";
+  const waiters: { pattern: RegExp; resolve: () => void }[] = [];
+  const wake = () => {
+    for (const waiter of waiters.filter((w) => w.pattern.test(textSoFar))) {
+      waiters.splice(waiters.indexOf(waiter), 1);
+      waiter.resolve();
+    }
+  };
+  const received = (pattern: RegExp) =>
+    new Promise<void>((resolve) => {
+      waiters.push({ pattern, resolve });
+      wake();
+    });
   let closedByServer = true;
   const bound = setTimeout(() => {
     closedByServer = false;
     conn.close();
   }, BOUND_MILLIS);
-  const sending = send(conn).catch(() => {}); // writes fail once the server has closed
-  const received: Uint8Array[] = [];
+  const sending = send(conn, received).catch(() => {}); // writes fail once the server has closed
+  const chunks: Uint8Array[] = [];
   const buffer = new Uint8Array(16 * 1024);
   try {
     for (let n = await conn.read(buffer); n !== null; n = await conn.read(buffer)) {
-      received.push(buffer.slice(0, n));
+      chunks.push(buffer.slice(0, n));
+      textSoFar += decoder.decode(buffer.slice(0, n), { stream: true });
+      wake();
     }
   } catch { /* reset by the server, or closed by the bound */ }
   clearTimeout(bound);
+  for (const waiter of waiters.splice(0)) waiter.resolve(); // the connection is over
   try {
     conn.close();
   } catch { /* already closed */ }
   await sending;
   const text = new TextDecoder().decode(
-    received.reduce((all, part) => new Uint8Array([...all, ...part]), new Uint8Array()),
+    chunks.reduce((all, part) => new Uint8Array([...all, ...part]), new Uint8Array()),
   );
   return { closedByServer, text };
 };
@@ -147,9 +166,9 @@ Deno.test({
         "a kept-alive connection serves requests, then is closed when idle",
         async () => {
           const request = "GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n";
-          const { closedByServer, text } = await rawConnection(plain, async (conn) => {
+          const { closedByServer, text } = await rawConnection(plain, async (conn, received) => {
             await write(conn, request);
-            await sleep(100); // well within the idle timeout: the same connection serves it
+            await received(/HTTP\/1\.1 200 OK/); // well within the idle timeout: reuse it
             await write(conn, request);
           });
           assert.ok(closedByServer, "the connection was still open");
@@ -170,9 +189,9 @@ Deno.test({
           const reader = stream.body!.getReader();
           await reader.read();
           let stopped: Promise<void> | undefined;
-          const { closedByServer, text } = await rawConnection(draining, async (conn) => {
+          const { closedByServer, text } = await rawConnection(draining, async (conn, received) => {
             await write(conn, "GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n");
-            await sleep(200); // answered; the connection is idle now
+            await received(/\r\n\r\n[\s\S]*\}/); // answered (headers and JSON body): idle now
             stopped = Effect.runPromise(draining.shutdown);
           });
           await reader.cancel();
