@@ -103,7 +103,7 @@ export const serveRank = (
     Effect.flatMap((listener) =>
       Effect.gen(function* () {
         // One rank Worker for every session in turn: ending Workers leaks (see the pool).
-        const pool = yield* makeRankWorkerPool;
+        const pool = yield* makeRankWorkerPool();
         onListening(listener.addr as Deno.NetAddr);
         let busy = false;
         while (true) {

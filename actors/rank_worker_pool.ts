@@ -73,9 +73,17 @@ const startWorker = (): PooledWorker => {
   return pooled;
 };
 
+/** Options of {@link makeRankWorkerPool}. */
+export interface RankWorkerPoolOptions {
+  /** How long a stopping rank may take before its Worker is terminated. */
+  readonly stopDeadline?: Duration.DurationInput;
+}
+
 /** A pool whose Workers are terminated when the scope closes. */
-export const makeRankWorkerPool: Effect.Effect<RankWorkerPool, never, Scope.Scope> = Effect.gen(
-  function* () {
+export const makeRankWorkerPool = (
+  { stopDeadline = RANK_STOP_DEADLINE }: RankWorkerPoolOptions = {},
+): Effect.Effect<RankWorkerPool, never, Scope.Scope> =>
+  Effect.gen(function* () {
     const idle: PooledWorker[] = [];
     let closed = false;
     yield* Effect.addFinalizer(() =>
@@ -103,12 +111,15 @@ export const makeRankWorkerPool: Effect.Effect<RankWorkerPool, never, Scope.Scop
             stopRequested = true;
             post({ _tag: "Stop" });
           }
-          return Deferred.await(stopped).pipe(
-            Effect.timeout(RANK_STOP_DEADLINE),
+          // Interruptible, or the deadline could not cut it short where `end` runs as a
+          // scope's finalizer (uninterruptible): a rank that never stops would hang the close.
+          return Effect.interruptible(Deferred.await(stopped)).pipe(
+            Effect.timeout(stopDeadline),
             Effect.option,
             Effect.map((outcome) => {
               if (handedBack) return;
               handedBack = true;
+              Deferred.unsafeDone(stopped, Exit.void); // a later `end` returns at once
               pooled.handlers = undefined;
               pooled.stopped = undefined;
               if (Option.isSome(outcome) && !pooled.crashed && !closed) idle.push(pooled);
@@ -121,5 +132,4 @@ export const makeRankWorkerPool: Effect.Effect<RankWorkerPool, never, Scope.Scop
       });
 
     return { session };
-  },
-);
+  });

@@ -107,7 +107,7 @@ const spawnWorker = (
 export const WorkersTransport = (options: WorkersOptions = {}): Layer.Layer<Transport> =>
   Layer.scoped(
     Transport,
-    Effect.map(makeRankWorkerPool, (pool) => ({
+    Effect.map(makeRankWorkerPool(), (pool) => ({
       name: "workers",
       spawn: (tp: number) =>
         Effect.gen(function* () {
