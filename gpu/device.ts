@@ -13,6 +13,7 @@ import {
   trackDawnEncoders,
 } from "./collector.ts";
 import { instrumentDevice } from "./counters.ts";
+import { withoutDawnLimitNotices } from "./dawn_limit_notices.ts";
 import { installGentleDawnPolling } from "./dawn_polling.ts";
 import { DeviceLostError, GpuOperationError, NoAdapterError } from "./errors.ts";
 
@@ -139,11 +140,17 @@ const requestAdapter = (gpu: GPU) =>
     Effect.orElseSucceed(() => null),
   );
 
+/** Dawn's adapter, its limit notices kept off the terminal (gpu/dawn_limit_notices.ts). */
+const requestDawnAdapter = (gpu: GPU) =>
+  Effect.tryPromise(() =>
+    withoutDawnLimitNotices(() => gpu.requestAdapter({ powerPreference: "high-performance" }))
+  ).pipe(Effect.orElseSucceed(() => null));
+
 const findAdapter = (choice: BackendChoice) =>
   Effect.gen(function* () {
     if (choice !== "deno") {
       const dawn = yield* loadDawn;
-      const adapter = dawn ? yield* requestAdapter(dawn) : null;
+      const adapter = dawn ? yield* requestDawnAdapter(dawn) : null;
       if (adapter) {
         trackUntilFinalized(adapter, "adaptersAndDevices");
         return { adapter, backend: "dawn" as const };
