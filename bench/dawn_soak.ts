@@ -9,6 +9,7 @@
  */
 import { parseArgs } from "node:util";
 import { create } from "webgpu";
+import { withoutDawnLimitNotices } from "../gpu/dawn_limit_notices.ts";
 
 const { values } = parseArgs({
   options: {
@@ -19,7 +20,7 @@ const { values } = parseArgs({
   },
 });
 const gpu: GPU | undefined = values["drop-gpu"] ? undefined : create([]);
-const adapter = await (gpu ?? create([])).requestAdapter();
+const adapter = await withoutDawnLimitNotices(() => (gpu ?? create([])).requestAdapter());
 if (!adapter) throw new Error("no Dawn adapter");
 const device = await adapter.requestDevice();
 const source = device.createBuffer({ size: 4096, usage: 0x0080 | 0x0004 | 0x0008 });
