@@ -9,7 +9,9 @@
  *
  * - idle (just opened, or every response sent): closed after `idleMillis` without a byte;
  * - headers (bytes came, no request yet): a 408 and closed after `headerMillis`;
- * - active (a request is being answered): no timer here; the body's own timeout is the app's.
+ * - active (a request is being answered): no timer here; the body's own timeout is the app's;
+ * - closing (a response said `connection: close`, e.g. a 408 for a body trickle): closed once the
+ *   response has had `CLOSE_GRACE_MILLIS` to reach the client, whatever the client still sends.
  */
 
 /** Timeouts of the guard, in milliseconds. */
@@ -42,12 +44,15 @@ const REQUEST_TIMEOUT = new TextEncoder().encode(
   "HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
 );
 
+/** After a `connection: close` response has ended, the time its last bytes get to be relayed. */
+const CLOSE_GRACE_MILLIS = 500;
+
 const writeAll = async (conn: Deno.Conn, bytes: Uint8Array) => {
   for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
 };
 
 class GuardedConnection {
-  private phase: "idle" | "headers" | "active" = "idle";
+  private phase: "idle" | "headers" | "active" | "closing" = "idle";
   private active = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private closed = false;
@@ -73,9 +78,12 @@ class GuardedConnection {
     this.enter("active");
   }
 
-  responseEnded() {
+  /** `closeAfter`: the response said `connection: close`, so no request follows it. */
+  responseEnded(closeAfter = false) {
     this.active--;
-    if (this.active === 0 && !this.closed) this.enter("idle");
+    if (this.closed) return;
+    if (closeAfter) this.enter("closing");
+    else if (this.active === 0 && this.phase !== "closing") this.enter("idle");
   }
 
   close() {
@@ -91,12 +99,14 @@ class GuardedConnection {
     this.whenClosed.resolve();
   }
 
-  private enter(phase: "idle" | "headers" | "active") {
+  private enter(phase: "idle" | "headers" | "active" | "closing") {
     this.phase = phase;
     clearTimeout(this.timer);
     this.timer = undefined;
     if (phase === "idle") {
       this.timer = setTimeout(() => this.close(), this.timeouts.idleMillis);
+    } else if (phase === "closing") {
+      this.timer = setTimeout(() => this.close(), CLOSE_GRACE_MILLIS);
     } else if (phase === "headers") {
       this.timer = setTimeout(() => {
         // No request is being answered in this phase, so nothing else writes to the client.
@@ -196,9 +206,10 @@ export const startConnectionGuard = (
         connection?.responseEnded();
         throw error;
       }
+      const closeAfter = response.headers.get("connection")?.toLowerCase() === "close";
       return connection === undefined
         ? response
-        : onResponseEnd(response, () => connection.responseEnded());
+        : onResponseEnd(response, () => connection.responseEnded(closeAfter));
     },
     stopAccepting() {
       try {

@@ -137,12 +137,17 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn(t) {
-    const { servers: [plain, cors, draining], close } = await startServices(STORIES260K_PATH, [
-      TIMEOUTS,
-      { ...TIMEOUTS, allowedOrigins: [ORIGIN, "http://other.example"] },
-      // Idle longer than the bound: only the shutdown can close its kept-alive connection.
-      { ...TIMEOUTS, idleTimeoutMillis: 10 * BOUND_MILLIS },
-    ]);
+    const { servers: [plain, cors, draining, patientHeaders], close } = await startServices(
+      STORIES260K_PATH,
+      [
+        TIMEOUTS,
+        { ...TIMEOUTS, allowedOrigins: [ORIGIN, "http://other.example"] },
+        // Idle longer than the bound: only the shutdown can close its kept-alive connection.
+        { ...TIMEOUTS, idleTimeoutMillis: 10 * BOUND_MILLIS },
+        // Headers may take longer than the bound: only a 408's `connection: close` ends it.
+        { ...TIMEOUTS, headerTimeoutMillis: 10 * BOUND_MILLIS },
+      ],
+    );
     try {
       await t.step("a header trickle gets 408 and is closed", async () => {
         const { closedByServer, text } = await rawConnection(plain, async (conn) => {
@@ -216,6 +221,22 @@ Deno.test({
         assert.ok(closedByServer, "the connection was still open");
         assert.match(text, /^HTTP\/1\.1 408 /);
         assert.match(text, /"code":"request_timeout"/);
+      });
+
+      await t.step("a body trickle is closed right after its 408, still sending", async () => {
+        const { closedByServer, text } = await rawConnection(patientHeaders, async (conn) => {
+          await write(
+            conn,
+            "POST /v1/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n" +
+              "content-type: application/json\r\ncontent-length: 100000\r\n\r\n{",
+          );
+          for (let i = 0; i < 3000; i++) {
+            await sleep(50);
+            await write(conn, " ");
+          }
+        });
+        assert.ok(closedByServer, "the connection stayed open after the 408");
+        assert.match(text, /^HTTP\/1\.1 408 /);
       });
 
       await t.step("JSON nested 3000 deep is a 400 naming the depth", async () => {
