@@ -60,6 +60,11 @@ const COMMANDS: Record<string, { flags: string[]; noDefault: string[]; defaults:
     noDefault: [],
     defaults: [/--minutes M .*\(default: 10\)/],
   },
+  "bench:chaos": {
+    flags: ["kills", "idle-kills", "stall-seconds"],
+    noDefault: [],
+    defaults: [/--kills N .*\(default: 6\)/],
+  },
 };
 
 /** `  -m, --model PATH   help (default: ...)`: short form, name, value, help. */
