@@ -1,10 +1,13 @@
 /**
  * Rotary position embeddings, applied in place to q or k laid out [rows, nHeads, headDim] (the
  * model rotates its fused qkv rows with `ropeKvCache`, kernels/rope_kv_cache.ts).
- * Pair i (0 ≤ i < headDim/2) rotates by angle position·theta^(-2i/headDim). The pair is
- * (2i, 2i+1) in the "interleaved" layout (llama2.c, Meta checkpoints) and (i, i + headDim/2) in
- * the "half" layout (Hugging Face rotate_half).
+ * Pair i (0 ≤ i < headDim/2) rotates by angle position·inverse[i], read from a table of
+ * inverse frequencies (theta^(-2i/headDim) by default; models/rope_scaling.ts computes the
+ * scaled ones), and cos/sin are multiplied by an attention factor (yarn's; 1 otherwise). The pair
+ * is (2i, 2i+1) in the "interleaved" layout (llama2.c, Meta checkpoints) and (i, i + headDim/2)
+ * in the "half" layout (Hugging Face rotate_half).
  */
+import { createStorageBuffer } from "../gpu/buffers.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, prepareDispatch } from "../gpu/dispatch.ts";
 import { f32Bits, grid1d, LINEAR_WORKGROUP_WGSL, u32Param } from "./grid.ts";
@@ -27,21 +30,43 @@ fn ropePair(i: u32, headDim: u32) -> vec2<u32> {
     : "return vec2<u32>(i, i + headDim / 2u);"
 }
 }
-fn ropeCosSin(position: u32, i: u32, headDim: u32, log2Theta: f32) -> vec2<f32> {
-  let freq = exp2(-f32(2u * i) / f32(headDim) * log2Theta);
+fn ropeCosSin(position: u32, i: u32, attentionFactor: f32) -> vec2<f32> {
+  let freq = ropeInverse[i];
   // Reduce to [-π, π] in revolutions first: GPU sin/cos are only accurate near zero.
   let revolutions = f32(position) * (freq * 0.15915494309189535);
   let angle = (revolutions - round(revolutions)) * 6.283185307179586;
-  return vec2<f32>(cos(angle), sin(angle));
+  return vec2<f32>(cos(angle), sin(angle)) * attentionFactor;
 }
 `;
 
+/**
+ * The table of inverse frequencies a rope kernel reads (f32, one per pair), made from `inverse`
+ * (default: theta^(-2i/headDim)). A model makes it once at load; a kernel call without one gets
+ * its own.
+ */
+export const ropeFrequencyBuffer = (
+  gpu: Gpu,
+  headDim: number,
+  inverse: ArrayLike<number> = defaultInverseFrequencies(10000, headDim),
+): GPUBuffer => {
+  if (inverse.length !== headDim / 2) {
+    throw new RangeError(`rope: ${inverse.length} frequencies for a head of ${headDim}`);
+  }
+  return createStorageBuffer(gpu, "rope.inverseFrequencies", Float32Array.from(inverse));
+};
+
+/** theta^(-2i/headDim) for i < headDim/2. */
+export const defaultInverseFrequencies = (theta: number, headDim: number): Float64Array =>
+  Float64Array.from({ length: headDim / 2 }, (_, i) => Math.pow(theta, (-2 * i) / headDim));
+
+
 /** One invocation per rotated pair; row r rotates by its own position (see position.ts). */
 export const ropeWgsl = (layout: RopeLayout): string => /* wgsl */ `
-struct Params { pairs: u32, nHeads: u32, headDim: u32, log2ThetaBits: u32 }
+struct Params { pairs: u32, nHeads: u32, headDim: u32, attentionFactorBits: u32 }
 @group(0) @binding(0) var<storage, read_write> qk: array<f32>;
 @group(0) @binding(1) var<storage, read> positions: array<u32>;
-@group(0) @binding(2) var<uniform> params: Params;
+@group(0) @binding(2) var<storage, read> ropeInverse: array<f32>;
+@group(0) @binding(3) var<uniform> params: Params;
 ${ROW_POSITION_WGSL}
 ${ropeRotationWgsl(layout)}
 @compute @workgroup_size(${WORKGROUP})
@@ -60,7 +85,7 @@ fn main(
   let pair = ropePair(i, params.headDim);
   let i0 = base + pair.x;
   let i1 = base + pair.y;
-  let cs = ropeCosSin(rowPosition(row), i, params.headDim, bitcast<f32>(params.log2ThetaBits));
+  let cs = ropeCosSin(rowPosition(row), i, bitcast<f32>(params.attentionFactorBits));
   let c = cs.x;
   let s = cs.y;
   let x0 = qk[i0];
@@ -73,14 +98,30 @@ fn main(
 /** Rotates `qk` [rows, nHeads, headDim] in place, each row by its position. */
 export const rope = (
   gpu: Gpu,
-  { qk, positions, rows, nHeads, headDim, theta = 10000, layout, label }: {
+  {
+    qk,
+    positions,
+    rows,
+    nHeads,
+    headDim,
+    theta = 10000,
+    frequencies,
+    attentionFactor = 1,
+    layout,
+    label,
+  }: {
     readonly qk: GPUBuffer;
     /** The rows' (sequence, position) pairs (see position.ts). */
     readonly positions: GPUBuffer;
     readonly rows: number;
     readonly nHeads: number;
     readonly headDim: number;
+    /** Base of the default frequencies, when no `frequencies` table is given. */
     readonly theta?: number;
+    /** The inverse frequencies (`ropeFrequencyBuffer`); default: theta's. */
+    readonly frequencies?: GPUBuffer;
+    /** cos and sin are scaled by it (yarn's attention factor). */
+    readonly attentionFactor?: number;
     readonly layout: RopeLayout;
     readonly label?: string;
   },
@@ -90,12 +131,17 @@ export const rope = (
   return prepareDispatch(gpu, {
     label: label ?? `rope.${layout}`,
     code: ropeWgsl(layout),
-    buffers: [qk, positions],
+    buffers: [
+      qk,
+      positions,
+      frequencies ??
+        ropeFrequencyBuffer(gpu, headDim, defaultInverseFrequencies(theta, headDim)),
+    ],
     params: [
       pairs,
       u32Param("nHeads", nHeads),
       u32Param("headDim", headDim),
-      f32Bits(Math.log2(theta)),
+      f32Bits(attentionFactor),
     ],
     workgroups: grid1d(gpu, Math.ceil(pairs / WORKGROUP)),
   });

@@ -11,21 +11,27 @@ import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, prepareDispatch } from "../gpu/dispatch.ts";
 import { f32Bits, grid1d, LINEAR_WORKGROUP_WGSL, u32Param } from "./grid.ts";
 import { ROW_POSITION_WGSL } from "./position.ts";
-import { type RopeLayout, ropeRotationWgsl } from "./rope.ts";
+import {
+  defaultInverseFrequencies,
+  ropeFrequencyBuffer,
+  type RopeLayout,
+  ropeRotationWgsl,
+} from "./rope.ts";
 
 const WORKGROUP = 256;
 
 /** One invocation per rotated pair of a q or k head; a k pair also moves its v pair. */
 export const ropeKvCacheWgsl = (layout: RopeLayout): string => /* wgsl */ `
 struct Params {
-  pairs: u32, nHeads: u32, nKvHeads: u32, headDim: u32, log2ThetaBits: u32, maxSeq: u32,
+  pairs: u32, nHeads: u32, nKvHeads: u32, headDim: u32, attentionFactorBits: u32, maxSeq: u32,
   sequences: u32,
 }
 @group(0) @binding(0) var<storage, read_write> qkv: array<f32>;
 @group(0) @binding(1) var<storage, read> positions: array<u32>;
 @group(0) @binding(2) var<storage, read_write> kCache: array<f32>;
 @group(0) @binding(3) var<storage, read_write> vCache: array<f32>;
-@group(0) @binding(4) var<uniform> params: Params;
+@group(0) @binding(4) var<storage, read> ropeInverse: array<f32>;
+@group(0) @binding(5) var<uniform> params: Params;
 ${ROW_POSITION_WGSL}
 ${ropeRotationWgsl(layout)}
 @compute @workgroup_size(${WORKGROUP})
@@ -47,7 +53,7 @@ fn main(
   let i0 = rowBase + head * headDim + pair.x;
   let i1 = rowBase + head * headDim + pair.y;
   let position = rowPosition(row);
-  let cs = ropeCosSin(position, i, headDim, bitcast<f32>(params.log2ThetaBits));
+  let cs = ropeCosSin(position, i, bitcast<f32>(params.attentionFactorBits));
   let c = cs.x;
   let s = cs.y;
   let x0 = qkv[i0];
@@ -86,6 +92,8 @@ export const ropeKvCache = (
     maxSeq,
     sequences = 1,
     theta = 10000,
+    frequencies,
+    attentionFactor = 1,
     layout,
     label,
   }: {
@@ -104,7 +112,12 @@ export const ropeKvCache = (
     readonly maxSeq: number;
     /** Slots in the caches (default 1). */
     readonly sequences?: number;
+    /** Base of the default frequencies, when no `frequencies` table is given. */
     readonly theta?: number;
+    /** The inverse frequencies (`ropeFrequencyBuffer`); default: theta's. */
+    readonly frequencies?: GPUBuffer;
+    /** cos and sin are scaled by it (yarn's attention factor). */
+    readonly attentionFactor?: number;
     readonly layout: RopeLayout;
     readonly label?: string;
   },
@@ -114,13 +127,20 @@ export const ropeKvCache = (
   return prepareDispatch(gpu, {
     label: label ?? `ropeKvCache.${layout}`,
     code: ropeKvCacheWgsl(layout),
-    buffers: [qkv, positions, kCache, vCache],
+    buffers: [
+      qkv,
+      positions,
+      kCache,
+      vCache,
+      frequencies ??
+        ropeFrequencyBuffer(gpu, headDim, defaultInverseFrequencies(theta, headDim)),
+    ],
     params: [
       pairs,
       u32Param("nHeads", nHeads),
       u32Param("nKvHeads", nKvHeads),
       u32Param("headDim", headDim),
-      f32Bits(Math.log2(theta)),
+      f32Bits(attentionFactor),
       u32Param("maxSeq", maxSeq),
       u32Param("sequences", sequences),
     ],

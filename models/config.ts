@@ -1,4 +1,4 @@
-/** The shape of a Llama-family model, independent of the file format it came from. */
+import type { RopeScaling } from "./rope_scaling.ts";
 
 /**
  * How RoPE pairs the dimensions of a head: llama2.c/Meta rotate adjacent pairs (2i, 2i+1);
@@ -30,6 +30,8 @@ export interface LlamaConfig {
   readonly ropeTheta: number;
   /** How RoPE pairs a head's dimensions. */
   readonly ropeLayout: RopeLayout;
+  /** `rope_scaling` (Llama 3.1+ llama3, linear, dynamic NTK, yarn); absent: none. */
+  readonly ropeScaling?: RopeScaling;
   /** The classifier (LM head) is the token-embedding matrix. */
   readonly sharedClassifier: boolean;
 }

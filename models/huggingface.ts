@@ -17,6 +17,7 @@ import { join } from "node:path";
 import { Tokenizer as LibraryTokenizer } from "@huggingface/tokenizers";
 import { kvDim, type LlamaConfig, qDim } from "./config.ts";
 import { type LoadError, loadError } from "./errors.ts";
+import { parseRopeScaling } from "./rope_scaling.ts";
 import {
   checkReadable,
   readSafetensorsColumns,
@@ -88,8 +89,9 @@ const LIMITS = {
  * A `LlamaForCausalLM` config.json as a `LlamaConfig` (ropeLayout "half", see the module doc).
  * Defaults follow transformers' `LlamaConfig`: num_key_value_heads = num_attention_heads,
  * rope_theta 10000, rms_norm_eps 1e-6, tie_word_embeddings false, head_dim = hidden/heads.
- * Features the reference forward pass does not implement (rope_scaling, biases, other
- * activations) are rejected rather than silently computed wrong.
+ * `rope_scaling` is read by models/rope_scaling.ts. Features the reference forward pass does not
+ * implement (biases, other activations, other rope types) are rejected rather than silently
+ * computed wrong.
  */
 export const configFromHuggingFace = (
   file: string,
@@ -153,9 +155,8 @@ export const configFromHuggingFace = (
     if (typeof tie !== "boolean") {
       return fail(`tie_word_embeddings = ${JSON.stringify(tie)} must be a boolean`);
     }
-    if (json.rope_scaling != null) {
-      return fail(`rope_scaling ${JSON.stringify(json.rope_scaling)} is not supported`);
-    }
+    const ropeScaling = parseRopeScaling(json.rope_scaling, seqLen);
+    if (typeof ropeScaling === "string") return fail(ropeScaling);
     if (json.attention_bias === true || json.mlp_bias === true) {
       return fail("attention_bias / mlp_bias are not supported (plain Llama has no biases)");
     }
@@ -174,6 +175,7 @@ export const configFromHuggingFace = (
       normEps: eps,
       ropeTheta: theta,
       ropeLayout: "half",
+      ...(ropeScaling.type === "default" ? {} : { ropeScaling }),
       sharedClassifier: tie,
     });
   });

@@ -18,6 +18,7 @@ import { createStorageBuffer, Readback, submitAndWait, writeBuffer } from "../gp
 import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, encodeDispatches } from "../gpu/dispatch.ts";
 import { attention } from "../kernels/attention.ts";
+import { ropeFrequencyBuffer } from "../kernels/rope.ts";
 import { ropeKvCache } from "../kernels/rope_kv_cache.ts";
 import { addInPlace } from "../kernels/elementwise.ts";
 import { embedding } from "../kernels/embedding.ts";
@@ -30,6 +31,7 @@ import { noTimeline, type Timeline, wallClockMillis } from "../observe/timeline.
 import type { StepFailure } from "../layers/layer.ts";
 import type { LlamaConfig } from "./config.ts";
 import type { RankPlan } from "./plan.ts";
+import { ropeFrequencies } from "./rope_scaling.ts";
 import { concatColumns, type RankShards } from "./shards.ts";
 
 /**
@@ -53,6 +55,7 @@ interface LayerWeights {
 interface RunState {
   readonly ids: GPUBuffer; // u32 [T]
   readonly positions: GPUBuffer; // u32 [T, 2]: each row's (sequence, position)
+  readonly ropeInverse: GPUBuffer; // [hd/2]: RoPE's inverse frequencies (models/rope_scaling.ts)
   readonly x: GPUBuffer; // [T, dim]: the residual stream
   readonly h: GPUBuffer; // [T, dim]: normed x
   readonly qkv: GPUBuffer; // [T, (heads_r + 2·kvHeads_r)·hd]: q | k | v per row
@@ -86,6 +89,10 @@ export interface HeadResult {
   /** Set when the whole slice was read back (temperature > 0 or topK = 0). */
   readonly logits?: Float32Array;
 }
+
+/** RoPE's frequencies for the config (theta, rope_scaling, the served context). */
+const ropeTable = (config: LlamaConfig) =>
+  ropeFrequencies(config.ropeTheta, config.headDim, config.ropeScaling, config.seqLen);
 
 export class RankLlama {
   private readonly segments = new Map<number, Segments>();
@@ -184,6 +191,7 @@ export class RankLlama {
       const run: RunState = {
         ids: f32("ids", T),
         positions: createPositionBuffer(gpu, T),
+        ropeInverse: ropeFrequencyBuffer(gpu, hd, ropeTable(config).inverse),
         x: f32("x", T * dim),
         h: f32("h", T * dim),
         qkv: f32("qkv", T * (heads.count + 2 * kvHeads.count) * hd),
@@ -441,7 +449,8 @@ export class RankLlama {
           headDim: hd,
           maxSeq: config.seqLen,
           sequences: this.maxSequences,
-          theta: config.ropeTheta,
+          frequencies: run.ropeInverse,
+          attentionFactor: ropeTable(config).attentionFactor,
           layout: config.ropeLayout,
         }),
         attention(gpu, {

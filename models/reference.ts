@@ -7,6 +7,7 @@ import { Effect } from "effect";
 import { kvDim, kvGroupSize, type LlamaConfig, qDim } from "./config.ts";
 import { ConfigError, type LoadError, loadError } from "./errors.ts";
 import { readLlama2cHeader, readTensors } from "./llama2c.ts";
+import { type RopeFrequencies, ropeFrequencies } from "./rope_scaling.ts";
 import { argmax } from "./sampler.ts";
 import type { FilePath } from "./tensor_reader.ts";
 
@@ -67,22 +68,24 @@ export const softmax = (x: Float32Array, size = x.length) => {
 };
 
 /**
- * Rotates each head of `vec` (heads of `headDim`) by position `pos`: pair p of a head has
- * frequency theta^(-2p/headDim) and is (2p, 2p+1) when interleaved, (p, p + headDim/2) when half.
+ * Rotates each head of `vec` (heads of `headDim`) by position `pos`: pair p of a head turns by
+ * pos·inverse[p] (models/rope_scaling.ts), cos and sin scaled by the attention factor, and is
+ * (2p, 2p+1) when interleaved, (p, p + headDim/2) when half.
  */
 export const rope = (
   vec: Float32Array,
   pos: number,
   headDim: number,
-  theta: number,
+  frequencies: RopeFrequencies,
   layout: LlamaConfig["ropeLayout"],
 ) => {
   const half = headDim / 2;
+  const { inverse, attentionFactor } = frequencies;
   for (let h = 0; h < vec.length; h += headDim) {
     for (let p = 0; p < half; p++) {
-      const angle = pos * Math.pow(theta, (-2 * p) / headDim);
-      const cos = Math.cos(angle);
-      const sin = Math.sin(angle);
+      const angle = pos * inverse[p];
+      const cos = Math.cos(angle) * attentionFactor;
+      const sin = Math.sin(angle) * attentionFactor;
       const a = layout === "interleaved" ? h + 2 * p : h + p;
       const b = layout === "interleaved" ? a + 1 : a + half;
       const v0 = vec[a];
@@ -147,8 +150,16 @@ export class ReferenceLlama {
   /** Keys and values per layer, `[seqLen, kvDim]` each, filled position by position. */
   private readonly keyCache: Float32Array[];
   private readonly valueCache: Float32Array[];
+  /** RoPE's table, computed once (in f64) from the config's theta and rope_scaling. */
+  private readonly frequencies: RopeFrequencies;
 
   private constructor(readonly config: LlamaConfig, readonly weights: LlamaWeights) {
+    this.frequencies = ropeFrequencies(
+      config.ropeTheta,
+      config.headDim,
+      config.ropeScaling,
+      config.seqLen,
+    );
     const cache = () =>
       Array.from({ length: config.nLayers }, () => new Float32Array(config.seqLen * kvDim(config)));
     this.keyCache = cache();
@@ -243,8 +254,8 @@ export class ReferenceLlama {
       const v = this.valueCache[l].subarray(pos * kvd, (pos + 1) * kvd);
       matmul(k, xb, lw.wk, dim, kvd);
       matmul(v, xb, lw.wv, dim, kvd);
-      rope(q, pos, headDim, c.ropeTheta, c.ropeLayout);
-      rope(k, pos, headDim, c.ropeTheta, c.ropeLayout);
+      rope(q, pos, headDim, this.frequencies, c.ropeLayout);
+      rope(k, pos, headDim, this.frequencies, c.ropeLayout);
 
       // Causal GQA: query head h reads kv head floor(h / group) at every position 0..pos.
       for (let h = 0; h < nHeads; h++) {

@@ -340,7 +340,11 @@ Deno.test("hf errors: index, config and missing tensors", () =>
       const [patch, reason] of [
         [{ hidden_size: undefined }, /hidden_size is missing/],
         [{ num_key_value_heads: 3 }, /not a multiple of num_key_value_heads 3/],
-        [{ rope_scaling: { rope_type: "llama3", factor: 8 } }, /rope_scaling .* not supported/],
+        [
+          { rope_scaling: { rope_type: "llama3", factor: 8 } },
+          /rope_scaling\.low_freq_factor is missing/,
+        ],
+        [{ rope_scaling: { rope_type: "longrope" } }, /rope_scaling type "longrope" is not/],
         [{ model_type: "gpt2", architectures: ["GPT2LMHeadModel"] }, /not a Llama model/],
         [{ vocab_size: 1e9 }, /vocab_size = 1000000000 is implausibly large/],
       ] as const
