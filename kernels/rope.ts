@@ -59,7 +59,6 @@ export const ropeFrequencyBuffer = (
 export const defaultInverseFrequencies = (theta: number, headDim: number): Float64Array =>
   Float64Array.from({ length: headDim / 2 }, (_, i) => Math.pow(theta, (-2 * i) / headDim));
 
-
 /** One invocation per rotated pair; row r rotates by its own position (see position.ts). */
 export const ropeWgsl = (layout: RopeLayout): string => /* wgsl */ `
 struct Params { pairs: u32, nHeads: u32, headDim: u32, attentionFactorBits: u32 }
