@@ -5,7 +5,9 @@
  * into its sequence's slot at its position (cache layout in attention.ts). A row past maxSeq or
  * with no slot writes no K or V. It does what `rope` then `writeKvCache` do, to the same bits
  * (they share the rotation, kernels/rope.ts), one dispatch per layer fewer; the k heads in the
- * qkv rows are left unrotated, since attention reads K from the cache.
+ * qkv rows are left unrotated, since attention reads K from the cache. With `bias` (Qwen2's
+ * q/k/v projection biases, fused qkv order) every element is biased first: q in place, k and v
+ * in the caches.
  */
 import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, prepareDispatch } from "../gpu/dispatch.ts";
@@ -21,7 +23,7 @@ import {
 const WORKGROUP = 256;
 
 /** One invocation per rotated pair of a q or k head; a k pair also moves its v pair. */
-export const ropeKvCacheWgsl = (layout: RopeLayout): string => /* wgsl */ `
+export const ropeKvCacheWgsl = (layout: RopeLayout, withBias = false): string => /* wgsl */ `
 struct Params {
   pairs: u32, nHeads: u32, nKvHeads: u32, headDim: u32, attentionFactorBits: u32, maxSeq: u32,
   sequences: u32,
@@ -31,7 +33,14 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> kCache: array<f32>;
 @group(0) @binding(3) var<storage, read_write> vCache: array<f32>;
 @group(0) @binding(4) var<storage, read> ropeInverse: array<f32>;
-@group(0) @binding(5) var<uniform> params: Params;
+${
+  withBias
+    ? `@group(0) @binding(5) var<storage, read> qkvBias: array<f32>;
+@group(0) @binding(6) var<uniform> params: Params;
+fn biasAt(column: u32) -> f32 { return qkvBias[column]; }`
+    : `@group(0) @binding(5) var<uniform> params: Params;
+fn biasAt(column: u32) -> f32 { return 0.0; }`
+}
 ${ROW_POSITION_WGSL}
 ${ropeRotationWgsl(layout)}
 @compute @workgroup_size(${WORKGROUP})
@@ -56,8 +65,9 @@ fn main(
   let cs = ropeCosSin(position, i, bitcast<f32>(params.attentionFactorBits));
   let c = cs.x;
   let s = cs.y;
-  let x0 = qkv[i0];
-  let x1 = qkv[i1];
+  // The projections' biases (Qwen2) are added on the way: q, k and v leave here biased.
+  let x0 = qkv[i0] + biasAt(i0 - rowBase);
+  let x1 = qkv[i1] + biasAt(i1 - rowBase);
   let r0 = x0 * c - x1 * s;
   let r1 = x0 * s + x1 * c;
   if (head < params.nHeads) {
@@ -72,8 +82,8 @@ fn main(
   kCache[dest + pair.x] = r0;
   kCache[dest + pair.y] = r1;
   let v = rowBase + (rotated + kvHead) * headDim;
-  vCache[dest + pair.x] = qkv[v + pair.x];
-  vCache[dest + pair.y] = qkv[v + pair.y];
+  vCache[dest + pair.x] = qkv[v + pair.x] + biasAt(v - rowBase + pair.x);
+  vCache[dest + pair.y] = qkv[v + pair.y] + biasAt(v - rowBase + pair.y);
 }
 `;
 
@@ -94,6 +104,7 @@ export const ropeKvCache = (
     theta = 10000,
     frequencies,
     attentionFactor = 1,
+    bias,
     layout,
     label,
   }: {
@@ -118,6 +129,8 @@ export const ropeKvCache = (
     readonly frequencies?: GPUBuffer;
     /** cos and sin are scaled by it (yarn's attention factor). */
     readonly attentionFactor?: number;
+    /** [(nHeads + 2·nKvHeads)·headDim]: added to every qkv row first (Qwen2's q/k/v biases). */
+    readonly bias?: GPUBuffer;
     readonly layout: RopeLayout;
     readonly label?: string;
   },
@@ -126,7 +139,7 @@ export const ropeKvCache = (
   const pairs = u32Param("pairs", (rows * (nHeads + nKvHeads) * headDim) / 2);
   return prepareDispatch(gpu, {
     label: label ?? `ropeKvCache.${layout}`,
-    code: ropeKvCacheWgsl(layout),
+    code: ropeKvCacheWgsl(layout, bias !== undefined),
     buffers: [
       qkv,
       positions,
@@ -134,6 +147,7 @@ export const ropeKvCache = (
       vCache,
       frequencies ??
         ropeFrequencyBuffer(gpu, headDim, defaultInverseFrequencies(theta, headDim)),
+      ...(bias === undefined ? [] : [bias]),
     ],
     params: [
       pairs,

@@ -32,6 +32,8 @@ export interface LlamaConfig {
   readonly ropeLayout: RopeLayout;
   /** `rope_scaling` (Llama 3.1+ llama3, linear, dynamic NTK, yarn); absent: none. */
   readonly ropeScaling?: RopeScaling;
+  /** The q, k and v projections have biases (Qwen2); o has none. Absent: no biases. */
+  readonly attentionBias?: boolean;
   /** The classifier (LM head) is the token-embedding matrix. */
   readonly sharedClassifier: boolean;
 }

@@ -100,10 +100,15 @@ export const configFromHuggingFace = (
   Effect.suspend(() => {
     const fail = (reason: string) => Effect.fail(loadError(file, `bad config: ${reason}`));
     const archs = Array.isArray(json.architectures) ? json.architectures : [];
-    if (json.model_type !== "llama" && !archs.includes("LlamaForCausalLM")) {
+    const family = json.model_type === "qwen2" || archs.includes("Qwen2ForCausalLM")
+      ? "qwen2"
+      : json.model_type === "llama" || archs.includes("LlamaForCausalLM")
+      ? "llama"
+      : undefined;
+    if (family === undefined) {
       return fail(
-        `not a Llama model (model_type ${JSON.stringify(json.model_type)}, architectures ` +
-          `${JSON.stringify(json.architectures)})`,
+        `not a supported model (model_type ${JSON.stringify(json.model_type)}, architectures ` +
+          `${JSON.stringify(json.architectures)}; supported: llama, qwen2)`,
       );
     }
     const int = (name: keyof typeof LIMITS, fallback?: number): number | string => {
@@ -157,8 +162,13 @@ export const configFromHuggingFace = (
     }
     const ropeScaling = parseRopeScaling(json.rope_scaling, seqLen);
     if (typeof ropeScaling === "string") return fail(ropeScaling);
-    if (json.attention_bias === true || json.mlp_bias === true) {
-      return fail("attention_bias / mlp_bias are not supported (plain Llama has no biases)");
+    if (family === "llama" && json.attention_bias === true) {
+      return fail("attention_bias is not supported for llama (its o_proj bias has no kernel)");
+    }
+    if (json.mlp_bias === true) return fail("mlp_bias is not supported");
+    // Qwen2 slides its window only when asked to; Tessera attends to the whole context.
+    if (family === "qwen2" && json.use_sliding_window === true) {
+      return fail("use_sliding_window = true is not supported (qwen2)");
     }
     if (json.hidden_act !== undefined && json.hidden_act !== "silu") {
       return fail(`hidden_act ${JSON.stringify(json.hidden_act)} is not supported (only silu)`);
@@ -176,6 +186,7 @@ export const configFromHuggingFace = (
       ropeTheta: theta,
       ropeLayout: "half",
       ...(ropeScaling.type === "default" ? {} : { ropeScaling }),
+      ...(family === "qwen2" ? { attentionBias: true } : {}),
       sharedClassifier: tie,
     });
   });
@@ -202,6 +213,13 @@ const LAYER_TENSORS = {
   w2: "mlp.down_proj",
   w3: "mlp.up_proj",
 } as const;
+
+/** Qwen2's projection biases: name, HF projection, length. */
+const BIASES = [
+  ["bq", "q_proj", qDim],
+  ["bk", "k_proj", kvDim],
+  ["bv", "v_proj", kvDim],
+] as const;
 
 /**
  * Every tensor of a Llama of this config with its HF name and expected shape; `output`
@@ -230,6 +248,15 @@ export const huggingFaceTensors = (config: LlamaConfig): HuggingFaceTensor[] => 
         hfName: `model.layers.${l}.${hf}.weight`,
         shape: shapes[name as keyof typeof LAYER_TENSORS],
       });
+    }
+    if (config.attentionBias) {
+      for (const [name, hf, width] of BIASES) {
+        out.push({
+          name: `layers.${l}.${name}`,
+          hfName: `model.layers.${l}.self_attn.${hf}.bias`,
+          shape: [width(config)],
+        });
+      }
     }
   }
   out.push({ name: "norm", hfName: "model.norm.weight", shape: [dim] });

@@ -43,6 +43,7 @@ import { concatColumns, type RankShards } from "./shards.ts";
 interface LayerWeights {
   readonly attentionNorm: GPUBuffer;
   readonly wqkv: GPUBuffer; // [dim, (heads_r + 2·kvHeads_r)·hd]
+  readonly qkvBias?: GPUBuffer; // [(heads_r + 2·kvHeads_r)·hd]: q | k | v biases (Qwen2)
   readonly wo: GPUBuffer;
   readonly ffnNorm: GPUBuffer;
   readonly w13: GPUBuffer; // [dim, 2·hidden_r]: gate | up
@@ -182,6 +183,11 @@ export class RankLlama {
           w2: yield* uploadWeight(`layers.${l}.w2`, s.w2, hidden.count),
           kCache: createStorageBuffer(gpu, `layers.${l}.kCache`, cacheBytes),
           vCache: createStorageBuffer(gpu, `layers.${l}.vCache`, cacheBytes),
+          ...(s.bq && s.bk && s.bv
+            ? {
+              qkvBias: yield* upload(`layers.${l}.qkv_bias`, concatColumns(1, [s.bq, s.bk, s.bv])),
+            }
+            : {}),
         });
       }
       const T = maxTokens;
@@ -451,6 +457,7 @@ export class RankLlama {
           sequences: this.maxSequences,
           frequencies: run.ropeInverse,
           attentionFactor: ropeTable(config).attentionFactor,
+          bias: w.qkvBias,
           layout: config.ropeLayout,
         }),
         attention(gpu, {

@@ -21,6 +21,10 @@ export interface LlamaLayerWeights {
   readonly w1: Float32Array; // gate [hiddenDim, dim]
   readonly w2: Float32Array; // down [dim, hiddenDim]
   readonly w3: Float32Array; // up [hiddenDim, dim]
+  /** Projection biases (Qwen2's q/k/v; absent for Llama). */
+  readonly bq?: Float32Array; // [nHeads * headDim]
+  readonly bk?: Float32Array; // [nKvHeads * headDim]
+  readonly bv?: Float32Array; // [nKvHeads * headDim]
 }
 
 export interface LlamaWeights {
@@ -45,6 +49,11 @@ export const matmul = (
     for (let j = 0; j < n; j++) sum += w[row + j] * x[j];
     out[i] = sum;
   }
+};
+
+/** `x += b`. */
+const addInPlace = (x: Float32Array, b: Float32Array) => {
+  for (let i = 0; i < x.length; i++) x[i] += b[i];
 };
 
 /** `out = weight ⊙ x / sqrt(mean(x²) + eps)`. */
@@ -112,6 +121,9 @@ const weightSizes = (c: LlamaConfig) => ({
   w1: c.hiddenDim * c.dim,
   w2: c.dim * c.hiddenDim,
   w3: c.hiddenDim * c.dim,
+  bq: qDim(c),
+  bk: kvDim(c),
+  bv: kvDim(c),
 });
 
 const checkModel = (config: LlamaConfig, weights: LlamaWeights): string | undefined => {
@@ -138,9 +150,15 @@ const checkModel = (config: LlamaConfig, weights: LlamaWeights): string | undefi
   }
   for (const [l, layer] of weights.layers.entries()) {
     for (const name of Object.keys(layer) as (keyof LlamaLayerWeights)[]) {
-      if (layer[name].length !== sizes[name]) {
-        return `layers.${l}.${name} has ${layer[name].length} elements, expected ${sizes[name]}`;
+      const length = layer[name]?.length;
+      if (length !== undefined && length !== sizes[name]) {
+        return `layers.${l}.${name} has ${length} elements, expected ${sizes[name]}`;
       }
+    }
+    const biases = [layer.bq, layer.bk, layer.bv].filter((b) => b !== undefined).length;
+    if (biases !== (c.attentionBias ? 3 : 0)) {
+      return `layers.${l} has ${biases} of the q/k/v biases; attentionBias is ` +
+        `${c.attentionBias ?? false}`;
     }
   }
   return undefined;
@@ -254,6 +272,11 @@ export class ReferenceLlama {
       const v = this.valueCache[l].subarray(pos * kvd, (pos + 1) * kvd);
       matmul(k, xb, lw.wk, dim, kvd);
       matmul(v, xb, lw.wv, dim, kvd);
+      if (lw.bq && lw.bk && lw.bv) {
+        addInPlace(q, lw.bq);
+        addInPlace(k, lw.bk);
+        addInPlace(v, lw.bv);
+      }
       rope(q, pos, headDim, this.frequencies, c.ropeLayout);
       rope(k, pos, headDim, this.frequencies, c.ropeLayout);
 

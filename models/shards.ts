@@ -28,6 +28,10 @@ export interface LayerShards {
   readonly w1: Float32Array; // gate [dim, hidden_r]
   readonly w3: Float32Array; // up [dim, hidden_r]
   readonly w2: Float32Array; // down [hidden_r, dim]
+  /** q/k/v biases (Qwen2), split as their projections' outputs are. */
+  readonly bq?: Float32Array; // [heads·hd]
+  readonly bk?: Float32Array; // [kvHeads·hd]
+  readonly bv?: Float32Array; // [kvHeads·hd]
 }
 
 export interface RankShards {
@@ -65,8 +69,9 @@ export const concatColumns = (rows: number, parts: readonly Float32Array[]): Flo
 export const plannedShardBytes = (config: LlamaConfig, plan: RankPlan): number => {
   const { dim, headDim: hd } = config;
   const { heads, kvHeads, hidden, vocab } = plan;
+  const biases = config.attentionBias ? (heads.count + 2 * kvHeads.count) * hd : 0;
   const perLayer = 2 * dim + dim * (heads.count + 2 * kvHeads.count) * hd +
-    heads.count * hd * dim + 3 * dim * hidden.count;
+    heads.count * hd * dim + 3 * dim * hidden.count + biases;
   return 4 * (config.nLayers * perLayer + 2 * vocab.count * dim + dim);
 };
 
@@ -93,6 +98,9 @@ export const loadRankShards = (
     const row = (name: string, start: number, count: number) =>
       Effect.map(counted(source.columns(name, start, count)), (d) => transpose(d, dim, count));
     const vector = (name: string, length: number) => counted(source.vector(name, length));
+    // A slice of a vector (a bias, split as its projection's outputs).
+    const slice = (name: string, start: number, count: number) =>
+      counted(source.columns(name, start, count));
 
     const layers: LayerShards[] = [];
     for (let l = 0; l < config.nLayers; l++) {
@@ -107,6 +115,13 @@ export const loadRankShards = (
         w1: yield* column(`${p}w1`, hidden.start, hidden.count), // gate: split over hidden
         w3: yield* column(`${p}w3`, hidden.start, hidden.count), // up: split over hidden
         w2: yield* row(`${p}w2`, hidden.start, hidden.count), // down: rows over hidden
+        ...(config.attentionBias
+          ? {
+            bq: yield* slice(`${p}bq`, heads.start * hd, heads.count * hd), // by query heads
+            bk: yield* slice(`${p}bk`, kvHeads.start * hd, kvHeads.count * hd), // by kv heads
+            bv: yield* slice(`${p}bv`, kvHeads.start * hd, kvHeads.count * hd), // by kv heads
+          }
+          : {}),
       });
     }
     return {

@@ -345,7 +345,8 @@ Deno.test("hf errors: index, config and missing tensors", () =>
           /rope_scaling\.low_freq_factor is missing/,
         ],
         [{ rope_scaling: { rope_type: "longrope" } }, /rope_scaling type "longrope" is not/],
-        [{ model_type: "gpt2", architectures: ["GPT2LMHeadModel"] }, /not a Llama model/],
+        [{ model_type: "gpt2", architectures: ["GPT2LMHeadModel"] }, /not a supported model/],
+        [{ model_type: "qwen2", use_sliding_window: true }, /use_sliding_window = true/],
         [{ vocab_size: 1e9 }, /vocab_size = 1000000000 is implausibly large/],
       ] as const
     ) {
