@@ -7,7 +7,8 @@
  *
  * Each of a step's `rows` tokens carries its own (sequence, position) pair (position.ts):
  * prefill is T rows of one sequence, a batched decode one row per running sequence. Query row t
- * at position p of sequence s attends to slot s's positions 0..p. Query head h reads kv head
+ * at position p of sequence s attends to slot s's positions 0..p, or with a sliding `window` W
+ * (Mistral) to the last W of them, p−W+1..p. Query head h reads kv head
  * floor(h / (nHeads/nKvHeads)). q and out are [rows, nHeads, headDim].
  */
 import type { Gpu } from "../gpu/device.ts";
@@ -43,7 +44,9 @@ export const attentionWgsl = (headDim: number): string => {
   const vec = `vec${W}<f32>`;
   const components = range(W);
   return /* wgsl */ `
-struct Params { nHeads: u32, nKvHeads: u32, maxSeq: u32, scaleBits: u32, qRowStride: u32 }
+struct Params {
+  nHeads: u32, nKvHeads: u32, maxSeq: u32, scaleBits: u32, qRowStride: u32, window: u32,
+}
 @group(0) @binding(0) var<storage, read> q: array<f32>;
 @group(0) @binding(1) var<storage, read> kCache: array<${vec}>;
 @group(0) @binding(2) var<storage, read> vCache: array<${vec}>;
@@ -73,7 +76,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var m = LOWEST;
   var s = 0.0;
   var acc: array<${vec}, PARTS>;
-  for (var key = 0u; key < length; key++) {
+  let first = select(0u, length - params.window, length > params.window);
+  for (var key = first; key < length; key++) {
     let base = ((slotBase + key) * nKvHeads + kvHead) * PARTS;
     var score = 0.0;
     for (var v = 0u; v < PARTS; v++) { score += dot(qv[v], kCache[base + v]); }
@@ -119,6 +123,8 @@ export interface AttentionArgs {
   readonly maxSeq: number;
   /** Softmax scale; default 1/√headDim. */
   readonly scale?: number;
+  /** Keys a query sees: its own position and the window − 1 before it; default all. */
+  readonly window?: number;
   readonly label?: string;
 }
 
@@ -143,6 +149,7 @@ export const attention = (gpu: Gpu, args: AttentionArgs): Dispatch => {
       u32Param("maxSeq", maxSeq),
       f32Bits(args.scale ?? 1 / Math.sqrt(headDim)),
       u32Param("qRowStride", args.qRowStride ?? nHeads * headDim),
+      u32Param("window", args.window ?? 0xffffffff),
     ],
     workgroups: [Math.ceil(nHeads / HEADS_PER_WORKGROUP), u32Param("rows", rows)],
   });

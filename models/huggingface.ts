@@ -102,13 +102,15 @@ export const configFromHuggingFace = (
     const archs = Array.isArray(json.architectures) ? json.architectures : [];
     const family = json.model_type === "qwen2" || archs.includes("Qwen2ForCausalLM")
       ? "qwen2"
+      : json.model_type === "mistral" || archs.includes("MistralForCausalLM")
+      ? "mistral"
       : json.model_type === "llama" || archs.includes("LlamaForCausalLM")
       ? "llama"
       : undefined;
     if (family === undefined) {
       return fail(
         `not a supported model (model_type ${JSON.stringify(json.model_type)}, architectures ` +
-          `${JSON.stringify(json.architectures)}; supported: llama, qwen2)`,
+          `${JSON.stringify(json.architectures)}; supported: llama, mistral, qwen2)`,
       );
     }
     const int = (name: keyof typeof LIMITS, fallback?: number): number | string => {
@@ -170,6 +172,11 @@ export const configFromHuggingFace = (
     if (family === "qwen2" && json.use_sliding_window === true) {
       return fail("use_sliding_window = true is not supported (qwen2)");
     }
+    // Mistral v0.1 attends to the last sliding_window positions; v0.2 on set it to null.
+    const window = family === "mistral" ? json.sliding_window ?? null : null;
+    if (!(window === null || (Number.isSafeInteger(window) && (window as number) > 0))) {
+      return fail(`sliding_window = ${JSON.stringify(window)} must be a positive integer or null`);
+    }
     if (json.hidden_act !== undefined && json.hidden_act !== "silu") {
       return fail(`hidden_act ${JSON.stringify(json.hidden_act)} is not supported (only silu)`);
     }
@@ -187,6 +194,9 @@ export const configFromHuggingFace = (
       ropeLayout: "half",
       ...(ropeScaling.type === "default" ? {} : { ropeScaling }),
       ...(family === "qwen2" ? { attentionBias: true } : {}),
+      ...(window !== null && (window as number) < seqLen
+        ? { slidingWindow: window as number }
+        : {}),
       sharedClassifier: tie,
     });
   });

@@ -461,6 +461,7 @@ export class RankLlama {
           layout: config.ropeLayout,
         }),
         attention(gpu, {
+          window: config.slidingWindow,
           q: run.qkv,
           qRowStride: qkvWidth,
           kCache: w.kCache,

@@ -280,20 +280,24 @@ export class ReferenceLlama {
       rope(q, pos, headDim, this.frequencies, c.ropeLayout);
       rope(k, pos, headDim, this.frequencies, c.ropeLayout);
 
-      // Causal GQA: query head h reads kv head floor(h / group) at every position 0..pos.
+      // Causal GQA: query head h reads kv head floor(h / group) at positions first..pos (all
+      // of 0..pos, or the last slidingWindow of them).
+      const first = Math.max(0, pos + 1 - (c.slidingWindow ?? Infinity));
       for (let h = 0; h < nHeads; h++) {
         const qh = h * headDim;
         const kvh = Math.floor(h / group) * headDim;
-        for (let t = 0; t <= pos; t++) {
+        for (let t = first; t <= pos; t++) {
           const kt = t * kvd + kvh;
           let score = 0;
           for (let i = 0; i < headDim; i++) score += q[qh + i] * this.keyCache[l][kt + i];
-          att[t] = score * scale;
+          att[t - first] = score * scale;
         }
-        softmax(att, pos + 1);
+        softmax(att, pos + 1 - first);
         for (let i = 0; i < headDim; i++) {
           let sum = 0;
-          for (let t = 0; t <= pos; t++) sum += att[t] * this.valueCache[l][t * kvd + kvh + i];
+          for (let t = first; t <= pos; t++) {
+            sum += att[t - first] * this.valueCache[l][t * kvd + kvh + i];
+          }
           attOut[qh + i] = sum;
         }
       }

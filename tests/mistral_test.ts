@@ -1,0 +1,92 @@
+/**
+ * Mistral: a Llama whose attention slides (config.json `sliding_window`, as Mistral 7B v0.1 has).
+ * A tiny random model in HF layout with a window of 3 on the GPU at tp 1 and 2, decoding token by
+ * token and prefilling the whole prompt at once, against the CPU reference; the window changes
+ * the greedy tokens, so the test fails if it is ignored. A window of null (v0.2 on) is a Llama.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { Effect, type Layer, type Scope } from "effect";
+import { InProcessTransport } from "../actors/inprocess.ts";
+import type { Transport } from "../actors/transport.ts";
+import { WorkersTransport } from "../actors/workers.ts";
+import { openHuggingFace } from "../models/huggingface.ts";
+import { LlamaModel } from "../models/llama.ts";
+import { ReferenceLlama } from "../models/reference.ts";
+import { withHfModel } from "./fixtures/hf_model.ts";
+import { assertClose } from "./tolerance.ts";
+
+const PROMPT = [1, 40, 7, 63, 22, 5, 17, 9, 33, 2, 50, 11];
+const WINDOW = 3;
+
+const runWith = <A, E>(
+  transport: Layer.Layer<Transport>,
+  effect: Effect.Effect<A, E, Scope.Scope | Transport>,
+): Promise<A> => Effect.runPromise(effect.pipe(Effect.scoped, Effect.provide(transport)));
+
+/** Logits after each prompt position (one token a step), then after a whole-prompt prefill. */
+const gpuLogits = (dir: string, tp: number, transport: Layer.Layer<Transport>) =>
+  runWith(
+    transport,
+    Effect.gen(function* () {
+      const model = yield* LlamaModel.load({ source: { format: "huggingface", path: dir }, tp });
+      const decoded: Float32Array[] = [];
+      for (const [pos, token] of PROMPT.entries()) {
+        yield* model.forward([token], pos);
+        decoded.push(yield* model.logits());
+      }
+      yield* model.forward(PROMPT, 0);
+      return { decoded, prefilled: yield* model.logits() };
+    }),
+  );
+
+const argmax = (xs: Float32Array) => xs.reduce((best, x, i) => x > xs[best] ? i : best, 0);
+
+const asMistral = async (dir: string, slidingWindow: number | null) => {
+  const configPath = join(dir, "config.json");
+  const json = JSON.parse(await Deno.readTextFile(configPath));
+  await Deno.writeTextFile(
+    configPath,
+    JSON.stringify({
+      ...json,
+      architectures: ["MistralForCausalLM"],
+      model_type: "mistral",
+      sliding_window: slidingWindow,
+    }),
+  );
+};
+
+Deno.test("mistral: a sliding window from an HF directory on the GPU at tp 1, 2 equals the CPU reference", () =>
+  withHfModel({ dtype: "F32", shards: 1, tied: false }, async ({ dir, bin }) => {
+    await asMistral(dir, WINDOW);
+    const opened = await Effect.runPromise(Effect.scoped(openHuggingFace(dir)));
+    assert.equal(opened.config.slidingWindow, WINDOW);
+    const plain = await Effect.runPromise(ReferenceLlama.load(bin));
+    const windowed = await Effect.runPromise(
+      ReferenceLlama.make({ ...plain.config, slidingWindow: WINDOW }, plain.weights),
+    );
+    const want = PROMPT.map((token, pos) => windowed.forward(token, pos));
+    const full = PROMPT.map((token, pos) => plain.forward(token, pos));
+    assert.ok(
+      want.some((l, pos) => argmax(l) !== argmax(full[pos])),
+      "the window changes no greedy token: the test would pass without it",
+    );
+    for (const [tp, transport] of [[1, InProcessTransport()], [2, WorkersTransport()]] as const) {
+      const { decoded, prefilled } = await gpuLogits(dir, tp, transport);
+      decoded.forEach((l, pos) =>
+        assertClose(l, want[pos], { atol: 1e-4, rtol: 0, what: `mistral tp ${tp} @${pos}` })
+      );
+      assertClose(prefilled, want.at(-1)!, { atol: 1e-4, rtol: 0, what: `prefill tp ${tp}` });
+    }
+  }));
+
+Deno.test("mistral: sliding_window null is a Llama; a bad one is refused by name", () =>
+  withHfModel({ dtype: "F32", shards: 1, tied: false }, async ({ dir }) => {
+    await asMistral(dir, null);
+    const opened = await Effect.runPromise(Effect.scoped(openHuggingFace(dir)));
+    assert.equal(opened.config.slidingWindow, undefined);
+    await asMistral(dir, -4 as unknown as number);
+    const exit = await Effect.runPromiseExit(Effect.scoped(openHuggingFace(dir)));
+    assert.ok(exit._tag === "Failure");
+    assert.match(String(exit.cause), /sliding_window = -4 must be a positive integer or null/);
+  }));
