@@ -34,6 +34,8 @@ export interface LlamaConfig {
   readonly ropeScaling?: RopeScaling;
   /** The q, k and v projections have biases (Qwen2); o has none. Absent: no biases. */
   readonly attentionBias?: boolean;
+  /** Per-head RMSNorm of q and k before RoPE (Qwen3's q_norm / k_norm). Absent: none. */
+  readonly qkNorm?: boolean;
   /** Sliding-window attention (Mistral): a query sees its last `slidingWindow` positions. */
   readonly slidingWindow?: number;
   /** The classifier (LM head) is the token-embedding matrix. */

@@ -102,6 +102,8 @@ export const configFromHuggingFace = (
     const archs = Array.isArray(json.architectures) ? json.architectures : [];
     const family = json.model_type === "qwen2" || archs.includes("Qwen2ForCausalLM")
       ? "qwen2"
+      : json.model_type === "qwen3" || archs.includes("Qwen3ForCausalLM")
+      ? "qwen3"
       : json.model_type === "mistral" || archs.includes("MistralForCausalLM")
       ? "mistral"
       : json.model_type === "llama" || archs.includes("LlamaForCausalLM")
@@ -110,7 +112,7 @@ export const configFromHuggingFace = (
     if (family === undefined) {
       return fail(
         `not a supported model (model_type ${JSON.stringify(json.model_type)}, architectures ` +
-          `${JSON.stringify(json.architectures)}; supported: llama, mistral, qwen2)`,
+          `${JSON.stringify(json.architectures)}; supported: llama, mistral, qwen2, qwen3)`,
       );
     }
     const int = (name: keyof typeof LIMITS, fallback?: number): number | string => {
@@ -164,13 +166,13 @@ export const configFromHuggingFace = (
     }
     const ropeScaling = parseRopeScaling(json.rope_scaling, seqLen);
     if (typeof ropeScaling === "string") return fail(ropeScaling);
-    if (family === "llama" && json.attention_bias === true) {
-      return fail("attention_bias is not supported for llama (its o_proj bias has no kernel)");
+    if ((family === "llama" || family === "qwen3") && json.attention_bias === true) {
+      return fail(`attention_bias is not supported for ${family} (its o_proj bias has no kernel)`);
     }
     if (json.mlp_bias === true) return fail("mlp_bias is not supported");
     // Qwen2 slides its window only when asked to; Tessera attends to the whole context.
-    if (family === "qwen2" && json.use_sliding_window === true) {
-      return fail("use_sliding_window = true is not supported (qwen2)");
+    if ((family === "qwen2" || family === "qwen3") && json.use_sliding_window === true) {
+      return fail(`use_sliding_window = true is not supported (${family})`);
     }
     // Mistral v0.1 attends to the last sliding_window positions; v0.2 on set it to null.
     const window = family === "mistral" ? json.sliding_window ?? null : null;
@@ -194,6 +196,7 @@ export const configFromHuggingFace = (
       ropeLayout: "half",
       ...(ropeScaling.type === "default" ? {} : { ropeScaling }),
       ...(family === "qwen2" ? { attentionBias: true } : {}),
+      ...(family === "qwen3" ? { qkNorm: true } : {}),
       ...(window !== null && (window as number) < seqLen
         ? { slidingWindow: window as number }
         : {}),
@@ -258,6 +261,15 @@ export const huggingFaceTensors = (config: LlamaConfig): HuggingFaceTensor[] => 
         hfName: `model.layers.${l}.${hf}.weight`,
         shape: shapes[name as keyof typeof LAYER_TENSORS],
       });
+    }
+    if (config.qkNorm) {
+      for (const name of ["q_norm", "k_norm"]) {
+        out.push({
+          name: `layers.${l}.${name}`,
+          hfName: `model.layers.${l}.self_attn.${name}.weight`,
+          shape: [config.headDim],
+        });
+      }
     }
     if (config.attentionBias) {
       for (const [name, hf, width] of BIASES) {

@@ -18,6 +18,7 @@ import { createStorageBuffer, Readback, submitAndWait, writeBuffer } from "../gp
 import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, encodeDispatches } from "../gpu/dispatch.ts";
 import { attention } from "../kernels/attention.ts";
+import { headNorm } from "../kernels/head_norm.ts";
 import { ropeFrequencyBuffer } from "../kernels/rope.ts";
 import { ropeKvCache } from "../kernels/rope_kv_cache.ts";
 import { addInPlace } from "../kernels/elementwise.ts";
@@ -44,6 +45,8 @@ interface LayerWeights {
   readonly attentionNorm: GPUBuffer;
   readonly wqkv: GPUBuffer; // [dim, (heads_r + 2·kvHeads_r)·hd]
   readonly qkvBias?: GPUBuffer; // [(heads_r + 2·kvHeads_r)·hd]: q | k | v biases (Qwen2)
+  readonly qNorm?: GPUBuffer; // [hd]: per-head q norm (Qwen3)
+  readonly kNorm?: GPUBuffer; // [hd]: per-head k norm (Qwen3)
   readonly wo: GPUBuffer;
   readonly ffnNorm: GPUBuffer;
   readonly w13: GPUBuffer; // [dim, 2·hidden_r]: gate | up
@@ -186,6 +189,12 @@ export class RankLlama {
           ...(s.bq && s.bk && s.bv
             ? {
               qkvBias: yield* upload(`layers.${l}.qkv_bias`, concatColumns(1, [s.bq, s.bk, s.bv])),
+            }
+            : {}),
+          ...(s.qNorm && s.kNorm
+            ? {
+              qNorm: yield* upload(`layers.${l}.q_norm`, s.qNorm),
+              kNorm: yield* upload(`layers.${l}.k_norm`, s.kNorm),
             }
             : {}),
         });
@@ -443,6 +452,18 @@ export class RankLlama {
           eps: config.normEps,
         }),
         mm(run.h, w.wqkv, run.qkv, dim, qkvWidth, `layers.${l}.wqkv`),
+        ...(w.qNorm && w.kNorm
+          ? [headNorm(gpu, {
+            qkv: run.qkv,
+            qWeight: w.qNorm,
+            kWeight: w.kNorm,
+            rows: T,
+            nHeads: nh,
+            nKvHeads: nkv,
+            headDim: hd,
+            eps: config.normEps,
+          })]
+          : []),
         // q rotated in place, k rotated into the cache and v copied beside it: one dispatch.
         ropeKvCache(gpu, {
           qkv: run.qkv,

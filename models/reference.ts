@@ -25,6 +25,9 @@ export interface LlamaLayerWeights {
   readonly bq?: Float32Array; // [nHeads * headDim]
   readonly bk?: Float32Array; // [nKvHeads * headDim]
   readonly bv?: Float32Array; // [nKvHeads * headDim]
+  /** Per-head q and k norms (Qwen3; absent for Llama). */
+  readonly qNorm?: Float32Array; // [headDim]
+  readonly kNorm?: Float32Array; // [headDim]
 }
 
 export interface LlamaWeights {
@@ -124,6 +127,8 @@ const weightSizes = (c: LlamaConfig) => ({
   bq: qDim(c),
   bk: kvDim(c),
   bv: kvDim(c),
+  qNorm: c.headDim,
+  kNorm: c.headDim,
 });
 
 const checkModel = (config: LlamaConfig, weights: LlamaWeights): string | undefined => {
@@ -154,6 +159,10 @@ const checkModel = (config: LlamaConfig, weights: LlamaWeights): string | undefi
       if (length !== undefined && length !== sizes[name]) {
         return `layers.${l}.${name} has ${length} elements, expected ${sizes[name]}`;
       }
+    }
+    const norms = [layer.qNorm, layer.kNorm].filter((n) => n !== undefined).length;
+    if (norms !== (c.qkNorm ? 2 : 0)) {
+      return `layers.${l} has ${norms} of the q/k norms; qkNorm is ${c.qkNorm ?? false}`;
     }
     const biases = [layer.bq, layer.bk, layer.bv].filter((b) => b !== undefined).length;
     if (biases !== (c.attentionBias ? 3 : 0)) {
@@ -276,6 +285,16 @@ export class ReferenceLlama {
         addInPlace(q, lw.bq);
         addInPlace(k, lw.bk);
         addInPlace(v, lw.bv);
+      }
+      if (lw.qNorm && lw.kNorm) {
+        for (let h = 0; h < qd; h += headDim) {
+          const head = q.subarray(h, h + headDim);
+          rmsnorm(head, head.slice(), lw.qNorm, c.normEps);
+        }
+        for (let h = 0; h < kvd; h += headDim) {
+          const head = k.subarray(h, h + headDim);
+          rmsnorm(head, head.slice(), lw.kNorm, c.normEps);
+        }
       }
       rope(q, pos, headDim, this.frequencies, c.ropeLayout);
       rope(k, pos, headDim, this.frequencies, c.ropeLayout);

@@ -32,6 +32,9 @@ export interface LayerShards {
   readonly bq?: Float32Array; // [heads·hd]
   readonly bk?: Float32Array; // [kvHeads·hd]
   readonly bv?: Float32Array; // [kvHeads·hd]
+  /** Per-head q/k norms (Qwen3), replicated: every head of every rank uses them. */
+  readonly qNorm?: Float32Array; // [hd]
+  readonly kNorm?: Float32Array; // [hd]
 }
 
 export interface RankShards {
@@ -69,7 +72,8 @@ export const concatColumns = (rows: number, parts: readonly Float32Array[]): Flo
 export const plannedShardBytes = (config: LlamaConfig, plan: RankPlan): number => {
   const { dim, headDim: hd } = config;
   const { heads, kvHeads, hidden, vocab } = plan;
-  const biases = config.attentionBias ? (heads.count + 2 * kvHeads.count) * hd : 0;
+  const biases = (config.attentionBias ? (heads.count + 2 * kvHeads.count) * hd : 0) +
+    (config.qkNorm ? 2 * hd : 0);
   const perLayer = 2 * dim + dim * (heads.count + 2 * kvHeads.count) * hd +
     heads.count * hd * dim + 3 * dim * hidden.count + biases;
   return 4 * (config.nLayers * perLayer + 2 * vocab.count * dim + dim);
@@ -120,6 +124,12 @@ export const loadRankShards = (
             bq: yield* slice(`${p}bq`, heads.start * hd, heads.count * hd), // by query heads
             bk: yield* slice(`${p}bk`, kvHeads.start * hd, kvHeads.count * hd), // by kv heads
             bv: yield* slice(`${p}bv`, kvHeads.start * hd, kvHeads.count * hd), // by kv heads
+          }
+          : {}),
+        ...(config.qkNorm
+          ? {
+            qNorm: yield* vector(`${p}q_norm`, hd), // replicated
+            kNorm: yield* vector(`${p}k_norm`, hd), // replicated
           }
           : {}),
       });

@@ -1,0 +1,113 @@
+/**
+ * Qwen3: a Llama with a per-head RMSNorm of q and k before RoPE (`q_norm`, `k_norm`, [head_dim]
+ * each, replicated over ranks). A tiny random model in HF layout on the GPU at tp 1, 2 and 4 (kv
+ * heads replicated), decoding and prefilling, against the CPU reference; the norms change the
+ * greedy tokens, so the test fails if they are skipped.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { Effect, type Layer, type Scope } from "effect";
+import { InProcessTransport } from "../actors/inprocess.ts";
+import type { Transport } from "../actors/transport.ts";
+import { WorkersTransport } from "../actors/workers.ts";
+import { openHuggingFace } from "../models/huggingface.ts";
+import { LlamaModel } from "../models/llama.ts";
+import { ReferenceLlama } from "../models/reference.ts";
+import { encodeSafetensors } from "../models/safetensors.ts";
+import { hfTensors, makeWeights, withHfModel } from "./fixtures/hf_model.ts";
+import { assertClose, randomFloats } from "./tolerance.ts";
+
+const PROMPT = [1, 40, 7, 63, 22, 5, 17, 9, 33, 2];
+
+const runWith = <A, E>(
+  transport: Layer.Layer<Transport>,
+  effect: Effect.Effect<A, E, Scope.Scope | Transport>,
+): Promise<A> => Effect.runPromise(effect.pipe(Effect.scoped, Effect.provide(transport)));
+
+const gpuLogits = (dir: string, tp: number, transport: Layer.Layer<Transport>) =>
+  runWith(
+    transport,
+    Effect.gen(function* () {
+      const model = yield* LlamaModel.load({ source: { format: "huggingface", path: dir }, tp });
+      const decoded: Float32Array[] = [];
+      for (const [pos, token] of PROMPT.entries()) {
+        yield* model.forward([token], pos);
+        decoded.push(yield* model.logits());
+      }
+      yield* model.forward(PROMPT, 0);
+      return { decoded, prefilled: yield* model.logits() };
+    }),
+  );
+
+const argmax = (xs: Float32Array) => xs.reduce((best, x, i) => x > xs[best] ? i : best, 0);
+
+Deno.test("qwen3: per-head q/k norms from an HF directory on the GPU at tp 1, 2, 4 equal the CPU reference", () =>
+  withHfModel({ dtype: "F32", shards: 1, tied: true }, async ({ dir, bin, config }) => {
+    const configPath = join(dir, "config.json");
+    const json = JSON.parse(await Deno.readTextFile(configPath));
+    await Deno.writeTextFile(
+      configPath,
+      JSON.stringify({
+        ...json,
+        architectures: ["Qwen3ForCausalLM"],
+        model_type: "qwen3",
+        head_dim: config.headDim,
+        attention_bias: false,
+      }),
+    );
+    // The norms' weights are per head dimension, so HF's rotate_half permutation of q/k rows
+    // reorders them too: store them permuted, as an HF export would.
+    const weights = makeWeights(config, "F32");
+    const norms = new Map<string, Float32Array>();
+    const hfWeights = new Map(weights);
+    const half = config.headDim / 2;
+    const toHalf = (w: Float32Array) =>
+      Float32Array.from({ length: w.length }, (_, i) => w[i < half ? 2 * i : 2 * (i - half) + 1]);
+    for (let l = 0; l < config.nLayers; l++) {
+      const qNorm = randomFloats(config.headDim, 800 + l, 0.9).map((v) => 1 + v);
+      const kNorm = randomFloats(config.headDim, 900 + l, 0.9).map((v) => 1 + v);
+      norms.set(`${l}.q`, qNorm).set(`${l}.k`, kNorm);
+      hfWeights.set(`layers.${l}.q_norm`, toHalf(qNorm));
+      hfWeights.set(`layers.${l}.k_norm`, toHalf(kNorm));
+    }
+    const tensors = hfTensors({ ...config, qkNorm: true }, hfWeights, "F32");
+    assert.equal(
+      tensors.filter((t) => /_norm\.weight$/.test(t.name) && /self_attn/.test(t.name)).length,
+      2 * config.nLayers,
+    );
+    await Deno.writeFile(join(dir, "model.safetensors"), encodeSafetensors(tensors));
+    const opened = await Effect.runPromise(Effect.scoped(openHuggingFace(dir)));
+    assert.equal(opened.config.qkNorm, true);
+
+    const plain = await Effect.runPromise(ReferenceLlama.load(bin));
+    const normed = await Effect.runPromise(ReferenceLlama.make(
+      { ...plain.config, qkNorm: true },
+      {
+        ...plain.weights,
+        layers: plain.weights.layers.map((layer, l) => ({
+          ...layer,
+          qNorm: norms.get(`${l}.q`),
+          kNorm: norms.get(`${l}.k`),
+        })),
+      },
+    ));
+    const want = PROMPT.map((token, pos) => normed.forward(token, pos));
+    const without = PROMPT.map((token, pos) => plain.forward(token, pos));
+    assert.ok(
+      want.some((l, pos) => argmax(l) !== argmax(without[pos])),
+      "the norms change no greedy token: the test would pass without them",
+    );
+    for (
+      const [tp, transport] of [
+        [1, InProcessTransport()],
+        [2, WorkersTransport()],
+        [4, WorkersTransport()],
+      ] as const
+    ) {
+      const { decoded, prefilled } = await gpuLogits(dir, tp, transport);
+      decoded.forEach((l, pos) =>
+        assertClose(l, want[pos], { atol: 1e-4, rtol: 0, what: `qwen3 tp ${tp} @${pos}` })
+      );
+      assertClose(prefilled, want.at(-1)!, { atol: 1e-4, rtol: 0, what: `prefill tp ${tp}` });
+    }
+  }));
