@@ -100,7 +100,9 @@ export const configFromHuggingFace = (
   Effect.suspend(() => {
     const fail = (reason: string) => Effect.fail(loadError(file, `bad config: ${reason}`));
     const archs = Array.isArray(json.architectures) ? json.architectures : [];
-    const family = json.model_type === "qwen2" || archs.includes("Qwen2ForCausalLM")
+    const family = json.model_type === "phi3" || archs.includes("Phi3ForCausalLM")
+      ? "phi3"
+      : json.model_type === "qwen2" || archs.includes("Qwen2ForCausalLM")
       ? "qwen2"
       : json.model_type === "qwen3" || archs.includes("Qwen3ForCausalLM")
       ? "qwen3"
@@ -112,7 +114,7 @@ export const configFromHuggingFace = (
     if (family === undefined) {
       return fail(
         `not a supported model (model_type ${JSON.stringify(json.model_type)}, architectures ` +
-          `${JSON.stringify(json.architectures)}; supported: llama, mistral, qwen2, qwen3)`,
+          `${JSON.stringify(json.architectures)}; supported: llama, mistral, phi3, qwen2, qwen3)`,
       );
     }
     const int = (name: keyof typeof LIMITS, fallback?: number): number | string => {
@@ -175,7 +177,12 @@ export const configFromHuggingFace = (
       return fail(`use_sliding_window = true is not supported (${family})`);
     }
     // Mistral v0.1 attends to the last sliding_window positions; v0.2 on set it to null.
-    const window = family === "mistral" ? json.sliding_window ?? null : null;
+    const window = family === "mistral" || family === "phi3" ? json.sliding_window ?? null : null;
+    if (
+      family === "phi3" && json.partial_rotary_factor != null && json.partial_rotary_factor !== 1
+    ) {
+      return fail(`partial_rotary_factor = ${json.partial_rotary_factor} is not supported (phi3)`);
+    }
     if (!(window === null || (Number.isSafeInteger(window) && (window as number) > 0))) {
       return fail(`sliding_window = ${JSON.stringify(window)} must be a positive integer or null`);
     }
@@ -197,6 +204,7 @@ export const configFromHuggingFace = (
       ...(ropeScaling.type === "default" ? {} : { ropeScaling }),
       ...(family === "qwen2" ? { attentionBias: true } : {}),
       ...(family === "qwen3" ? { qkNorm: true } : {}),
+      ...(family === "phi3" ? { fusedProjections: true } : {}),
       ...(window !== null && (window as number) < seqLen
         ? { slidingWindow: window as number }
         : {}),
@@ -212,6 +220,8 @@ export interface HuggingFaceTensor {
   readonly name: string;
   readonly hfName: string;
   readonly shape: readonly number[];
+  /** Where a fused checkpoint (Phi-3's qkv_proj, gate_up_proj) holds this tensor's rows. */
+  readonly rowOffset?: number;
 }
 
 /** HF suffixes of the per-layer tensors, by the name `loadRankShards` uses. */
@@ -226,6 +236,25 @@ const LAYER_TENSORS = {
   w2: "mlp.down_proj",
   w3: "mlp.up_proj",
 } as const;
+
+/**
+ * Phi-3's fused checkpoints: q, k and v are row blocks of `qkv_proj` [q + 2·kv, dim], gate and
+ * up of `gate_up_proj` [2·hidden, dim]. Each rank reads its own rows of each block.
+ */
+const FUSED: Record<
+  string,
+  {
+    hf: string;
+    rows: (q: number, kv: number, hidden: number) => number;
+    offset: (q: number, kv: number, hidden: number) => number;
+  }
+> = {
+  wq: { hf: "self_attn.qkv_proj", rows: (q, kv) => q + 2 * kv, offset: () => 0 },
+  wk: { hf: "self_attn.qkv_proj", rows: (q, kv) => q + 2 * kv, offset: (q) => q },
+  wv: { hf: "self_attn.qkv_proj", rows: (q, kv) => q + 2 * kv, offset: (q, kv) => q + kv },
+  w1: { hf: "mlp.gate_up_proj", rows: (_q, _kv, h) => 2 * h, offset: () => 0 },
+  w3: { hf: "mlp.gate_up_proj", rows: (_q, _kv, h) => 2 * h, offset: (_q, _kv, h) => h },
+};
 
 /** Qwen2's projection biases: name, HF projection, length. */
 const BIASES = [
@@ -254,13 +283,24 @@ export const huggingFaceTensors = (config: LlamaConfig): HuggingFaceTensor[] => 
   const out: HuggingFaceTensor[] = [
     { name: "tok_embeddings", hfName: "model.embed_tokens.weight", shape: [vocabSize, dim] },
   ];
+  const q = qDim(config), kv = kvDim(config);
   for (let l = 0; l < config.nLayers; l++) {
     for (const [name, hf] of Object.entries(LAYER_TENSORS)) {
-      out.push({
-        name: `layers.${l}.${name}`,
-        hfName: `model.layers.${l}.${hf}.weight`,
-        shape: shapes[name as keyof typeof LAYER_TENSORS],
-      });
+      const fused = config.fusedProjections ? FUSED[name] : undefined;
+      out.push(
+        fused === undefined
+          ? {
+            name: `layers.${l}.${name}`,
+            hfName: `model.layers.${l}.${hf}.weight`,
+            shape: shapes[name as keyof typeof LAYER_TENSORS],
+          }
+          : {
+            name: `layers.${l}.${name}`,
+            hfName: `model.layers.${l}.${fused.hf}.weight`,
+            shape: [fused.rows(q, kv, hiddenDim), dim],
+            rowOffset: fused.offset(q, kv, hiddenDim),
+          },
+      );
     }
     if (config.qkNorm) {
       for (const name of ["q_norm", "k_norm"]) {
@@ -355,6 +395,8 @@ interface Located {
   readonly file: string;
   readonly handle: Deno.FsFile;
   readonly entry: SafetensorsEntry;
+  /** The first row of this tensor inside a fused one. */
+  readonly rowOffset?: number;
 }
 
 const sameShape = (a: readonly number[], b: readonly number[]) =>
@@ -432,7 +474,10 @@ export const openHuggingFace = (
           ),
         );
       }
-      tensors.set(t.name, located);
+      tensors.set(
+        t.name,
+        t.rowOffset === undefined ? located : { ...located, rowOffset: t.rowOffset },
+      );
     }
     if (config.sharedClassifier) tensors.set("output", tensors.get("tok_embeddings")!);
 
@@ -446,12 +491,16 @@ export const openHuggingFace = (
       rows: (name, start, count) =>
         Effect.flatMap(
           find(name),
-          (t) => readSafetensorsRows(t.handle, t.file, t.entry, start, count),
+          (t) => readSafetensorsRows(t.handle, t.file, t.entry, (t.rowOffset ?? 0) + start, count),
         ),
       columns: (name, start, count) =>
         Effect.flatMap(
           find(name),
-          (t) => readSafetensorsColumns(t.handle, t.file, t.entry, start, count),
+          (t) =>
+            t.rowOffset === undefined
+              ? readSafetensorsColumns(t.handle, t.file, t.entry, start, count)
+              // Only column-parallel tensors are fused, and those are read by rows.
+              : Effect.fail(loadError(t.file, "columns of a fused tensor are not readable", name)),
         ),
       vector: (name, length) =>
         Effect.flatMap(
