@@ -87,7 +87,7 @@ const run = (options: CliOptions) =>
     const tokenizer = yield* loadTokenizer(options.model, options.tokenizer);
     const model = yield* LlamaModel.load({ source, tp: options.tp, weights: options.weights });
     const maxTokens = yield* tokensWithinContext(
-      tokenizer.encode(options.prompt, { bos: true, eos: false }).length,
+      tokenizer.encode(options.prompt, { bos: tokenizer.addsBos, eos: false }).length,
       options.maxTokens,
       options.ctxSize,
       model.config.seqLen,

@@ -139,7 +139,7 @@ const baseName = (path: string) => path.replace(/\/+$/, "").split("/").pop() ?? 
  *     tokenizerPath: "tok512.bin",
  *     tp: 2,
  *   });
- *   const promptTokens = engine.tokenizer.encode("Once upon a time", { bos: true, eos: false });
+ *   const promptTokens = engine.tokenizer.encode("Once upon a time", { bos: engine.tokenizer.addsBos, eos: false });
  *   const pieces = yield* engine.submit({
  *     promptTokens,
  *     maxTokens: 32,

@@ -52,9 +52,12 @@ export type GenerateError = StepFailure | ConfigError | GenerateInputError | Non
 
 /** Options of {@link generate}. */
 export interface GenerateOptions {
-  /** Text to continue; encoded with BOS unless `bos` is false. */
+  /** Text to continue; encoded with BOS when `bos` says so. */
   readonly prompt: string;
-  /** Put BOS in front of the prompt. Default true; false for a chat template that writes it. */
+  /**
+   * Put BOS in front of the prompt. Default: the tokenizer's rule (`addsBos`); false for a chat
+   * template that writes it.
+   */
   readonly bos?: boolean;
   /** Most tokens to generate (the prompt not counted); at least 1. */
   readonly maxTokens: number;
@@ -159,7 +162,10 @@ export const generate = (
   options: GenerateOptions,
 ): Stream.Stream<GeneratedToken, GenerateError> =>
   Stream.unwrap(Effect.gen(function* () {
-    const prompt = tokenizer.encode(options.prompt, { bos: options.bos ?? true, eos: false });
+    const prompt = tokenizer.encode(options.prompt, {
+      bos: options.bos ?? tokenizer.addsBos,
+      eos: false,
+    });
     const { maxTokens, temperature, topP } = yield* checkOptions(model, prompt.length, options);
     const { seqLen, vocabSize } = model.config;
     const sampler = temperature > 0

@@ -537,6 +537,21 @@ const tokenContent = (value: unknown): string | undefined =>
 const tokenIds = (value: unknown): number[] =>
   (Array.isArray(value) ? value : [value]).filter((v): v is number => Number.isSafeInteger(v));
 
+/**
+ * Whether a tokenizer.json post-processor puts `token` first in a single sequence: a
+ * TemplateProcessing whose template opens with it (Llama 2 and 3), alone or inside a Sequence
+ * of processors. Anything else (Qwen's ByteLevel, none) adds no BOS.
+ */
+const templateStartsWith = (processor: unknown, token: string | undefined): boolean => {
+  if (!isRecord(processor) || token === undefined) return false;
+  if (processor.type === "Sequence" && Array.isArray(processor.processors)) {
+    return processor.processors.some((p) => templateStartsWith(p, token));
+  }
+  if (processor.type !== "TemplateProcessing" || !Array.isArray(processor.single)) return false;
+  const first = processor.single[0];
+  return isRecord(first) && isRecord(first.SpecialToken) && first.SpecialToken.id === token;
+};
+
 class HfTokenizer implements HuggingFaceTokenizer {
   readonly vocabSize: number;
   readonly eosId: number;
@@ -545,6 +560,7 @@ class HfTokenizer implements HuggingFaceTokenizer {
     readonly library: LibraryTokenizer,
     readonly bosId: number,
     readonly eosIds: readonly number[],
+    readonly addsBos: boolean,
   ) {
     let max = -1;
     for (const id of library.get_vocab(true).values()) max = Math.max(max, id);
@@ -655,7 +671,11 @@ export const loadHuggingFaceTokenizer = (
       });
     const [bosId] = yield* special("bos");
     const eosIds = yield* special("eos");
-    const tokenizer = new HfTokenizer(library, bosId, eosIds);
+    const addBos = tokConfig.add_bos_token;
+    const addsBos = typeof addBos === "boolean"
+      ? addBos
+      : templateStartsWith(tokenizerJson.post_processor, library.id_to_token(bosId));
+    const tokenizer = new HfTokenizer(library, bosId, eosIds, addsBos);
     for (const id of [bosId, ...eosIds]) {
       if (id >= tokenizer.vocabSize || id < 0) {
         return yield* Effect.fail(

@@ -29,6 +29,11 @@ export interface TextTokenizer {
   readonly vocabSize: number;
   /** Id of the beginning-of-sequence token. */
   readonly bosId: number;
+  /**
+   * Whether a prompt starts with BOS (what `encode`'s callers pass as `bos`): llama2.c and
+   * Llama 2 yes; Qwen no; from tokenizer_config.json's `add_bos_token`, else the post-processor.
+   */
+  readonly addsBos: boolean;
   /** Id of the end-of-sequence token. */
   readonly eosId: number;
   /** Token ids of `text`, with BOS and/or EOS added as asked. */
@@ -75,6 +80,7 @@ class Llama2cTokenizer implements Tokenizer {
   readonly vocabSize: number;
   readonly bosId = BOS_ID;
   readonly eosId = EOS_ID;
+  readonly addsBos = true; // run.c always starts with BOS
   /** Byte-string key of each token. */
   private readonly keys: string[];
   /** Byte string → lowest id with that string (run.c's bsearch picks an arbitrary duplicate). */

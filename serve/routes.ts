@@ -190,7 +190,10 @@ const completions = Effect.gen(function* () {
   const input = yield* Effect.flatMap(readJsonBody(config), decodeCompletionRequest);
   yield* checkModel(input.model);
   const prompt = yield* checkPromptBytes(input.prompt, engine.contextLength, "prompt");
-  const promptTokens = engine.tokenizer.encode(prompt, { bos: true, eos: false });
+  const promptTokens = engine.tokenizer.encode(prompt, {
+    bos: engine.tokenizer.addsBos,
+    eos: false,
+  });
   const request = yield* planRequest(input, promptTokens, {
     contextLength: engine.contextLength,
     maxTokensLimit: config.maxTokensLimit,

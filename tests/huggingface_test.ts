@@ -644,3 +644,33 @@ Deno.test("hf tokenizer: EOS lists from config.json, and broken files", () =>
     await Deno.remove(tokenizerFile);
     assert.match((await failureOf(loadHuggingFaceTokenizer(dir))).reason, /file not found/);
   }));
+
+Deno.test("hf tokenizer: BOS only where the tokenizer adds it (add_bos_token, else the post-processor)", () =>
+  withModel({ dtype: "F32", shards: 1, tied: false }, async ({ dir }) => {
+    const tokConfigFile = join(dir, "tokenizer_config.json");
+    const tokenizerFile = join(dir, "tokenizer.json");
+    const addsBos = async () => (await run(loadHuggingFaceTokenizer(dir))).addsBos;
+    // The fixture says add_bos_token: true (Llama 2).
+    assert.equal(await addsBos(), true);
+    await writeJson(tokConfigFile, { ...TOKENIZER_CONFIG, add_bos_token: false });
+    assert.equal(await addsBos(), false);
+    // No add_bos_token: the post-processor decides. A template opening with <s> (Llama 2, and
+    // Llama 3 inside a Sequence) adds it; none (Qwen's ByteLevel) does not.
+    const { add_bos_token: _, ...withoutFlag } = TOKENIZER_CONFIG;
+    await writeJson(tokConfigFile, withoutFlag);
+    assert.equal(await addsBos(), true);
+    const template = tokenizerJson().post_processor;
+    await writeJson(tokenizerFile, {
+      ...tokenizerJson(),
+      post_processor: { type: "Sequence", processors: [{ type: "ByteLevel" }, template] },
+    });
+    assert.equal(await addsBos(), true);
+    await writeJson(tokenizerFile, { ...tokenizerJson(), post_processor: { type: "ByteLevel" } });
+    assert.equal(await addsBos(), false);
+    await writeJson(tokenizerFile, { ...tokenizerJson(), post_processor: null });
+    const tokenizer = await run(loadHuggingFaceTokenizer(dir));
+    assert.equal(tokenizer.addsBos, false);
+    // What callers encode with: no BOS in front of the prompt.
+    const ids = tokenizer.encode("ab", { bos: tokenizer.addsBos, eos: false });
+    assert.notEqual(ids[0], tokenizer.bosId);
+  }));
