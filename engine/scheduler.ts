@@ -521,7 +521,13 @@ export const makeInferenceEngine = (
               `sequence slot (the limit is ${maxQueue})`,
           });
         }
-        const sequence = yield* Sequence.make(nextId++, request, contextLength, tokenizer).pipe(
+        const sequence = yield* Sequence.make(
+          nextId++,
+          request,
+          contextLength,
+          tokenizer,
+          group.model.config.vocabSize,
+        ).pipe(
           Effect.mapError((e) => new RequestRejected({ message: e.message })),
         );
         sequence.admittedAt = performance.now();

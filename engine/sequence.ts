@@ -7,7 +7,7 @@
 import { Effect, Option, Queue, Take } from "effect";
 import type { StepFailure } from "../actors/errors.ts";
 import type { CandidateList } from "../models/sampler.ts";
-import { finiteCandidates, Sampler } from "../models/sampler.ts";
+import { chooseToken, Sampler } from "../models/sampler.ts";
 import type { StreamDecoder, TextTokenizer } from "../models/tokenizer.ts";
 import { stopIds } from "../models/generate.ts";
 import {
@@ -40,7 +40,9 @@ export class Sequence {
     readonly contextLength: number,
     private readonly sampler: Sampler | undefined,
     private readonly stops: ReadonlySet<number>,
-    tokenizer: TextTokenizer,
+    private readonly tokenizer: TextTokenizer,
+    /** Logits per row the model gives (may exceed the tokenizer's vocabulary: padding). */
+    private readonly modelVocab: number,
     readonly output: Queue.Queue<Take.Take<GeneratedPiece, GenerationFailed>>,
   ) {
     const prompt = request.promptTokens;
@@ -52,11 +54,12 @@ export class Sequence {
     request: GenerationRequest,
     contextLength: number,
     tokenizer: TextTokenizer,
+    modelVocab: number = tokenizer.vocabSize,
   ) {
     return Effect.gen(function* () {
       const sampler = request.temperature > 0
         ? yield* Sampler.make({
-          vocabSize: tokenizer.vocabSize,
+          vocabSize: Math.min(tokenizer.vocabSize, modelVocab),
           temperature: request.temperature,
           topp: request.topP,
           seed: request.seed ?? (Date.now() % 0x7fffffff) + 1,
@@ -65,7 +68,16 @@ export class Sequence {
       const stops = request.stopAtEos ? stopIds(tokenizer) : new Set<number>();
       // Unbounded: the engine never waits on a client; a request holds at most maxTokens.
       const output = yield* Queue.unbounded<Take.Take<GeneratedPiece, GenerationFailed>>();
-      return new Sequence(id, request, contextLength, sampler, stops, tokenizer, output);
+      return new Sequence(
+        id,
+        request,
+        contextLength,
+        sampler,
+        stops,
+        tokenizer,
+        modelVocab,
+        output,
+      );
     });
   }
 
@@ -93,10 +105,13 @@ export class Sequence {
     candidates: CandidateList,
     fullLogits: Effect.Effect<Float32Array, StepFailure>,
   ): Effect.Effect<number, StepFailure> {
-    const sampler = this.sampler;
-    const token = sampler === undefined
-      ? Effect.map(finiteCandidates(candidates), (c) => c.indices[0])
-      : sampler.sampleExactly(candidates, fullLogits);
+    const token = chooseToken(
+      this.sampler,
+      candidates,
+      fullLogits,
+      this.tokenizer.vocabSize,
+      this.modelVocab,
+    );
     return Effect.catchTag(token, "NonFiniteLogits", (error) =>
       Effect.as(
         this.end(Option.some(new GenerationFailed({ message: error.message, retriable: false }))),

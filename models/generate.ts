@@ -29,7 +29,7 @@ import { ConfigError, type LoadError, loadError } from "./errors.ts";
 import { loadHuggingFaceTokenizer } from "./huggingface.ts";
 import { readLlama2cHeader } from "./llama2c.ts";
 import type { LlamaModel } from "./llama.ts";
-import { finiteCandidates, type NonFiniteLogits, Sampler } from "./sampler.ts";
+import { chooseToken, type NonFiniteLogits, Sampler } from "./sampler.ts";
 import { loadLlama2cTokenizer, type StreamDecoder, type TextTokenizer } from "./tokenizer.ts";
 
 /** Generation options that cannot work (checked before any rank is asked for anything). */
@@ -170,7 +170,7 @@ export const generate = (
     const { seqLen, vocabSize } = model.config;
     const sampler = temperature > 0
       ? yield* Sampler.make({
-        vocabSize,
+        vocabSize: Math.min(vocabSize, tokenizer.vocabSize),
         temperature,
         topp: topP,
         seed: options.seed ?? Date.now(),
@@ -180,15 +180,11 @@ export const generate = (
     const decoder = tokenizer.streamDecoder(prompt[prompt.length - 1]);
 
     /** The next token from the logits of the last position fed. */
-    const nextToken: Effect.Effect<number, StepFailure | NonFiniteLogits> = sampler === undefined
-      ? model.candidates(1, 0).pipe(
-        Effect.flatMap(finiteCandidates),
-        Effect.map((c) => c.indices[0]),
-      )
-      : Effect.flatMap(
-        model.candidates(CANDIDATES_PER_RANK, temperature),
-        (candidates) => sampler.sampleExactly(candidates, model.logits()),
-      );
+    const nextToken: Effect.Effect<number, StepFailure | NonFiniteLogits> = Effect.flatMap(
+      model.candidates(sampler === undefined ? 1 : CANDIDATES_PER_RANK, temperature),
+      (candidates) =>
+        chooseToken(sampler, candidates, model.logits(), tokenizer.vocabSize, vocabSize),
+    );
 
     const step = (state: State) =>
       Effect.gen(function* () {

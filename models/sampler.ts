@@ -108,6 +108,40 @@ export const finiteCandidates = (
   return Effect.succeed(candidates);
 };
 
+/**
+ * The next token from a model whose vocabulary (`modelVocab` logits) may be padded past the
+ * tokenizer's `tokenVocab` (Qwen2.5 ships 151,936 rows for 151,665 tokens): padding ids are never
+ * chosen. Candidates of padding are dropped (with the log-sum-exp, which counted their mass),
+ * the full logits are cut to the tokenizer's length, and greedy falls back to those when every
+ * candidate was padding. With no padding, it is `sampler.sampleExactly`, or greedy's top one.
+ */
+export const chooseToken = <E>(
+  sampler: Sampler | undefined,
+  candidates: CandidateList,
+  fullLogits: Effect.Effect<Float32Array, E>,
+  tokenVocab: number,
+  modelVocab: number,
+): Effect.Effect<number, E | NonFiniteLogits> => {
+  const padded = modelVocab > tokenVocab;
+  const real = padded ? withoutPadding(candidates, tokenVocab) : candidates;
+  const logits = padded ? Effect.map(fullLogits, (l) => l.subarray(0, tokenVocab)) : fullLogits;
+  if (sampler !== undefined) return sampler.sampleExactly(real, logits);
+  if (real.values.length > 0) return Effect.map(finiteCandidates(real), (c) => c.indices[0]);
+  return Effect.map(Effect.flatMap(logits, finiteLogits), argmax);
+};
+
+/** The candidates below `tokenVocab`, in order, without a log-sum-exp (it counted padding). */
+const withoutPadding = (candidates: CandidateList, tokenVocab: number): CandidateList => {
+  const keep: number[] = [];
+  candidates.indices.forEach((index, i) => {
+    if (index < tokenVocab) keep.push(i);
+  });
+  return {
+    values: Float32Array.from(keep, (i) => candidates.values[i]),
+    indices: Int32Array.from(keep, (i) => candidates.indices[i]),
+  };
+};
+
 /** `logits` when all are finite. */
 const finiteLogits = (logits: Float32Array): Effect.Effect<Float32Array, NonFiniteLogits> => {
   for (const value of logits) if (!Number.isFinite(value)) return Effect.fail(nonFinite(value));

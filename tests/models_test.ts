@@ -17,6 +17,7 @@ import {
 import { type LlamaWeights, ReferenceLlama } from "../models/reference.ts";
 import {
   argmax,
+  chooseToken,
   mergeCandidates,
   Sampler,
   shardCandidates,
@@ -513,4 +514,31 @@ Deno.test("sampler: impossible settings are ConfigErrors", async () => {
     assert.ok(error instanceof ConfigError);
     assert.match(error.message, pattern);
   }
+});
+
+Deno.test("sampler: a vocabulary padded past the tokenizer's never yields a padding id", async () => {
+  // 8 logits, a tokenizer of 6: ids 6 and 7 are padding rows and have the largest logits.
+  const logits = Float32Array.from([0.5, 2, 1, 0.1, 1.5, 0.3, 9, 8]);
+  const order = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a]);
+  const top = (k: number) => ({
+    values: Float32Array.from(order.slice(0, k), (i) => logits[i]),
+    indices: Int32Array.from(order.slice(0, k)),
+  });
+  const full = Effect.succeed(logits);
+  const run = <A, E>(e: Effect.Effect<A, E>) => Effect.runPromise(e);
+  // Greedy: the best real token, from the candidates, or from the logits when all are padding.
+  assert.equal(await run(chooseToken(undefined, top(4), full, 6, 8)), 1);
+  assert.equal(await run(chooseToken(undefined, top(2), full, 6, 8)), 1);
+  // Unpadded, the top candidate is taken as it is.
+  assert.equal(await run(chooseToken(undefined, top(1), full, 8, 8)), 6);
+  // Sampling: many draws, none a padding id, and the real tokens in their proportions.
+  const sampler = await run(Sampler.make({ vocabSize: 6, temperature: 1, topp: 0, seed: 7 }));
+  const counts = new Array(8).fill(0);
+  for (let i = 0; i < 3000; i++) counts[await run(chooseToken(sampler, top(3), full, 6, 8))]++;
+  assert.deepEqual(counts.slice(6), [0, 0]);
+  const probs = Array.from(logits.subarray(0, 6), Math.exp);
+  const mass = probs.reduce((a, b) => a + b, 0);
+  counts.slice(0, 6).forEach((n, i) =>
+    assert.ok(Math.abs(n / 3000 - probs[i] / mass) < 0.04, `token ${i}: ${n / 3000}`)
+  );
 });
