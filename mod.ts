@@ -126,6 +126,7 @@ export {
   type StepRow,
 } from "./models/llama.ts";
 export type { LlamaConfig, RopeLayout } from "./models/config.ts";
+export type { RopeFrequencies, RopeScaling } from "./models/rope_scaling.ts";
 export { ConfigError, LoadError } from "./models/errors.ts";
 export { planLlama, type RankPlan, type Span } from "./models/plan.ts";
 export { openLlama2c } from "./models/llama2c.ts";
