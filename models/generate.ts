@@ -183,7 +183,13 @@ export const generate = (
     const nextToken: Effect.Effect<number, StepFailure | NonFiniteLogits> = Effect.flatMap(
       model.candidates(sampler === undefined ? 1 : CANDIDATES_PER_RANK, temperature),
       (candidates) =>
-        chooseToken(sampler, candidates, model.logits(), tokenizer.vocabSize, vocabSize),
+        chooseToken(
+          sampler,
+          candidates,
+          Effect.suspend(() => model.logits()),
+          tokenizer.vocabSize,
+          vocabSize,
+        ),
     );
 
     const step = (state: State) =>
