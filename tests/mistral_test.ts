@@ -5,55 +5,25 @@
  * the greedy tokens, so the test fails if it is ignored. A window of null (v0.2 on) is a Llama.
  */
 import assert from "node:assert/strict";
-import { join } from "node:path";
-import { Effect, type Layer, type Scope } from "effect";
+import { Effect } from "effect";
 import { InProcessTransport } from "../actors/inprocess.ts";
-import type { Transport } from "../actors/transport.ts";
 import { WorkersTransport } from "../actors/workers.ts";
 import { openHuggingFace } from "../models/huggingface.ts";
-import { LlamaModel } from "../models/llama.ts";
 import { ReferenceLlama } from "../models/reference.ts";
+import { argmax } from "../models/sampler.ts";
 import { withHfModel } from "./fixtures/hf_model.ts";
+import { gpuLogits, patchConfig } from "./fixtures/hf_family.ts";
 import { assertClose } from "./tolerance.ts";
 
 const PROMPT = [1, 40, 7, 63, 22, 5, 17, 9, 33, 2, 50, 11];
 const WINDOW = 3;
 
-const runWith = <A, E>(
-  transport: Layer.Layer<Transport>,
-  effect: Effect.Effect<A, E, Scope.Scope | Transport>,
-): Promise<A> => Effect.runPromise(effect.pipe(Effect.scoped, Effect.provide(transport)));
-
-/** Logits after each prompt position (one token a step), then after a whole-prompt prefill. */
-const gpuLogits = (dir: string, tp: number, transport: Layer.Layer<Transport>) =>
-  runWith(
-    transport,
-    Effect.gen(function* () {
-      const model = yield* LlamaModel.load({ source: { format: "huggingface", path: dir }, tp });
-      const decoded: Float32Array[] = [];
-      for (const [pos, token] of PROMPT.entries()) {
-        yield* model.forward([token], pos);
-        decoded.push(yield* model.logits());
-      }
-      yield* model.forward(PROMPT, 0);
-      return { decoded, prefilled: yield* model.logits() };
-    }),
-  );
-
-const argmax = (xs: Float32Array) => xs.reduce((best, x, i) => x > xs[best] ? i : best, 0);
-
 const asMistral = async (dir: string, slidingWindow: number | null) => {
-  const configPath = join(dir, "config.json");
-  const json = JSON.parse(await Deno.readTextFile(configPath));
-  await Deno.writeTextFile(
-    configPath,
-    JSON.stringify({
-      ...json,
-      architectures: ["MistralForCausalLM"],
-      model_type: "mistral",
-      sliding_window: slidingWindow,
-    }),
-  );
+  await patchConfig(dir, {
+    architectures: ["MistralForCausalLM"],
+    model_type: "mistral",
+    sliding_window: slidingWindow,
+  });
 };
 
 Deno.test("mistral: a sliding window from an HF directory on the GPU at tp 1, 2 equals the CPU reference", () =>
@@ -72,7 +42,7 @@ Deno.test("mistral: a sliding window from an HF directory on the GPU at tp 1, 2 
       "the window changes no greedy token: the test would pass without it",
     );
     for (const [tp, transport] of [[1, InProcessTransport()], [2, WorkersTransport()]] as const) {
-      const { decoded, prefilled } = await gpuLogits(dir, tp, transport);
+      const { decoded, prefilled } = await gpuLogits(dir, tp, transport, PROMPT);
       decoded.forEach((l, pos) =>
         assertClose(l, want[pos], { atol: 1e-4, rtol: 0, what: `mistral tp ${tp} @${pos}` })
       );

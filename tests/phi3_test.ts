@@ -6,37 +6,17 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { Effect, type Layer, type Scope } from "effect";
+import { Effect } from "effect";
 import { InProcessTransport } from "../actors/inprocess.ts";
-import type { Transport } from "../actors/transport.ts";
 import { WorkersTransport } from "../actors/workers.ts";
 import { openHuggingFace } from "../models/huggingface.ts";
-import { LlamaModel } from "../models/llama.ts";
 import { ReferenceLlama } from "../models/reference.ts";
 import { encodeSafetensors, type SafetensorsInput } from "../models/safetensors.ts";
 import { hfTensors, makeWeights, withHfModel } from "./fixtures/hf_model.ts";
+import { gpuLogits, patchConfig } from "./fixtures/hf_family.ts";
 import { assertClose } from "./tolerance.ts";
 
 const PROMPT = [1, 40, 7, 63, 22, 5, 17, 9];
-
-const runWith = <A, E>(
-  transport: Layer.Layer<Transport>,
-  effect: Effect.Effect<A, E, Scope.Scope | Transport>,
-): Promise<A> => Effect.runPromise(effect.pipe(Effect.scoped, Effect.provide(transport)));
-
-const gpuLogits = (dir: string, tp: number, transport: Layer.Layer<Transport>) =>
-  runWith(
-    transport,
-    Effect.gen(function* () {
-      const model = yield* LlamaModel.load({ source: { format: "huggingface", path: dir }, tp });
-      const out: Float32Array[] = [];
-      for (const [pos, token] of PROMPT.entries()) {
-        yield* model.forward([token], pos);
-        out.push(yield* model.logits());
-      }
-      return out;
-    }),
-  );
 
 /** The HF tensors with each layer's q/k/v and gate/up fused as Phi-3 stores them. */
 const fuse = (tensors: SafetensorsInput[], layers: number): SafetensorsInput[] => {
@@ -68,18 +48,12 @@ const fuse = (tensors: SafetensorsInput[], layers: number): SafetensorsInput[] =
 };
 
 const asPhi3 = async (dir: string, extra: Record<string, unknown> = {}) => {
-  const configPath = join(dir, "config.json");
-  const json = JSON.parse(await Deno.readTextFile(configPath));
-  await Deno.writeTextFile(
-    configPath,
-    JSON.stringify({
-      ...json,
-      architectures: ["Phi3ForCausalLM"],
-      model_type: "phi3",
-      sliding_window: null,
-      ...extra,
-    }),
-  );
+  await patchConfig(dir, {
+    architectures: ["Phi3ForCausalLM"],
+    model_type: "phi3",
+    sliding_window: null,
+    ...extra,
+  });
 };
 
 Deno.test("phi3: fused qkv_proj and gate_up_proj on the GPU at tp 1, 2, 4 equal the CPU reference", () =>
@@ -100,7 +74,7 @@ Deno.test("phi3: fused qkv_proj and gate_up_proj on the GPU at tp 1, 2, 4 equal 
         [4, WorkersTransport()],
       ] as const
     ) {
-      const got = await gpuLogits(dir, tp, transport);
+      const { decoded: got } = await gpuLogits(dir, tp, transport, PROMPT);
       got.forEach((l, pos) =>
         assertClose(l, want[pos], { atol: 1e-4, rtol: 0, what: `phi3 tp ${tp} @${pos}` })
       );

@@ -6,41 +6,20 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { Effect, type Layer, type Scope } from "effect";
+import { Effect } from "effect";
 import { InProcessTransport } from "../actors/inprocess.ts";
-import type { Transport } from "../actors/transport.ts";
 import { WorkersTransport } from "../actors/workers.ts";
 import { kvDim, qDim } from "../models/config.ts";
 import { openHuggingFace } from "../models/huggingface.ts";
-import { LlamaModel } from "../models/llama.ts";
 import { ReferenceLlama } from "../models/reference.ts";
+import { argmax } from "../models/sampler.ts";
 import { encodeSafetensors } from "../models/safetensors.ts";
 import { hfPermute, hfTensors, makeWeights, withHfModel } from "./fixtures/hf_model.ts";
+import { gpuLogits } from "./fixtures/hf_family.ts";
 import { assertClose, randomFloats } from "./tolerance.ts";
 
 const PROMPT = [1, 40, 7, 63, 22, 5, 17, 9, 33, 2];
 const THETA = 1_000_000; // Qwen2's rope_theta
-
-const runWith = <A, E>(
-  transport: Layer.Layer<Transport>,
-  effect: Effect.Effect<A, E, Scope.Scope | Transport>,
-): Promise<A> => Effect.runPromise(effect.pipe(Effect.scoped, Effect.provide(transport)));
-
-const gpuLogits = (dir: string, tp: number, transport: Layer.Layer<Transport>) =>
-  runWith(
-    transport,
-    Effect.gen(function* () {
-      const model = yield* LlamaModel.load({ source: { format: "huggingface", path: dir }, tp });
-      const out: Float32Array[] = [];
-      for (const [pos, token] of PROMPT.entries()) {
-        yield* model.forward([token], pos);
-        out.push(yield* model.logits());
-      }
-      return out;
-    }),
-  );
-
-const argmax = (xs: Float32Array) => xs.reduce((best, x, i) => x > xs[best] ? i : best, 0);
 
 Deno.test("qwen2: q/k/v biases from an HF directory on the GPU at tp 1, 2, 4 equal the CPU reference", () =>
   withHfModel({ dtype: "F32", shards: 1, tied: true }, async ({ dir, bin, config }) => {
@@ -107,7 +86,7 @@ Deno.test("qwen2: q/k/v biases from an HF directory on the GPU at tp 1, 2, 4 equ
         [4, WorkersTransport()],
       ] as const
     ) {
-      const got = await gpuLogits(dir, tp, transport);
+      const { decoded: got } = await gpuLogits(dir, tp, transport, PROMPT);
       got.forEach((l, pos) =>
         assertClose(l, want[pos], { atol: 1e-4, rtol: 0, what: `qwen2 tp ${tp} @${pos}` })
       );

@@ -5,15 +5,15 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { Effect, type Layer, type Scope } from "effect";
+import { Effect } from "effect";
 import { InProcessTransport } from "../actors/inprocess.ts";
-import type { Transport } from "../actors/transport.ts";
 import { WorkersTransport } from "../actors/workers.ts";
 import { configFromHuggingFace } from "../models/huggingface.ts";
-import { LlamaModel } from "../models/llama.ts";
 import { ReferenceLlama } from "../models/reference.ts";
+import { argmax } from "../models/sampler.ts";
 import { parseRopeScaling, ropeFrequencies, type RopeScaling } from "../models/rope_scaling.ts";
 import { HF_TEST_CONFIG, withHfModel } from "./fixtures/hf_model.ts";
+import { gpuLogits } from "./fixtures/hf_family.ts";
 import { assertClose } from "./tolerance.ts";
 
 const THETA = 10000;
@@ -152,28 +152,6 @@ Deno.test("rope scaling: unsupported types and bad fields are refused by name", 
 /** Tokens fed one by one; long enough for the scaled rotations to matter. */
 const PROMPT = [1, 40, 7, 63, 22, 5, 17, 9, 33, 2, 50, 11, 28, 44, 3, 60];
 
-const runWith = <A, E>(
-  transport: Layer.Layer<Transport>,
-  effect: Effect.Effect<A, E, Scope.Scope | Transport>,
-): Promise<A> => Effect.runPromise(effect.pipe(Effect.scoped, Effect.provide(transport)));
-
-/** Logits after each prompt position on the GPU. */
-const gpuLogits = (dir: string, tp: number, transport: Layer.Layer<Transport>) =>
-  runWith(
-    transport,
-    Effect.gen(function* () {
-      const model = yield* LlamaModel.load({ source: { format: "huggingface", path: dir }, tp });
-      const out: Float32Array[] = [];
-      for (const [pos, token] of PROMPT.entries()) {
-        yield* model.forward([token], pos);
-        out.push(yield* model.logits());
-      }
-      return out;
-    }),
-  );
-
-const argmax = (xs: Float32Array) => xs.reduce((best, x, i) => x > xs[best] ? i : best, 0);
-
 /** Each rule with factors that move every pair at these 16 positions (original context 4). */
 const RULES: Record<string, Record<string, unknown>> = {
   linear: { rope_type: "linear", factor: 4 },
@@ -207,7 +185,7 @@ for (const [rule, json] of Object.entries(RULES)) {
         `${rule} does not change any greedy token: the test would pass without it`,
       );
       for (const [tp, transport] of [[1, InProcessTransport()], [2, WorkersTransport()]] as const) {
-        const got = await gpuLogits(dir, tp, transport);
+        const { decoded: got } = await gpuLogits(dir, tp, transport, PROMPT);
         got.forEach((l, pos) =>
           assertClose(l, want[pos], { atol: 1e-4, rtol: 0, what: `${rule} tp ${tp} @${pos}` })
         );
