@@ -17,11 +17,11 @@
  *
  * ```ts
  * import { Effect } from "effect";
- * import { InProcessTransport, Supervisor, tensor } from "jsr:@tessera/tp";
+ * import { InProcessTransport, loadParallelLayer, Supervisor, tensor } from "jsr:@tessera/tp";
  *
  * const program = Effect.gen(function* () {
  *   const supervisor = yield* Supervisor.make({ tp: 2 });
- *   yield* supervisor.load({ _tag: "ParallelMlp", name: "mlp", dim: 4, hidden: 8, activation: "gelu" }, [
+ *   yield* loadParallelLayer(supervisor, { _tag: "ParallelMlp", name: "mlp", dim: 4, hidden: 8, activation: "gelu" }, [
  *     tensor([4, 8], new Float32Array(32).fill(0.1)),
  *     tensor([8, 4], new Float32Array(32).fill(0.1)),
  *   ]);
@@ -45,8 +45,17 @@ export {
 } from "./promise/options.ts";
 export { ModelClosed } from "./promise/errors.ts";
 export { type ReplyObserver, Supervisor, type SupervisorOptions } from "./actors/supervisor.ts";
-export { type InProcessOptions, InProcessTransport } from "./actors/inprocess.ts";
-export { type WorkersOptions, WorkersTransport } from "./actors/workers.ts";
+export { loadParallelLayer } from "./layers/load.ts";
+export type {
+  RankContext,
+  RankProgram,
+  RankProgramError,
+  RankProgramFactory,
+  RankProgramSet,
+} from "./actors/rank_program.ts";
+export { standardRankPrograms } from "./ranks/programs.ts";
+export { type InProcessOptions, InProcessTransport } from "./ranks/transports.ts";
+export { type WorkersOptions, WorkersTransport } from "./ranks/transports.ts";
 export { type TcpOptions, TcpTransport } from "./actors/tcp.ts";
 export { type RankServerOptions, serveRank } from "./actors/rank_server.ts";
 export { importSecret, loadSecret } from "./wire/handshake.ts";

@@ -14,11 +14,14 @@ import { InProcessGroup } from "../collectives/inprocess.ts";
 import { acquireGpu, type BackendChoice, backendFromEnv } from "../gpu/device.ts";
 import type { RankCommand, RankReply } from "./protocol.ts";
 import { currentTelemetry } from "../observe/telemetry.ts";
+import type { RankProgramSet } from "./rank_program.ts";
 import { makeRankRuntime } from "./rank_runtime.ts";
 import { failedReply, Transport } from "./transport.ts";
 
 /** Options of {@link InProcessTransport}. */
 export interface InProcessOptions {
+  /** What each rank runs (ranks/programs.ts's set unless a test brings its own). */
+  readonly programs: RankProgramSet;
   /** Defaults to `TESSERA_GPU_BACKEND`, else Dawn with Deno's built-in WebGPU as fallback. */
   readonly backend?: BackendChoice;
   /** How long a collective waits for the slowest rank before failing. */
@@ -39,7 +42,7 @@ const spawnRank = (rank: number, tp: number, group: InProcessGroup, options: InP
     const backend = inProcessBackend(options.backend);
     const gpu = yield* acquireGpu({ label: `rank ${rank}`, backend });
     const telemetry = yield* currentTelemetry;
-    const runtime = makeRankRuntime(rank, tp, gpu, group, {
+    const runtime = makeRankRuntime(rank, tp, gpu, group, options.programs.factories, {
       tracing: telemetry.tracing,
       emit: telemetry.rankEvent,
     });
@@ -99,7 +102,7 @@ const spawnRank = (rank: number, tp: number, group: InProcessGroup, options: InP
  * );
  * ```
  */
-export const InProcessTransport = (options: InProcessOptions = {}): Layer.Layer<Transport> =>
+export const InProcessTransport = (options: InProcessOptions): Layer.Layer<Transport> =>
   Layer.succeed(Transport, {
     name: "inprocess",
     spawn: (tp) =>

@@ -12,6 +12,7 @@ import { SharedMemoryGroup } from "../collectives/shared_memory.ts";
 import { acquireGpu } from "../gpu/device.ts";
 import { logAsRank, loggingLayer } from "../observe/logging.ts";
 import type { RankCommand } from "./protocol.ts";
+import type { RankProgramFactory } from "./rank_program.ts";
 import { makeRankRuntime } from "./rank_runtime.ts";
 import type { FromRank, ToRank } from "./remote_protocol.ts";
 
@@ -44,7 +45,10 @@ export interface RankEndpoint {
   stop(): Promise<void>;
 }
 
-export const makeRankEndpoint = (post: (message: FromRank) => void): RankEndpoint => {
+export const makeRankEndpoint = (
+  post: (message: FromRank) => void,
+  programs: readonly RankProgramFactory[],
+): RankEndpoint => {
   const commands = Effect.runSync(Queue.unbounded<{ id: number; command: RankCommand }>());
   let hub: HubGroup | undefined;
   let serving: Fiber.RuntimeFiber<void> | undefined;
@@ -59,7 +63,10 @@ export const makeRankEndpoint = (post: (message: FromRank) => void): RankEndpoin
           timeoutMs: start.collectiveTimeoutMs,
         })
         : hub;
-      const runtime = makeRankRuntime(rank, tp, gpu, group, { tracing: start.tracing, emit: post });
+      const runtime = makeRankRuntime(rank, tp, gpu, group, programs, {
+        tracing: start.tracing,
+        emit: post,
+      });
       yield* Effect.addFinalizer(() => Effect.sync(() => runtime.release()));
       yield* Effect.logDebug("device ready").pipe(
         Effect.annotateLogs({ backend: gpu.backend, adapter: gpu.adapterName }),

@@ -14,11 +14,14 @@ import type { BackendChoice } from "../gpu/device.ts";
 import type { WireError } from "../wire/errors.ts";
 import { closeQuietly, encodeFrame, type FrameReader, makeFrameWriter } from "../wire/frames.ts";
 import { serverHandshake } from "../wire/handshake.ts";
+import type { RankProgramSet } from "./rank_program.ts";
 import { makeRankWorkerPool, type RankWorkerPool } from "./rank_worker_pool.ts";
 import { FromRank, ToRank } from "./remote_protocol.ts";
 
 /** Options of {@link serveRank}. */
 export interface RankServerOptions {
+  /** What this rank runs; its `workerEntry` is the module of the rank's Worker. */
+  readonly programs: RankProgramSet;
   /** Interface to listen on. */
   readonly hostname: string;
   /** TCP port to listen on. */
@@ -103,7 +106,7 @@ export const serveRank = (
     Effect.flatMap((listener) =>
       Effect.gen(function* () {
         // One rank Worker for every session in turn: ending Workers leaks (see the pool).
-        const pool = yield* makeRankWorkerPool();
+        const pool = yield* makeRankWorkerPool({ entry: options.programs.workerEntry });
         onListening(listener.addr as Deno.NetAddr);
         let busy = false;
         while (true) {

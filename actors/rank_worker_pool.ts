@@ -1,5 +1,5 @@
 /**
- * Rank Workers (actors/rank_worker.ts) for the Workers transport and for a rank process, kept
+ * Rank Workers (a program set's Worker entry, ranks/rank_worker.ts) for the Workers transport and for a rank process, kept
  * from one session to the next. Ending a Worker leaks: Deno finalizes none of its native
  * objects (so Dawn's instance must be freed inside it first) and keeps an epoll and an eventfd
  * of every Worker that loaded a native addon. So a session's end does not end its Worker: the
@@ -47,9 +47,9 @@ interface PooledWorker {
   crashed: boolean;
 }
 
-const startWorker = (): PooledWorker => {
+const startWorker = (entry: URL): PooledWorker => {
   const pooled: PooledWorker = {
-    worker: new Worker(new URL("./rank_worker.ts", import.meta.url), { type: "module" }),
+    worker: new Worker(entry, { type: "module" }),
     handlers: undefined,
     stopped: undefined,
     crashed: false,
@@ -75,13 +75,15 @@ const startWorker = (): PooledWorker => {
 
 /** Options of {@link makeRankWorkerPool}. */
 export interface RankWorkerPoolOptions {
+  /** The Worker module a rank runs (a rank program set's `workerEntry`). */
+  readonly entry: URL;
   /** How long a stopping rank may take before its Worker is terminated. */
   readonly stopDeadline?: Duration.DurationInput;
 }
 
 /** A pool whose Workers are terminated when the scope closes. */
 export const makeRankWorkerPool = (
-  { stopDeadline = RANK_STOP_DEADLINE }: RankWorkerPoolOptions = {},
+  { entry, stopDeadline = RANK_STOP_DEADLINE }: RankWorkerPoolOptions,
 ): Effect.Effect<RankWorkerPool, never, Scope.Scope> =>
   Effect.gen(function* () {
     const idle: PooledWorker[] = [];
@@ -95,7 +97,7 @@ export const makeRankWorkerPool = (
 
     const session = (handlers: RankWorkerHandlers) =>
       Effect.gen(function* () {
-        const pooled = idle.pop() ?? startWorker();
+        const pooled = idle.pop() ?? startWorker(entry);
         const stopped = Deferred.unsafeMake<void>(FiberId.none);
         pooled.handlers = handlers;
         pooled.stopped = stopped;

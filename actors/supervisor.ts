@@ -8,7 +8,6 @@ import { CollectiveError } from "../collectives/errors.ts";
 import { fromPayload, toPayload } from "../collectives/protocol.ts";
 import type { HostTensor } from "../collectives/tensor.ts";
 import type { Gpu } from "../gpu/device.ts";
-import { layerKind } from "../layers/kinds.ts";
 import { currentTelemetry } from "../observe/telemetry.ts";
 import { noTimeline, type Timeline, wallClockMillis } from "../observe/timeline.ts";
 import { type PlanError, RankFailed, type StepFailure } from "./errors.ts";
@@ -51,12 +50,12 @@ export const expectReplies =
  * @example A two-rank MLP, in this isolate
  * ```ts
  * import { Effect } from "effect";
- * import { InProcessTransport, Supervisor, tensor } from "jsr:@tessera/tp";
+ * import { InProcessTransport, loadParallelLayer, Supervisor, tensor } from "jsr:@tessera/tp";
  *
  * const program = Effect.gen(function* () {
  *   const supervisor = yield* Supervisor.make({ tp: 2 });
  *   const spec = { _tag: "ParallelMlp", name: "mlp", dim: 4, hidden: 8, activation: "gelu" } as const;
- *   yield* supervisor.load(spec, [
+ *   yield* loadParallelLayer(supervisor, spec, [
  *     tensor([4, 8], new Float32Array(32).fill(0.1)),
  *     tensor([8, 4], new Float32Array(32).fill(0.1)),
  *   ]);
@@ -111,28 +110,23 @@ export class Supervisor {
   }
 
   /**
-   * Checks the plan, shards the full weights with the layer's rule and loads each rank's
-   * shards. Returns, per rank, the shapes of the shards it holds and their bytes.
+   * Loads a stand-alone layer: rank r receives `shards[r]`, cut by the layer's own sharding
+   * rule (layers/load.ts's `loadParallelLayer` plans and cuts them). Returns, per rank, the
+   * shapes of the shards it holds and their bytes.
    */
-  load(
+  loadShards(
     spec: LayerSpec,
-    weights: readonly HostTensor[],
+    shards: readonly (readonly HostTensor[])[],
   ): Effect.Effect<
     ReadonlyArray<{ rank: number; bytes: number; shardShapes: readonly (readonly number[])[] }>,
-    PlanError | StepFailure
+    StepFailure
   > {
-    const kind = layerKind(spec);
-    return kind.plan(spec, this.tp).pipe(
-      Effect.zipRight(
-        this.step((rank, step) => ({
-          _tag: "LoadLayer",
-          step,
-          spec,
-          shards: kind.shard(spec, weights, rank, this.tp).map(toPayload),
-        })),
-      ),
-      Effect.flatMap(expectReplies("Loaded")),
-    );
+    return this.step((rank, step) => ({
+      _tag: "LoadLayer",
+      step,
+      spec,
+      shards: (shards[rank] ?? []).map(toPayload),
+    })).pipe(Effect.flatMap(expectReplies("Loaded")));
   }
 
   /**

@@ -20,10 +20,13 @@ import { GpuOperationError } from "../gpu/errors.ts";
 import { currentTelemetry } from "../observe/telemetry.ts";
 import { linkRank } from "./rank_link.ts";
 import { makeRankWorkerPool, type RankWorkerPool } from "./rank_worker_pool.ts";
+import type { RankProgramSet } from "./rank_program.ts";
 import { type RankGroup, Transport } from "./transport.ts";
 
 /** Options of {@link WorkersTransport}. */
 export interface WorkersOptions {
+  /** What each rank runs; its `workerEntry` is the module every rank Worker starts. */
+  readonly programs: RankProgramSet;
   /** WebGPU backend of every rank; default from the environment (`auto`: Dawn, else Deno's). */
   readonly backend?: BackendChoice;
   /** How long a collective waits for the slowest rank before failing. */
@@ -104,10 +107,10 @@ const spawnWorker = (
  * );
  * ```
  */
-export const WorkersTransport = (options: WorkersOptions = {}): Layer.Layer<Transport> =>
+export const WorkersTransport = (options: WorkersOptions): Layer.Layer<Transport> =>
   Layer.scoped(
     Transport,
-    Effect.map(makeRankWorkerPool(), (pool) => ({
+    Effect.map(makeRankWorkerPool({ entry: options.programs.workerEntry }), (pool) => ({
       name: "workers",
       spawn: (tp: number) =>
         Effect.gen(function* () {

@@ -5,11 +5,11 @@
  * (which sets `DEFAULT_ONE_SHOT_MAX_BYTES`); and greedy decode tok/s at tp 1, 2, 4 per transport.
  */
 import { Effect, type Layer } from "effect";
-import { InProcessTransport } from "../actors/inprocess.ts";
+import { InProcessTransport } from "../ranks/transports.ts";
 import { expectReplies, Supervisor } from "../actors/supervisor.ts";
 import { TcpTransport } from "../actors/tcp.ts";
 import type { Transport } from "../actors/transport.ts";
-import { WorkersTransport } from "../actors/workers.ts";
+import { WorkersTransport } from "../ranks/transports.ts";
 import { LlamaModel } from "../models/llama.ts";
 import { machine, writeSection } from "./report.ts";
 import { STORIES260K_PATH } from "../assets/paths.ts";

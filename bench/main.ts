@@ -11,14 +11,14 @@
  */
 import { Effect } from "effect";
 import { fileURLToPath } from "node:url";
-import { InProcessTransport } from "../actors/inprocess.ts";
+import { InProcessTransport } from "../ranks/transports.ts";
 import type { RankReply } from "../actors/protocol.ts";
 import { createStorageBuffer, Readback, submitAndWait } from "../gpu/buffers.ts";
 import { diffCounters, type GpuCounters, snapshotCounters } from "../gpu/counters.ts";
 import { acquireGpu, type Backend } from "../gpu/device.ts";
 import { encodeDispatches, prepareDispatch } from "../gpu/dispatch.ts";
 import { matmul, WEIGHT_BLOCK, type WeightType } from "../kernels/matmul.ts";
-import { WorkersTransport } from "../actors/workers.ts";
+import { WorkersTransport } from "../ranks/transports.ts";
 import { LlamaModel } from "../models/llama.ts";
 import { readLlama2cHeader } from "../models/llama2c.ts";
 import { collectivesBench } from "./collectives.ts";

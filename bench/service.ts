@@ -6,7 +6,7 @@
  * `deno task bench:service soak` runs the long soak of bench/service_soak.ts instead.
  */
 import { Chunk, Effect, Layer, Stream } from "effect";
-import { WorkersTransport } from "../actors/workers.ts";
+import { WorkersTransport } from "../ranks/transports.ts";
 import { makeInferenceEngine } from "../engine/scheduler.ts";
 import { machine, writeSection } from "./report.ts";
 import { STORIES260K_PATH, TOK512_PATH } from "../assets/paths.ts";

@@ -9,7 +9,7 @@
  * Targets: no gap over 2 s, and RSS after the first minute within 20% of its first-minute level.
  */
 import { Effect, Fiber, Layer, Stream } from "effect";
-import { WorkersTransport } from "../actors/workers.ts";
+import { WorkersTransport } from "../ranks/transports.ts";
 import { makeInferenceEngine } from "../engine/scheduler.ts";
 import { machine, writeSection } from "./report.ts";
 import { STORIES260K_PATH, TOK512_PATH } from "../assets/paths.ts";

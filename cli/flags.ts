@@ -4,10 +4,10 @@
  * --secret-file --weights`) with their cross-checks and the transport layer they choose.
  */
 import { Data, Effect, Layer } from "effect";
-import { InProcessTransport } from "../actors/inprocess.ts";
+import { InProcessTransport } from "../ranks/transports.ts";
 import { TcpTransport } from "../actors/tcp.ts";
 import type { Transport } from "../actors/transport.ts";
-import { WorkersTransport } from "../actors/workers.ts";
+import { WorkersTransport } from "../ranks/transports.ts";
 import type { SecretError } from "../wire/errors.ts";
 import { loadSecret } from "../wire/handshake.ts";
 import type { FlagTable } from "./flag_table.ts";

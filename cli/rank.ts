@@ -16,6 +16,7 @@
 import { Effect, Fiber } from "effect";
 import { serveRank } from "../actors/rank_server.ts";
 import { parseAddress } from "../actors/tcp.ts";
+import { standardRankPrograms } from "../ranks/programs.ts";
 import { SecretError } from "../wire/errors.ts";
 import { importSecret, loadSecret } from "../wire/handshake.ts";
 import { helpText, parseFlagTable, versionText } from "./flag_table.ts";
@@ -115,6 +116,7 @@ const program = Effect.gen(function* () {
       hostname: listen.hostname,
       port: listen.port,
       key,
+      programs: standardRankPrograms,
       backend: backend === "auto" ? undefined : backend as "dawn" | "deno",
       log: (line) => console.error(`rank ${Deno.pid}: ${line}`),
     },

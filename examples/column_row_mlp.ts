@@ -6,7 +6,7 @@
  */
 import { parseArgs } from "node:util";
 import { Effect } from "effect";
-import { InProcessTransport, Supervisor, tensor } from "../mod.ts";
+import { InProcessTransport, loadParallelLayer, Supervisor, tensor } from "../mod.ts";
 import * as reference from "../kernels/reference.ts";
 
 const { values } = parseArgs({
@@ -45,10 +45,13 @@ const program = Effect.gen(function* () {
     console.log(`rank ${r.rank}: ${r.backend} on ${r.adapter}`);
   }
 
-  const loaded = yield* supervisor.load(
-    { _tag: "ParallelMlp", name: "mlp", dim, hidden, activation: "gelu" },
-    [a, b],
-  );
+  const loaded = yield* loadParallelLayer(supervisor, {
+    _tag: "ParallelMlp",
+    name: "mlp",
+    dim,
+    hidden,
+    activation: "gelu",
+  }, [a, b]);
   for (const { rank, shardShapes, bytes } of loaded) {
     const [aShape, bShape] = shardShapes.map((s) => s.join("×"));
     console.log(

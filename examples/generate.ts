@@ -5,7 +5,7 @@
  *   deno run -A examples/generate.ts
  */
 import { Effect, Stream } from "effect";
-import { WorkersTransport } from "../actors/workers.ts";
+import { WorkersTransport } from "../ranks/transports.ts";
 import { generate, loadTokenizer } from "../models/generate.ts";
 import { LlamaModel } from "../models/llama.ts";
 import { STORIES260K_PATH, TOK512_PATH } from "../assets/paths.ts";

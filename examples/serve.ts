@@ -8,7 +8,7 @@
  *     -d '{"model": "stories260K", "prompt": "Once upon a time", "max_tokens": 32, "temperature": 0}'
  */
 import { Effect } from "effect";
-import { WorkersTransport } from "../actors/workers.ts";
+import { WorkersTransport } from "../ranks/transports.ts";
 import { InferenceEngine } from "../engine/engine.ts";
 import { makeInferenceEngine } from "../engine/scheduler.ts";
 import { ChatTemplate, loadChatTemplate } from "../serve/chat_template.ts";

@@ -4,10 +4,10 @@
  * Effect layers they choose: the transport, and logs at the chosen level.
  */
 import { Effect, Layer } from "effect";
-import { type InProcessOptions, InProcessTransport } from "../actors/inprocess.ts";
+import { type InProcessOptions, InProcessTransport } from "../ranks/transports.ts";
 import { type TcpOptions, TcpTransport } from "../actors/tcp.ts";
 import type { Transport } from "../actors/transport.ts";
-import { type WorkersOptions, WorkersTransport } from "../actors/workers.ts";
+import { type WorkersOptions, WorkersTransport } from "../ranks/transports.ts";
 import type { WeightType } from "../kernels/matmul.ts";
 import { ConfigError } from "../models/errors.ts";
 import { LOG_LEVELS, loggingLayer, type LogLevelName } from "../observe/logging.ts";

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { Chunk, Effect, Either, Fiber, Stream } from "effect";
-import { WorkersTransport } from "../actors/workers.ts";
+import { WorkersTransport } from "../ranks/transports.ts";
 import type { GeneratedPiece, GenerationRequest } from "../engine/engine.ts";
 import { makeInferenceEngine } from "../engine/scheduler.ts";
 import { generate, loadTokenizer, modelSourceOf } from "../models/generate.ts";

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { Chunk, Effect, Stream } from "effect";
-import { InProcessTransport } from "../actors/inprocess.ts";
+import { InProcessTransport } from "../ranks/transports.ts";
 import { generate, type GenerateOptions, loadTokenizer } from "../models/generate.ts";
 import { LlamaModel } from "../models/llama.ts";
 import { ReferenceLlama } from "../models/reference.ts";

@@ -6,8 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { Effect } from "effect";
-import { InProcessTransport } from "../actors/inprocess.ts";
-import { WorkersTransport } from "../actors/workers.ts";
+import { InProcessTransport } from "../ranks/transports.ts";
+import { WorkersTransport } from "../ranks/transports.ts";
 import { openHuggingFace } from "../models/huggingface.ts";
 import { ReferenceLlama } from "../models/reference.ts";
 import { argmax } from "../models/sampler.ts";

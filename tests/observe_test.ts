@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { Chunk, Effect, Schema, Stream } from "effect";
-import { InProcessTransport } from "../actors/inprocess.ts";
+import { InProcessTransport } from "../ranks/transports.ts";
 import { ToRank } from "../actors/remote_protocol.ts";
 import { TokenRate } from "../engine/token_rate.ts";
 import { makeInferenceEngine } from "../engine/scheduler.ts";

@@ -1,8 +1,8 @@
 /** Sharded equals unsharded: every parallel layer at tp 1, 2, 3 (uneven), 4 and 8 vs the CPU. */
 import assert from "node:assert/strict";
 import { Effect, Either } from "effect";
-import { InProcessTransport } from "../actors/inprocess.ts";
-import { WorkersTransport } from "../actors/workers.ts";
+import { InProcessTransport, WorkersTransport } from "../ranks/transports.ts";
+import { loadParallelLayer } from "../layers/load.ts";
 import { Supervisor } from "../actors/supervisor.ts";
 import type { RankCommand } from "../actors/protocol.ts";
 import { fromPayload, toPayload } from "../collectives/protocol.ts";
@@ -53,35 +53,35 @@ for (
   Deno.test(`${transport} tp=${tp}: column (gather and not), row (parallel and not) and MLP equal the unsharded CPU result`, async () => {
     await run(tp, (s) =>
       Effect.gen(function* () {
-        yield* s.load({
+        yield* loadParallelLayer(s, {
           _tag: "ColumnParallelLinear",
           name: "col",
           inFeatures: K,
           outFeatures: N,
           gatherOutput: false,
         }, [w]);
-        yield* s.load({
+        yield* loadParallelLayer(s, {
           _tag: "ColumnParallelLinear",
           name: "colGather",
           inFeatures: K,
           outFeatures: N,
           gatherOutput: true,
         }, [w]);
-        yield* s.load({
+        yield* loadParallelLayer(s, {
           _tag: "RowParallelLinear",
           name: "row",
           inFeatures: N,
           outFeatures: K,
           inputIsParallel: true,
         }, [wRow]);
-        yield* s.load({
+        yield* loadParallelLayer(s, {
           _tag: "RowParallelLinear",
           name: "rowFull",
           inFeatures: N,
           outFeatures: K,
           inputIsParallel: false,
         }, [wRow]);
-        yield* s.load({
+        yield* loadParallelLayer(s, {
           _tag: "ParallelMlp",
           name: "mlp",
           dim: K,
@@ -125,7 +125,7 @@ for (
 Deno.test("the MLP costs exactly one all-reduce and no all-gather", async () => {
   await run(4, (s) =>
     Effect.gen(function* () {
-      yield* s.load({
+      yield* loadParallelLayer(s, {
         _tag: "ParallelMlp",
         name: "mlp",
         dim: K,
@@ -142,7 +142,7 @@ Deno.test("a plan that cannot split is a PlanError before any weight moves", asy
     8,
     (s) =>
       Effect.either(
-        s.load({
+        loadParallelLayer(s, {
           _tag: "ColumnParallelLinear",
           name: "narrow",
           inFeatures: K,
@@ -160,7 +160,7 @@ for (const transport of ["inprocess", "workers"] as const) {
   Deno.test(`${transport}: a wrong input shape fails the step with a typed error naming the rank`, async () => {
     const outcome = await run(2, (s) =>
       Effect.gen(function* () {
-        yield* s.load({
+        yield* loadParallelLayer(s, {
           _tag: "ParallelMlp",
           name: "mlp",
           dim: K,
@@ -200,7 +200,7 @@ for (const transport of ["inprocess", "workers"] as const) {
   Deno.test(`${transport}: a pipeline of steps gives each step the bits it gives alone`, async () => {
     const { alone, pipelined } = await run(2, (s) =>
       Effect.gen(function* () {
-        yield* s.load(mlpSpec, [mlpA, mlpB]);
+        yield* loadParallelLayer(s, mlpSpec, [mlpA, mlpB]);
         const alone = yield* Effect.forEach(inputs, (input) => s.forward("mlp", input));
         const pipelined = yield* s.pipeline(inputs.map(forwardStep));
         return { alone, pipelined };
@@ -219,7 +219,7 @@ for (const transport of ["inprocess", "workers"] as const) {
   Deno.test(`${transport}: a step failing inside a pipeline fails it at once; the ranks serve on`, async () => {
     const outcome = await run(2, (s) =>
       Effect.gen(function* () {
-        yield* s.load(mlpSpec, [mlpA, mlpB]);
+        yield* loadParallelLayer(s, mlpSpec, [mlpA, mlpB]);
         const started = performance.now();
         const failed = yield* Effect.either(s.pipeline([
           forwardStep(inputs[0]),
@@ -250,7 +250,7 @@ for (const transport of ["inprocess", "workers"] as const) {
 Deno.test("a rank whose device is lost fails the step naming it; the others do not hang", async () => {
   const outcome = await run(3, (s) =>
     Effect.gen(function* () {
-      yield* s.load({
+      yield* loadParallelLayer(s, {
         _tag: "ParallelMlp",
         name: "mlp",
         dim: K,

@@ -8,9 +8,9 @@
  */
 import assert from "node:assert/strict";
 import { Chunk, Effect, type Layer, Stream } from "effect";
-import { InProcessTransport } from "../actors/inprocess.ts";
+import { InProcessTransport } from "../ranks/transports.ts";
 import type { Transport } from "../actors/transport.ts";
-import { WorkersTransport } from "../actors/workers.ts";
+import { WorkersTransport } from "../ranks/transports.ts";
 import { STORIES260K_PATH, TOK512_PATH } from "../assets/paths.ts";
 import {
   ConfigError,

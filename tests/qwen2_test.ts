@@ -7,8 +7,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Effect } from "effect";
-import { InProcessTransport } from "../actors/inprocess.ts";
-import { WorkersTransport } from "../actors/workers.ts";
+import { InProcessTransport } from "../ranks/transports.ts";
+import { WorkersTransport } from "../ranks/transports.ts";
 import { kvDim, qDim } from "../models/config.ts";
 import { openHuggingFace } from "../models/huggingface.ts";
 import { ReferenceLlama } from "../models/reference.ts";

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { Effect } from "effect";
 import { makeRankWorkerPool } from "../actors/rank_worker_pool.ts";
+import { standardRankPrograms } from "../ranks/programs.ts";
 
 const BOUND_MILLIS = 20_000;
 
@@ -13,7 +14,10 @@ Deno.test("rank worker pool: a rank past its stop deadline is terminated and its
   const ended: string[] = [];
   const closing = Effect.runPromise(Effect.scoped(Effect.gen(function* () {
     // A zero deadline: no rank stops in time, as one stuck in a long dispatch would not.
-    const pool = yield* makeRankWorkerPool({ stopDeadline: 0 });
+    const pool = yield* makeRankWorkerPool({
+      entry: standardRankPrograms.workerEntry,
+      stopDeadline: 0,
+    });
     const session = yield* pool.session({
       onMessage: (message) => ended.push(`message ${message._tag}`),
       onCrash: (why) => ended.push(`crash ${why}`),

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { Effect, Schedule } from "effect";
 import { startLocalRanks } from "../actors/local_ranks.ts";
 import { TcpTransport } from "../actors/tcp.ts";
-import { WorkersTransport } from "../actors/workers.ts";
+import { WorkersTransport } from "../ranks/transports.ts";
 import { makeInferenceEngine } from "../engine/scheduler.ts";
 import { LlamaModel } from "../models/llama.ts";
 import { STORIES260K_PATH, TOK512_PATH } from "../assets/paths.ts";

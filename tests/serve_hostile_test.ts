@@ -12,7 +12,7 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { Effect, Exit, Layer, Scope } from "effect";
-import { InProcessTransport } from "../actors/inprocess.ts";
+import { InProcessTransport } from "../ranks/transports.ts";
 import { STORIES260K_PATH, TOK512_PATH } from "../assets/paths.ts";
 import { InferenceEngine } from "../engine/engine.ts";
 import { makeInferenceEngine } from "../engine/scheduler.ts";

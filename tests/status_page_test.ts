@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { Effect, Exit, Layer, Scope } from "effect";
-import { WorkersTransport } from "../actors/workers.ts";
+import { WorkersTransport } from "../ranks/transports.ts";
 import { InferenceEngine } from "../engine/engine.ts";
 import { makeInferenceEngine } from "../engine/scheduler.ts";
 import { ChatTemplate, defaultChatTemplate } from "../serve/chat_template.ts";

@@ -6,12 +6,12 @@
  */
 import assert from "node:assert/strict";
 import { Effect, Either, type Layer, type Scope } from "effect";
-import { InProcessTransport } from "../actors/inprocess.ts";
+import { InProcessTransport } from "../ranks/transports.ts";
 import { startLocalRanks } from "../actors/local_ranks.ts";
 import { TcpTransport } from "../actors/tcp.ts";
 import { importSecret } from "../wire/handshake.ts";
 import type { Transport } from "../actors/transport.ts";
-import { WorkersTransport } from "../actors/workers.ts";
+import { WorkersTransport } from "../ranks/transports.ts";
 import { LlamaModel } from "../models/llama.ts";
 import { BOS_ID } from "../models/tokenizer.ts";
 import type { GreedyFixture } from "./fixtures/make_stories260K_greedy.ts";

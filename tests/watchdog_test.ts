@@ -19,8 +19,8 @@
 import assert from "node:assert/strict";
 import { Chunk, Effect, Exit, Layer, Scope, Stream } from "effect";
 import OpenAI from "openai";
-import { InProcessTransport } from "../actors/inprocess.ts";
-import { WorkersTransport } from "../actors/workers.ts";
+import { InProcessTransport } from "../ranks/transports.ts";
+import { WorkersTransport } from "../ranks/transports.ts";
 import { STORIES260K_PATH, TOK512_PATH } from "../assets/paths.ts";
 import { InferenceEngine } from "../engine/engine.ts";
 import { makeInferenceEngine } from "../engine/scheduler.ts";

@@ -1,21 +1,22 @@
 /**
- * The entry point of a rank Worker: one rank endpoint per session, whose messages travel over
+ * The entry point of a rank Worker (the standard program set's `workerEntry`): one rank endpoint per session, whose messages travel over
  * the Worker's port. Each Worker has its own isolate, so Dawn gets its own native event loop per
  * rank. The Worker outlives its sessions (actors/rank_worker_pool.ts): on `Stop` the rank frees
  * its device and Dawn's instance, answers `Stopped`, and waits for the next `Start`.
  */
 /// <reference lib="deno.worker" />
 import { Effect, Schema } from "effect";
+import { makeRankEndpoint } from "../actors/rank_endpoint.ts";
+import { FromRank, ToRank } from "../actors/remote_protocol.ts";
 import { releaseDawnInstance } from "../gpu/device.ts";
 import { logLevelFromEnv } from "../observe/logging.ts";
-import { makeRankEndpoint } from "./rank_endpoint.ts";
-import { FromRank, ToRank } from "./remote_protocol.ts";
+import { rankProgramFactories } from "./programs.ts";
 
 const encode = Schema.encodeSync(FromRank);
 const decode = Schema.decodeUnknownEither(ToRank);
 const post = (message: FromRank) => self.postMessage(encode(message));
 
-let endpoint = makeRankEndpoint(post);
+let endpoint = makeRankEndpoint(post, rankProgramFactories);
 let stopping = false;
 
 /** Frees the session's device, then Dawn's instance (its threads and memfds), then says so. */
@@ -30,7 +31,7 @@ const stopSession = Effect.promise(() => endpoint.stop()).pipe(
       )
   ),
   Effect.ensuring(Effect.sync(() => {
-    endpoint = makeRankEndpoint(post);
+    endpoint = makeRankEndpoint(post, rankProgramFactories);
     stopping = false;
     post({ _tag: "Stopped" });
   })),
