@@ -32,6 +32,8 @@ export interface LlamaConfig {
   readonly ropeLayout: RopeLayout;
   /** `rope_scaling` (Llama 3.1+ llama3, linear, dynamic NTK, yarn); absent: none. */
   readonly ropeScaling?: RopeScaling;
+  /** The Hugging Face `model_type` it was read as (models/families/); absent: llama. */
+  readonly family?: string;
   /** The q, k and v projections have biases (Qwen2); o has none. Absent: no biases. */
   readonly attentionBias?: boolean;
   /** Per-head RMSNorm of q and k before RoPE (Qwen3's q_norm / k_norm). Absent: none. */

@@ -17,6 +17,9 @@ import { join } from "node:path";
 import { Tokenizer as LibraryTokenizer } from "@huggingface/tokenizers";
 import { kvDim, type LlamaConfig, qDim } from "./config.ts";
 import { type LoadError, loadError } from "./errors.ts";
+import type { HuggingFaceTensor } from "./families/family.ts";
+import { llama } from "./families/llama.ts";
+import { familyOf, MODEL_FAMILIES } from "./families/registry.ts";
 import { parseRopeScaling } from "./rope_scaling.ts";
 import {
   checkReadable,
@@ -99,22 +102,13 @@ export const configFromHuggingFace = (
 ): Effect.Effect<LlamaConfig, LoadError> =>
   Effect.suspend(() => {
     const fail = (reason: string) => Effect.fail(loadError(file, `bad config: ${reason}`));
-    const archs = Array.isArray(json.architectures) ? json.architectures : [];
-    const family = json.model_type === "phi3" || archs.includes("Phi3ForCausalLM")
-      ? "phi3"
-      : json.model_type === "qwen2" || archs.includes("Qwen2ForCausalLM")
-      ? "qwen2"
-      : json.model_type === "qwen3" || archs.includes("Qwen3ForCausalLM")
-      ? "qwen3"
-      : json.model_type === "mistral" || archs.includes("MistralForCausalLM")
-      ? "mistral"
-      : json.model_type === "llama" || archs.includes("LlamaForCausalLM")
-      ? "llama"
-      : undefined;
+    const family = familyOf(json);
     if (family === undefined) {
       return fail(
         `not a supported model (model_type ${JSON.stringify(json.model_type)}, architectures ` +
-          `${JSON.stringify(json.architectures)}; supported: llama, mistral, phi3, qwen2, qwen3)`,
+          `${JSON.stringify(json.architectures)}; supported: ${
+            MODEL_FAMILIES.map((f) => f.modelType).join(", ")
+          })`,
       );
     }
     const int = (name: keyof typeof LIMITS, fallback?: number): number | string => {
@@ -168,24 +162,9 @@ export const configFromHuggingFace = (
     }
     const ropeScaling = parseRopeScaling(json.rope_scaling, seqLen);
     if (typeof ropeScaling === "string") return fail(ropeScaling);
-    if ((family === "llama" || family === "qwen3") && json.attention_bias === true) {
-      return fail(`attention_bias is not supported for ${family} (its o_proj bias has no kernel)`);
-    }
     if (json.mlp_bias === true) return fail("mlp_bias is not supported");
-    // Qwen2 slides its window only when asked to; Tessera attends to the whole context.
-    if ((family === "qwen2" || family === "qwen3") && json.use_sliding_window === true) {
-      return fail(`use_sliding_window = true is not supported (${family})`);
-    }
-    // Mistral v0.1 attends to the last sliding_window positions; v0.2 on set it to null.
-    const window = family === "mistral" || family === "phi3" ? json.sliding_window ?? null : null;
-    if (
-      family === "phi3" && json.partial_rotary_factor != null && json.partial_rotary_factor !== 1
-    ) {
-      return fail(`partial_rotary_factor = ${json.partial_rotary_factor} is not supported (phi3)`);
-    }
-    if (!(window === null || (Number.isSafeInteger(window) && (window as number) > 0))) {
-      return fail(`sliding_window = ${JSON.stringify(window)} must be a positive integer or null`);
-    }
+    const features = family.features(json, { seqLen });
+    if (typeof features === "string") return fail(features);
     if (json.hidden_act !== undefined && json.hidden_act !== "silu") {
       return fail(`hidden_act ${JSON.stringify(json.hidden_act)} is not supported (only silu)`);
     }
@@ -202,12 +181,8 @@ export const configFromHuggingFace = (
       ropeTheta: theta,
       ropeLayout: "half",
       ...(ropeScaling.type === "default" ? {} : { ropeScaling }),
-      ...(family === "qwen2" ? { attentionBias: true } : {}),
-      ...(family === "qwen3" ? { qkNorm: true } : {}),
-      ...(family === "phi3" ? { fusedProjections: true } : {}),
-      ...(window !== null && (window as number) < seqLen
-        ? { slidingWindow: window as number }
-        : {}),
+      family: family.modelType,
+      ...features,
       sharedClassifier: tie,
     });
   });
@@ -215,14 +190,7 @@ export const configFromHuggingFace = (
 // ---------------------------------------------------------------------------------------------
 // Tensor names
 
-/** One tensor the model needs: its `loadRankShards` name, its HF name and its [out, in] shape. */
-export interface HuggingFaceTensor {
-  readonly name: string;
-  readonly hfName: string;
-  readonly shape: readonly number[];
-  /** Where a fused checkpoint (Phi-3's qkv_proj, gate_up_proj) holds this tensor's rows. */
-  readonly rowOffset?: number;
-}
+export type { HuggingFaceTensor } from "./families/family.ts";
 
 /** HF suffixes of the per-layer tensors, by the name `loadRankShards` uses. */
 const LAYER_TENSORS = {
@@ -238,37 +206,12 @@ const LAYER_TENSORS = {
 } as const;
 
 /**
- * Phi-3's fused checkpoints: q, k and v are row blocks of `qkv_proj` [q + 2·kv, dim], gate and
- * up of `gate_up_proj` [2·hidden, dim]. Each rank reads its own rows of each block.
- */
-const FUSED: Record<
-  string,
-  {
-    hf: string;
-    rows: (q: number, kv: number, hidden: number) => number;
-    offset: (q: number, kv: number, hidden: number) => number;
-  }
-> = {
-  wq: { hf: "self_attn.qkv_proj", rows: (q, kv) => q + 2 * kv, offset: () => 0 },
-  wk: { hf: "self_attn.qkv_proj", rows: (q, kv) => q + 2 * kv, offset: (q) => q },
-  wv: { hf: "self_attn.qkv_proj", rows: (q, kv) => q + 2 * kv, offset: (q, kv) => q + kv },
-  w1: { hf: "mlp.gate_up_proj", rows: (_q, _kv, h) => 2 * h, offset: () => 0 },
-  w3: { hf: "mlp.gate_up_proj", rows: (_q, _kv, h) => 2 * h, offset: (_q, _kv, h) => h },
-};
-
-/** Qwen2's projection biases: name, HF projection, length. */
-const BIASES = [
-  ["bq", "q_proj", qDim],
-  ["bk", "k_proj", kvDim],
-  ["bv", "v_proj", kvDim],
-] as const;
-
-/**
  * Every tensor of a Llama of this config with its HF name and expected shape; `output`
  * (`lm_head.weight`) only when the classifier is not shared with the embedding.
  */
 export const huggingFaceTensors = (config: LlamaConfig): HuggingFaceTensor[] => {
   const { dim, hiddenDim, vocabSize } = config;
+  const family = MODEL_FAMILIES.find((f) => f.modelType === (config.family ?? "llama")) ?? llama;
   const shapes: Record<keyof typeof LAYER_TENSORS, number[]> = {
     attention_norm: [dim],
     wq: [qDim(config), dim],
@@ -286,7 +229,7 @@ export const huggingFaceTensors = (config: LlamaConfig): HuggingFaceTensor[] => 
   const q = qDim(config), kv = kvDim(config);
   for (let l = 0; l < config.nLayers; l++) {
     for (const [name, hf] of Object.entries(LAYER_TENSORS)) {
-      const fused = config.fusedProjections ? FUSED[name] : undefined;
+      const fused = family.fused?.[name];
       out.push(
         fused === undefined
           ? {
@@ -302,24 +245,7 @@ export const huggingFaceTensors = (config: LlamaConfig): HuggingFaceTensor[] => 
           },
       );
     }
-    if (config.qkNorm) {
-      for (const name of ["q_norm", "k_norm"]) {
-        out.push({
-          name: `layers.${l}.${name}`,
-          hfName: `model.layers.${l}.self_attn.${name}.weight`,
-          shape: [config.headDim],
-        });
-      }
-    }
-    if (config.attentionBias) {
-      for (const [name, hf, width] of BIASES) {
-        out.push({
-          name: `layers.${l}.${name}`,
-          hfName: `model.layers.${l}.self_attn.${hf}.bias`,
-          shape: [width(config)],
-        });
-      }
-    }
+    out.push(...family.layerTensors?.(config, l) ?? []);
   }
   out.push({ name: "norm", hfName: "model.norm.weight", shape: [dim] });
   if (!config.sharedClassifier) {

@@ -115,7 +115,7 @@ for (const variant of VARIANTS) {
           meta: { config: meta.config, weights: yield* readAllWeights(meta.source, meta.config) },
         };
       })));
-      assert.deepEqual(hf.config, { ...config, ropeLayout: "half" });
+      assert.deepEqual(hf.config, { ...config, family: "llama", ropeLayout: "half" });
       assert.deepEqual(meta.config, config);
       if (variant.tied) assert.deepEqual(hf.weights.output, hf.weights.tokEmbeddings);
       // The files really hold the dtype, and the weights are exactly representable in it.

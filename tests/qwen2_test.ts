@@ -50,7 +50,11 @@ Deno.test("qwen2: q/k/v biases from an HF directory on the GPU at tp 1, 2, 4 equ
       hfWeights.set(`layers.${l}.bk`, hfPermute(bk, config.nKvHeads, kvDim(config), 1));
       hfWeights.set(`layers.${l}.bv`, bv);
     }
-    const tensors = hfTensors({ ...config, attentionBias: true }, hfWeights, "F32");
+    const tensors = hfTensors(
+      { ...config, family: "qwen2", attentionBias: true },
+      hfWeights,
+      "F32",
+    );
     assert.equal(tensors.filter((t) => t.name.endsWith(".bias")).length, 3 * config.nLayers);
     await Deno.writeFile(join(dir, "model.safetensors"), encodeSafetensors(tensors));
 

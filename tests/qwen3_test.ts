@@ -48,7 +48,7 @@ Deno.test("qwen3: per-head q/k norms from an HF directory on the GPU at tp 1, 2,
       hfWeights.set(`layers.${l}.q_norm`, toHalf(qNorm));
       hfWeights.set(`layers.${l}.k_norm`, toHalf(kNorm));
     }
-    const tensors = hfTensors({ ...config, qkNorm: true }, hfWeights, "F32");
+    const tensors = hfTensors({ ...config, family: "qwen3", qkNorm: true }, hfWeights, "F32");
     assert.equal(
       tensors.filter((t) => /_norm\.weight$/.test(t.name) && /self_attn/.test(t.name)).length,
       2 * config.nLayers,
