@@ -423,8 +423,7 @@ const measureConfig = (mc: ModelCase, { tp, backend, weights, transport }: Setup
     // Decode: greedy, after warm-up steps that compile nothing new but settle caches.
     let pos = done;
     for (let i = 0; i < DECODE_WARMUP; i++) {
-      yield* model.forward([token], pos++);
-      token = (yield* model.candidates(1, 0)).indices[0];
+      token = (yield* model.forwardWithCandidates([token], pos++, 0, 1, 0)).indices[0];
     }
     before = snapshot();
     collectiveBefore = [...collective];
@@ -432,8 +431,7 @@ const measureConfig = (mc: ModelCase, { tp, backend, weights, transport }: Setup
     const decodeStart = performance.now();
     while (stepMs.length < mc.decodeTokens && pos < model.config.seqLen) {
       const s0 = performance.now();
-      yield* model.forward([token], pos++);
-      token = (yield* model.candidates(1, 0)).indices[0];
+      token = (yield* model.forwardWithCandidates([token], pos++, 0, 1, 0)).indices[0];
       stepMs.push(performance.now() - s0);
       if (performance.now() - decodeStart > mc.decodeBudgetMs) break;
     }

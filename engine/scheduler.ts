@@ -281,12 +281,14 @@ export const makeInferenceEngine = (
           sequence.prefilled = true;
           return;
         }
-        yield* model.forward(promptTokens, 0, sequence.slot);
-        yield* metrics.promptTokens(Effect.succeed(promptTokens.length));
-        const candidates = yield* model.candidates(
+        const candidates = yield* model.forwardWithCandidates(
+          promptTokens,
+          0,
+          sequence.slot,
           sequence.temperature > 0 ? CANDIDATES_PER_RANK : 1,
           sequence.temperature,
         );
+        yield* metrics.promptTokens(Effect.succeed(promptTokens.length));
         sequence.prefilled = true;
         const token = yield* sequence.choose(candidates, model.logits());
         yield* metrics.timeToFirstToken(
@@ -302,26 +304,32 @@ export const makeInferenceEngine = (
         yield* sequence.accept(token);
       });
 
-    /** One decode step: a row per running sequence, then each samples its next token. */
+    /**
+     * One decode step: a row per running sequence, the LM head in the same pipeline (one head
+     * per temperature: greedy rows need only the top candidate), then each samples its token.
+     */
     const decode = (model: LlamaModel, batch: readonly Sequence[]) =>
       Effect.gen(function* () {
-        yield* model.step(batch.map((s) => ({
-          token: s.generated[s.generated.length - 1],
-          sequence: s.slot,
-          position: s.nextPosition,
-        })));
-        yield* metrics.batchSize(Effect.succeed(batch.length));
-        // One LM head call per temperature: greedy rows need only the top candidate.
         const byTemperature = new Map<number, number[]>();
         batch.forEach((s, row) => {
           byTemperature.set(s.temperature, [...(byTemperature.get(s.temperature) ?? []), row]);
         });
-        for (const [temperature, rows] of byTemperature) {
-          const lists = yield* model.candidatesFor(
-            rows,
-            temperature > 0 ? CANDIDATES_PER_RANK : 1,
-            temperature,
-          );
+        const heads = [...byTemperature].map(([temperature, rows]) => ({
+          rows,
+          k: temperature > 0 ? CANDIDATES_PER_RANK : 1,
+          temperature,
+        }));
+        const listsPerHead = yield* model.stepWithHeads(
+          batch.map((s) => ({
+            token: s.generated[s.generated.length - 1],
+            sequence: s.slot,
+            position: s.nextPosition,
+          })),
+          heads,
+        );
+        yield* metrics.batchSize(Effect.succeed(batch.length));
+        for (const [h, { rows }] of heads.entries()) {
+          const lists = listsPerHead[h];
           for (const [i, row] of rows.entries()) {
             const sequence = batch[row];
             const fullLogits = Effect.map(model.logitsFor([row]), (l) => l[0]);

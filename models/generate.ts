@@ -179,23 +179,29 @@ export const generate = (
     const stops = (options.stopAtEos ?? true) ? stopIds(tokenizer) : new Set<number>();
     const decoder = tokenizer.streamDecoder(prompt[prompt.length - 1]);
 
-    /** The next token from the logits of the last position fed. */
-    const nextToken: Effect.Effect<number, StepFailure | NonFiniteLogits> = Effect.flatMap(
-      model.candidates(sampler === undefined ? 1 : CANDIDATES_PER_RANK, temperature),
-      (candidates) =>
-        chooseToken(
-          sampler,
-          candidates,
-          Effect.suspend(() => model.logits()),
-          tokenizer.vocabSize,
-          vocabSize,
-        ),
-    );
+    const k = sampler === undefined ? 1 : CANDIDATES_PER_RANK;
+    /** The next token after `feed` at `pos` (the LM head in its pipeline), or after the prompt. */
+    const nextToken = (
+      feed: Option.Option<number>,
+      pos: number,
+    ): Effect.Effect<number, StepFailure | NonFiniteLogits> =>
+      Effect.flatMap(
+        Option.isSome(feed)
+          ? model.forwardWithCandidates([feed.value], pos, 0, k, temperature)
+          : model.candidates(k, temperature),
+        (candidates) =>
+          chooseToken(
+            sampler,
+            candidates,
+            Effect.suspend(() => model.logits()),
+            tokenizer.vocabSize,
+            vocabSize,
+          ),
+      );
 
     const step = (state: State) =>
       Effect.gen(function* () {
-        if (Option.isSome(state.feed)) yield* model.forward([state.feed.value], state.pos - 1);
-        const token = yield* nextToken;
+        const token = yield* nextToken(state.feed, state.pos - 1);
         const generated = state.generated + 1;
         const stop = stops.has(token);
         const last = stop || generated >= maxTokens || state.pos >= seqLen;

@@ -5,7 +5,7 @@
  */
 import { Effect, type Scope } from "effect";
 import type { PlanError, StepFailure } from "../actors/errors.ts";
-import type { ModelSource } from "../actors/protocol.ts";
+import type { ModelSource, RankReply } from "../actors/protocol.ts";
 import { expectReplies, type ReplyObserver, Supervisor } from "../actors/supervisor.ts";
 import type { SpawnError, Transport } from "../actors/transport.ts";
 import { fromPayload } from "../collectives/protocol.ts";
@@ -48,6 +48,48 @@ export interface StepRow {
 
 /** Why {@link LlamaModel.load} failed. */
 export type LoadLlamaError = LoadError | ConfigError | PlanError | StepFailure | SpawnError;
+
+/** An LM head over some rows of a step: the rows, how many candidates, at which temperature. */
+export interface HeadRequest {
+  readonly rows: readonly number[];
+  readonly k: number;
+  readonly temperature: number;
+}
+
+const headCommand = (step: number, head: HeadRequest) => ({
+  _tag: "LmHead" as const,
+  step,
+  rows: head.rows,
+  topK: head.k,
+  temperature: head.temperature,
+});
+
+/** Every rank's candidates of a head, merged per row over the ranks' vocabulary slices. */
+const mergeHeadReplies = (
+  replies: readonly RankReply[],
+  head: HeadRequest,
+): Effect.Effect<readonly CandidateList[], StepFailure> =>
+  expectReplies("Candidates")(replies).pipe(
+    Effect.map((ranks) =>
+      head.rows.map((_, row) =>
+        mergeCandidates(
+          ranks.map((r) => {
+            const values = f32FromBytes(r.values);
+            const indices = i32FromBytes(r.indices);
+            const perRow = values.length / r.rows;
+            return {
+              values: values.subarray(row * perRow, (row + 1) * perRow),
+              indices: indices.subarray(row * perRow, (row + 1) * perRow),
+              logSumExp: r.logSumExp?.[row],
+            };
+          }),
+          // The global top k lies within the union of every rank's top k; beyond k the
+          // merged list would skip tokens that ranks did not send.
+          head.k,
+        )
+      )
+    ),
+  );
 
 /**
  * A Llama-family model sharded over a group of ranks (see {@link LlamaModel.load}): runs
@@ -160,9 +202,20 @@ export class LlamaModel {
    * prefill chunk, or a batched decode with one row per running sequence.
    */
   step(rows: readonly StepRow[]): Effect.Effect<void, StepFailure> {
-    const s = this.supervisor;
+    return this.stepWithHeads(rows, []).pipe(Effect.asVoid);
+  }
+
+  /**
+   * A step and the LM head of some of its rows in one pipeline, so a decode token costs one
+   * round trip to the ranks, not two: every rank gets the embedding, the layers and the heads at
+   * once. One list of candidates per head, one per row it names.
+   */
+  stepWithHeads(
+    rows: readonly StepRow[],
+    heads: readonly HeadRequest[],
+  ): Effect.Effect<readonly (readonly CandidateList[])[], StepFailure> {
     // One pipeline: every rank gets the embedding and all layers at once (see Supervisor.pipeline).
-    return s.pipeline([
+    return this.supervisor.pipeline([
       (_, step) => ({
         _tag: "Embed",
         step,
@@ -175,9 +228,43 @@ export class LlamaModel {
         (_, layer) => (_rank: number, step: number) =>
           ({ _tag: "DecoderLayer", step, layer }) as const,
       ),
-    ]).pipe(Effect.map(() => {
-      this.lastStepRows = rows.length;
-    }));
+      ...heads.map((head) => (_rank: number, step: number) => headCommand(step, head)),
+    ]).pipe(
+      Effect.tap(() => (this.lastStepRows = rows.length)),
+      Effect.flatMap((replies) =>
+        Effect.forEach(
+          heads,
+          (head, i) => mergeHeadReplies(replies[replies.length - heads.length + i], head),
+        )
+      ),
+    );
+  }
+
+  /**
+   * `forward`, then the top `k` candidates after its last token, the LM head riding in the
+   * pipeline of the last chunk.
+   */
+  forwardWithCandidates(
+    tokens: readonly number[],
+    startPos: number,
+    sequence: number,
+    k: number,
+    temperature: number,
+  ): Effect.Effect<CandidateList, StepFailure> {
+    if (tokens.length === 0) return this.candidates(k, temperature);
+    return Effect.gen(this, function* () {
+      const last = Math.floor((tokens.length - 1) / this.maxBatchTokens) * this.maxBatchTokens;
+      yield* this.forward(tokens.slice(0, last), startPos, sequence);
+      const chunk = tokens.slice(last).map((token, r) => ({
+        token,
+        sequence,
+        position: startPos + last + r,
+      }));
+      const [lists] = yield* this.stepWithHeads(chunk, [
+        { rows: [chunk.length - 1], k, temperature },
+      ]);
+      return lists[0];
+    });
   }
 
   /**
@@ -198,33 +285,9 @@ export class LlamaModel {
     k: number,
     temperature: number,
   ): Effect.Effect<readonly CandidateList[], StepFailure> {
-    return this.supervisor.step((_, step) => ({
-      _tag: "LmHead",
-      step,
-      rows,
-      topK: k,
-      temperature,
-    })).pipe(
-      Effect.flatMap(expectReplies("Candidates")),
-      Effect.map((replies) =>
-        rows.map((_, row) =>
-          mergeCandidates(
-            replies.map((r) => {
-              const values = f32FromBytes(r.values);
-              const indices = i32FromBytes(r.indices);
-              const perRow = values.length / r.rows;
-              return {
-                values: values.subarray(row * perRow, (row + 1) * perRow),
-                indices: indices.subarray(row * perRow, (row + 1) * perRow),
-                logSumExp: r.logSumExp?.[row],
-              };
-            }),
-            // The global top k lies within the union of every rank's top k; beyond k the
-            // merged list would skip tokens that ranks did not send.
-            k,
-          )
-        )
-      ),
+    const head = { rows, k, temperature };
+    return this.supervisor.step((_, step) => headCommand(step, head)).pipe(
+      Effect.flatMap((replies) => mergeHeadReplies(replies, head)),
     );
   }
 

@@ -56,15 +56,19 @@ Deno.test("generate: greedy from BOS at tp 1 equals the fixture and the publishe
 const scriptedModel = (script: number[], seqLen = 512) => {
   const fed: [number[], number][] = [];
   let at = 0;
+  const forward = (tokens: readonly number[], pos: number) =>
+    Effect.sync(() => void fed.push([[...tokens], pos]));
+  const candidates = () =>
+    Effect.sync(() => ({
+      values: new Float32Array(1),
+      indices: Int32Array.of(script[at++]),
+    }));
   const model = {
     config: { seqLen, vocabSize: 512 },
-    forward: (tokens: readonly number[], pos: number) =>
-      Effect.sync(() => void fed.push([[...tokens], pos])),
-    candidates: () =>
-      Effect.sync(() => ({
-        values: new Float32Array(1),
-        indices: Int32Array.of(script[at++]),
-      })),
+    forward,
+    candidates,
+    forwardWithCandidates: (tokens: readonly number[], pos: number) =>
+      Effect.zipRight(forward(tokens, pos), candidates()),
   } as unknown as LlamaModel;
   return { model, fed };
 };
