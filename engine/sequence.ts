@@ -8,7 +8,7 @@ import { Effect, Option, Queue, Take } from "effect";
 import type { StepFailure } from "../actors/errors.ts";
 import type { CandidateList } from "../models/sampler.ts";
 import { chooseToken, Sampler } from "../models/sampler.ts";
-import type { StreamDecoder, TextTokenizer } from "../models/tokenizer.ts";
+import { generatedText, type StreamDecoder, type TextTokenizer } from "../models/tokenizer.ts";
 import { stopIds } from "../models/generate.ts";
 import {
   type FinishReason,
@@ -137,8 +137,7 @@ export class Sequence {
             this.request.promptTokens.length + this.generated.length > this.contextLength
         ? "length"
         : undefined;
-      const text = (stop ? "" : this.decode((d) => d.push(token))) +
-        (finishReason ? this.decode((d) => d.flush()) : "");
+      const text = generatedText(this.decoder, token, { stop, last: finishReason !== undefined });
       yield* Queue.offer(this.output, Take.of({ token, text, finishReason }));
       if (finishReason) yield* this.end(Option.none());
       return finishReason !== undefined;
@@ -156,15 +155,6 @@ export class Sequence {
         Option.match(failure, { onNone: () => Take.end, onSome: (e) => Take.fail(e) }),
       );
     }));
-  }
-
-  /** A token the tokenizer cannot decode prints as U+FFFD rather than killing the batch. */
-  private decode(f: (d: StreamDecoder) => string): string {
-    try {
-      return f(this.decoder);
-    } catch {
-      return "\uFFFD";
-    }
   }
 }
 

@@ -25,12 +25,12 @@ import type { ErrorFields, TaggedErrorClass } from "../util/tagged_error.ts";
 import { dirname, join } from "node:path";
 import type { StepFailure } from "../actors/errors.ts";
 import type { ModelSource } from "../actors/protocol.ts";
-import { ConfigError, type LoadError, loadError } from "./errors.ts";
+import { type ConfigError, type LoadError, loadError } from "./errors.ts";
 import { loadHuggingFaceTokenizer } from "./huggingface.ts";
 import { readLlama2cHeader } from "./llama2c.ts";
 import type { LlamaModel } from "./llama.ts";
 import { chooseToken, type NonFiniteLogits, Sampler } from "./sampler.ts";
-import { loadLlama2cTokenizer, type StreamDecoder, type TextTokenizer } from "./tokenizer.ts";
+import { generatedText, loadLlama2cTokenizer, type TextTokenizer } from "./tokenizer.ts";
 
 /** Generation options that cannot work (checked before any rank is asked for anything). */
 export interface GenerateInputError extends Cause.YieldableError {
@@ -111,18 +111,6 @@ export const stopIds = (tokenizer: TextTokenizer): ReadonlySet<number> => {
   const extra = (tokenizer as { eosIds?: readonly number[] }).eosIds ?? [];
   return new Set([tokenizer.bosId, tokenizer.eosId, ...extra]);
 };
-
-/** Runs the tokenizer's decoder, turning an id it does not know into a typed error. */
-const decodeWith = (decoder: StreamDecoder, f: (d: StreamDecoder) => string) =>
-  Effect.try({
-    try: () => f(decoder),
-    catch: (e) =>
-      new ConfigError({
-        message: `the tokenizer cannot decode a generated token (${
-          e instanceof Error ? e.message : e
-        }): does it belong to this model?`,
-      }),
-  });
 
 /** Where the step loop stands. */
 interface State {
@@ -205,8 +193,7 @@ export const generate = (
         const generated = state.generated + 1;
         const stop = stops.has(token);
         const last = stop || generated >= maxTokens || state.pos >= seqLen;
-        const text = (stop ? "" : yield* decodeWith(decoder, (d) => d.push(token))) +
-          (last ? yield* decodeWith(decoder, (d) => d.flush()) : "");
+        const text = generatedText(decoder, token, { stop, last });
         const next: Option.Option<State> = last
           ? Option.none()
           : Option.some({ generated, pos: state.pos + 1, feed: Option.some(token) });

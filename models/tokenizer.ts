@@ -21,6 +21,28 @@ export interface StreamDecoder {
 }
 
 /**
+ * The text a generated token adds to its stream, for every decode loop (generate() and the
+ * engine): none for a stop token, what `token` completes, and on the last token whatever is
+ * pending. A token the tokenizer cannot decode (a tokenizer not of this model) prints as U+FFFD,
+ * as Hugging Face's `errors="replace"` does, rather than ending the stream.
+ */
+export const generatedText = (
+  decoder: StreamDecoder,
+  token: number,
+  { stop, last }: { readonly stop: boolean; readonly last: boolean },
+): string => {
+  const replaced = (f: () => string) => {
+    try {
+      return f();
+    } catch {
+      return "\uFFFD";
+    }
+  };
+  return (stop ? "" : replaced(() => decoder.push(token))) +
+    (last ? replaced(() => decoder.flush()) : "");
+};
+
+/**
  * What generation needs from a tokenizer, whatever its format: llama2.c `tokenizer.bin`
  * (`Tokenizer` below) or Hugging Face `tokenizer.json` (models/huggingface.ts).
  */

@@ -105,6 +105,16 @@ Deno.test("generate: EOS and BOS end the stream; text goes with the token that c
   // An unfinished character at the end is flushed (as U+FFFD) into the last token's text.
   const cut = await collect(scriptedModel([eAcute1]).model, tok, { prompt: "", maxTokens: 1 });
   assert.deepEqual(cut, [{ token: eAcute1, text: "\uFFFD" }]);
+
+  // A token the tokenizer does not know prints as U+FFFD, as in the engine (one rule for both
+  // loops: generatedText), and the stream goes on.
+  const unknown = await collect(scriptedModel([tok.vocabSize + 7, 99]).model, tok, {
+    prompt: "",
+    maxTokens: 2,
+  });
+  assert.deepEqual(unknown.map((t) => t.token), [tok.vocabSize + 7, 99]);
+  assert.equal(unknown[0].text, "\uFFFD");
+  assert.equal(unknown[1].text, tok.streamDecoder(tok.vocabSize + 7).push(99));
 });
 
 Deno.test("generate: the sequence stops at seq_len; bad options are typed errors", async () => {
