@@ -129,6 +129,7 @@ export type {
   StepFailure as LayerStepFailure,
 } from "./layers/layer.ts";
 export {
+  type HeadRequest,
   LlamaModel,
   type LoadLlamaError,
   type LoadLlamaOptions,

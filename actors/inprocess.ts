@@ -20,8 +20,6 @@ import { failedReply, Transport } from "./transport.ts";
 
 /** Options of {@link InProcessTransport}. */
 export interface InProcessOptions {
-  /** What each rank runs (ranks/programs.ts's set unless a test brings its own). */
-  readonly programs: RankProgramSet;
   /** Defaults to `TESSERA_GPU_BACKEND`, else Dawn with Deno's built-in WebGPU as fallback. */
   readonly backend?: BackendChoice;
   /** How long a collective waits for the slowest rank before failing. */
@@ -37,12 +35,18 @@ interface Envelope {
 export const inProcessBackend = (requested?: BackendChoice): BackendChoice =>
   requested ?? backendFromEnv();
 
-const spawnRank = (rank: number, tp: number, group: InProcessGroup, options: InProcessOptions) =>
+const spawnRank = (
+  rank: number,
+  tp: number,
+  group: InProcessGroup,
+  programs: RankProgramSet,
+  options: InProcessOptions,
+) =>
   Effect.gen(function* () {
     const backend = inProcessBackend(options.backend);
     const gpu = yield* acquireGpu({ label: `rank ${rank}`, backend });
     const telemetry = yield* currentTelemetry;
-    const runtime = makeRankRuntime(rank, tp, gpu, group, options.programs.factories, {
+    const runtime = makeRankRuntime(rank, tp, gpu, group, programs.factories, {
       tracing: telemetry.tracing,
       emit: telemetry.rankEvent,
     });
@@ -102,7 +106,10 @@ const spawnRank = (rank: number, tp: number, group: InProcessGroup, options: InP
  * );
  * ```
  */
-export const InProcessTransport = (options: InProcessOptions): Layer.Layer<Transport> =>
+export const InProcessTransport = (
+  programs: RankProgramSet,
+  options: InProcessOptions = {},
+): Layer.Layer<Transport> =>
   Layer.succeed(Transport, {
     name: "inprocess",
     spawn: (tp) =>
@@ -110,7 +117,7 @@ export const InProcessTransport = (options: InProcessOptions): Layer.Layer<Trans
         const group = new InProcessGroup(tp, { timeout: options.collectiveTimeout });
         const ranks = yield* Effect.forEach(
           Array.from({ length: tp }, (_, r) => r),
-          (r) => spawnRank(r, tp, group, options),
+          (r) => spawnRank(r, tp, group, programs, options),
           { concurrency: "unbounded" },
         );
         return {

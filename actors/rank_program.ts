@@ -12,9 +12,13 @@ import type { RankCommand, RankReply } from "./protocol.ts";
 
 /** What a rank gives its programs: who it is, its device, its collectives and its reporting. */
 export interface RankContext {
+  /** This rank's index, 0 to tp - 1. */
   readonly rank: number;
+  /** The group's size. */
   readonly tp: number;
+  /** The rank's own device. */
   readonly gpu: Gpu;
+  /** Where the rank's collectives meet the other ranks'. */
   readonly group: CollectiveGroup;
   /** Records spans when the supervisor traces, else records nothing. */
   readonly timeline: Timeline;
@@ -24,7 +28,9 @@ export interface RankContext {
 
 /** A failure a program reports; the rank turns it into a `Failed` reply naming itself. */
 export interface RankProgramError {
+  /** The error's tag, sent as the `Failed` reply's reason. */
   readonly _tag: string;
+  /** What went wrong, sent as the `Failed` reply's message. */
   readonly message: string;
 }
 
@@ -32,6 +38,7 @@ export interface RankProgramError {
 export interface RankProgram {
   /** The command tags this program executes; no two programs of a rank share one. */
   readonly commands: ReadonlySet<RankCommand["_tag"]>;
+  /** Runs one of its commands and gives the reply. */
   execute(command: RankCommand): Effect.Effect<RankReply, RankProgramError>;
   /** Frees the device memory the program holds (the device belongs to the rank). */
   release(): void;
@@ -46,6 +53,8 @@ export type RankProgramFactory = (context: RankContext) => RankProgram;
  * factories, since a Worker cannot receive code).
  */
 export interface RankProgramSet {
+  /** The programs of a rank in this isolate. */
   readonly factories: readonly RankProgramFactory[];
+  /** The module a rank Worker starts: it builds its endpoint with the same factories. */
   readonly workerEntry: URL;
 }

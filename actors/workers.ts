@@ -25,8 +25,6 @@ import { type RankGroup, Transport } from "./transport.ts";
 
 /** Options of {@link WorkersTransport}. */
 export interface WorkersOptions {
-  /** What each rank runs; its `workerEntry` is the module every rank Worker starts. */
-  readonly programs: RankProgramSet;
   /** WebGPU backend of every rank; default from the environment (`auto`: Dawn, else Deno's). */
   readonly backend?: BackendChoice;
   /** How long a collective waits for the slowest rank before failing. */
@@ -107,10 +105,13 @@ const spawnWorker = (
  * );
  * ```
  */
-export const WorkersTransport = (options: WorkersOptions): Layer.Layer<Transport> =>
+export const WorkersTransport = (
+  programs: RankProgramSet,
+  options: WorkersOptions = {},
+): Layer.Layer<Transport> =>
   Layer.scoped(
     Transport,
-    Effect.map(makeRankWorkerPool({ entry: options.programs.workerEntry }), (pool) => ({
+    Effect.map(makeRankWorkerPool({ entry: programs.workerEntry }), (pool) => ({
       name: "workers",
       spawn: (tp: number) =>
         Effect.gen(function* () {

@@ -51,8 +51,11 @@ export type LoadLlamaError = LoadError | ConfigError | PlanError | StepFailure |
 
 /** An LM head over some rows of a step: the rows, how many candidates, at which temperature. */
 export interface HeadRequest {
+  /** Rows of the step whose next-token candidates are wanted. */
   readonly rows: readonly number[];
+  /** Candidates per rank and row (1 for greedy). */
   readonly k: number;
+  /** Sampling temperature; above 0 the candidates carry each row's log-sum-exp. */
   readonly temperature: number;
 }
 

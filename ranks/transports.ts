@@ -1,6 +1,7 @@
 /**
  * The transports with the standard rank programs: what applications, the CLI and the tests
- * use. actors/ defines the transports for any program set; these bind the standard one.
+ * use. actors/ defines the transports for any program set; these bind the standard one unless
+ * given another.
  */
 import type { Layer } from "effect";
 import * as inProcess from "../actors/inprocess.ts";
@@ -9,17 +10,12 @@ import type { Transport } from "../actors/transport.ts";
 import * as workers from "../actors/workers.ts";
 import { standardRankPrograms } from "./programs.ts";
 
-type WithPrograms<O> = Omit<O, "programs"> & { readonly programs?: RankProgramSet };
-
-/** Options of {@link InProcessTransport}: the actors' options, programs defaulting to the standard set. */
-export type InProcessOptions = WithPrograms<inProcess.InProcessOptions>;
-
-/** Options of {@link WorkersTransport}: the actors' options, programs defaulting to the standard set. */
-export type WorkersOptions = WithPrograms<workers.WorkersOptions>;
+export type { InProcessOptions } from "../actors/inprocess.ts";
+export type { WorkersOptions } from "../actors/workers.ts";
 
 /**
- * Every rank a fiber of this isolate with its own device, running the standard programs
- * (see actors/inprocess.ts).
+ * Every rank a fiber of this isolate with its own device, running `programs` (the standard
+ * ones by default; see actors/inprocess.ts).
  *
  * @example
  * ```ts
@@ -33,12 +29,14 @@ export type WorkersOptions = WithPrograms<workers.WorkersOptions>;
  * await Effect.runPromise(Effect.scoped(program).pipe(Effect.provide(InProcessTransport())));
  * ```
  */
-export const InProcessTransport = (options: InProcessOptions = {}): Layer.Layer<Transport> =>
-  inProcess.InProcessTransport({ ...options, programs: options.programs ?? standardRankPrograms });
+export const InProcessTransport = (
+  options: inProcess.InProcessOptions = {},
+  programs: RankProgramSet = standardRankPrograms,
+): Layer.Layer<Transport> => inProcess.InProcessTransport(programs, options);
 
 /**
- * Every rank a Worker (its own isolate and Dawn event loop) running the standard programs,
- * collectives through shared memory (see actors/workers.ts).
+ * Every rank a Worker (its own isolate and Dawn event loop) running `programs` (the standard
+ * ones by default), collectives through shared memory (see actors/workers.ts).
  *
  * @example
  * ```ts
@@ -54,5 +52,7 @@ export const InProcessTransport = (options: InProcessOptions = {}): Layer.Layer<
  * );
  * ```
  */
-export const WorkersTransport = (options: WorkersOptions = {}): Layer.Layer<Transport> =>
-  workers.WorkersTransport({ ...options, programs: options.programs ?? standardRankPrograms });
+export const WorkersTransport = (
+  options: workers.WorkersOptions = {},
+  programs: RankProgramSet = standardRankPrograms,
+): Layer.Layer<Transport> => workers.WorkersTransport(programs, options);

@@ -34,9 +34,9 @@ const withPrograms = <A, E>(
 ) =>
   Effect.runPromise(
     Effect.scoped(Effect.flatMap(Supervisor.make({ tp: 3 }), body)).pipe(
-      Effect.provide(InProcessTransport({
-        programs: { factories, workerEntry: standardRankPrograms.workerEntry },
-      })),
+      Effect.provide(InProcessTransport(
+        { factories, workerEntry: standardRankPrograms.workerEntry },
+      )),
     ),
   );
 
