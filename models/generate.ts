@@ -117,8 +117,11 @@ interface State {
   readonly generated: number;
   /** Position the token sampled at this step will be fed at (its logits come from pos - 1). */
   readonly pos: number;
-  /** The previous step's token, fed lazily so it is emitted before the model runs again. */
-  readonly feed: Option.Option<number>;
+  /**
+   * What this step feeds, ending at pos - 1: the prompt first, then the previous step's token
+   * (fed lazily so it is emitted before the model runs again).
+   */
+  readonly feed: readonly number[];
 }
 
 /**
@@ -168,15 +171,13 @@ export const generate = (
     const decoder = tokenizer.streamDecoder(prompt[prompt.length - 1]);
 
     const k = sampler === undefined ? 1 : CANDIDATES_PER_RANK;
-    /** The next token after `feed` at `pos` (the LM head in its pipeline), or after the prompt. */
+    /** The next token after feeding `feed` from `pos` on, the LM head in the same pipeline. */
     const nextToken = (
-      feed: Option.Option<number>,
+      feed: readonly number[],
       pos: number,
     ): Effect.Effect<number, StepFailure | NonFiniteLogits> =>
       Effect.flatMap(
-        Option.isSome(feed)
-          ? model.forwardWithCandidates([feed.value], pos, 0, k, temperature)
-          : model.candidates(k, temperature),
+        model.forwardWithCandidates(feed, pos, 0, k, temperature),
         (candidates) =>
           chooseToken(
             sampler,
@@ -189,20 +190,19 @@ export const generate = (
 
     const step = (state: State) =>
       Effect.gen(function* () {
-        const token = yield* nextToken(state.feed, state.pos - 1);
+        const token = yield* nextToken(state.feed, state.pos - state.feed.length);
         const generated = state.generated + 1;
         const stop = stops.has(token);
         const last = stop || generated >= maxTokens || state.pos >= seqLen;
         const text = generatedText(decoder, token, { stop, last });
         const next: Option.Option<State> = last
           ? Option.none()
-          : Option.some({ generated, pos: state.pos + 1, feed: Option.some(token) });
+          : Option.some({ generated, pos: state.pos + 1, feed: [token] });
         return [{ token, text }, next] as const;
       });
 
-    yield* model.forward(prompt, 0);
     return Stream.paginateEffect<State, GeneratedToken, GenerateError, never>(
-      { generated: 0, pos: prompt.length, feed: Option.none() },
+      { generated: 0, pos: prompt.length, feed: prompt },
       step,
     );
   }));
