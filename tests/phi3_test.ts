@@ -7,14 +7,11 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Effect } from "effect";
-import { InProcessTransport } from "../ranks/transports.ts";
-import { WorkersTransport } from "../ranks/transports.ts";
 import { openHuggingFace } from "../models/huggingface.ts";
 import { ReferenceLlama } from "../models/reference.ts";
 import { encodeSafetensors, type SafetensorsInput } from "../models/safetensors.ts";
 import { hfTensors, makeWeights, withHfModel } from "./fixtures/hf_model.ts";
-import { gpuLogits, patchConfig } from "./fixtures/hf_family.ts";
-import { assertClose } from "./tolerance.ts";
+import { assertGpuMatches, patchConfig } from "./fixtures/hf_family.ts";
 
 const PROMPT = [1, 40, 7, 63, 22, 5, 17, 9];
 
@@ -67,18 +64,7 @@ Deno.test("phi3: fused qkv_proj and gate_up_proj on the GPU at tp 1, 2, 4 equal 
 
     const reference = await Effect.runPromise(ReferenceLlama.load(bin));
     const want = PROMPT.map((token, pos) => reference.forward(token, pos));
-    for (
-      const [tp, transport] of [
-        [1, InProcessTransport()],
-        [2, WorkersTransport()],
-        [4, WorkersTransport()],
-      ] as const
-    ) {
-      const { decoded: got } = await gpuLogits(dir, tp, transport, PROMPT);
-      got.forEach((l, pos) =>
-        assertClose(l, want[pos], { atol: 1e-4, rtol: 0, what: `phi3 tp ${tp} @${pos}` })
-      );
-    }
+    await assertGpuMatches(dir, { tps: [1, 2, 4], prompt: PROMPT, want, what: "phi3" });
   }));
 
 Deno.test("phi3: longrope scaling and a partial rotary factor are refused by name", () =>

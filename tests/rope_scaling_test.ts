@@ -6,14 +6,11 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Effect } from "effect";
-import { InProcessTransport } from "../ranks/transports.ts";
-import { WorkersTransport } from "../ranks/transports.ts";
 import { configFromHuggingFace } from "../models/huggingface.ts";
 import { ReferenceLlama } from "../models/reference.ts";
-import { argmax } from "../models/sampler.ts";
 import { parseRopeScaling, ropeFrequencies, type RopeScaling } from "../models/rope_scaling.ts";
 import { HF_TEST_CONFIG, withHfModel } from "./fixtures/hf_model.ts";
-import { gpuLogits } from "./fixtures/hf_family.ts";
+import { assertChangesGreedy, assertGpuMatches } from "./fixtures/hf_family.ts";
 import { assertClose } from "./tolerance.ts";
 
 const THETA = 10000;
@@ -179,16 +176,7 @@ for (const [rule, json] of Object.entries(RULES)) {
       );
       const want = PROMPT.map((token, pos) => scaled.forward(token, pos));
       const unscaled = PROMPT.map((token, pos) => plain.forward(token, pos));
-      // The rule matters here: it changes the greedy token somewhere along the prompt.
-      assert.ok(
-        want.some((l, pos) => argmax(l) !== argmax(unscaled[pos])),
-        `${rule} does not change any greedy token: the test would pass without it`,
-      );
-      for (const [tp, transport] of [[1, InProcessTransport()], [2, WorkersTransport()]] as const) {
-        const { decoded: got } = await gpuLogits(dir, tp, transport, PROMPT);
-        got.forEach((l, pos) =>
-          assertClose(l, want[pos], { atol: 1e-4, rtol: 0, what: `${rule} tp ${tp} @${pos}` })
-        );
-      }
+      assertChangesGreedy(want, unscaled, rule);
+      await assertGpuMatches(dir, { tps: [1, 2], prompt: PROMPT, want, what: rule });
     }));
 }
