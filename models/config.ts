@@ -38,8 +38,6 @@ export interface LlamaConfig {
   readonly attentionBias?: boolean;
   /** Per-head RMSNorm of q and k before RoPE (Qwen3's q_norm / k_norm). Absent: none. */
   readonly qkNorm?: boolean;
-  /** The checkpoint fuses q/k/v (`qkv_proj`) and gate/up (`gate_up_proj`), as Phi-3 does. */
-  readonly fusedProjections?: boolean;
   /** Sliding-window attention (Mistral): a query sees its last `slidingWindow` positions. */
   readonly slidingWindow?: number;
   /** The classifier (LM head) is the token-embedding matrix. */

@@ -18,8 +18,7 @@ import { Tokenizer as LibraryTokenizer } from "@huggingface/tokenizers";
 import { kvDim, type LlamaConfig, qDim } from "./config.ts";
 import { type LoadError, loadError } from "./errors.ts";
 import type { HuggingFaceTensor } from "./families/family.ts";
-import { llama } from "./families/llama.ts";
-import { familyOf, MODEL_FAMILIES } from "./families/registry.ts";
+import { familyNamed, familyOf, MODEL_FAMILIES } from "./families/registry.ts";
 import { parseRopeScaling } from "./rope_scaling.ts";
 import {
   checkReadable,
@@ -211,7 +210,7 @@ const LAYER_TENSORS = {
  */
 export const huggingFaceTensors = (config: LlamaConfig): HuggingFaceTensor[] => {
   const { dim, hiddenDim, vocabSize } = config;
-  const family = MODEL_FAMILIES.find((f) => f.modelType === (config.family ?? "llama")) ?? llama;
+  const family = familyNamed(config.family);
   const shapes: Record<keyof typeof LAYER_TENSORS, number[]> = {
     attention_norm: [dim],
     wq: [qDim(config), dim],

@@ -10,7 +10,7 @@ import type { LlamaConfig } from "../config.ts";
 /** The decoder features a family can switch on (see `LlamaConfig` for each one's meaning). */
 export type FamilyFeatures = Pick<
   LlamaConfig,
-  "attentionBias" | "qkNorm" | "fusedProjections" | "slidingWindow"
+  "attentionBias" | "qkNorm" | "slidingWindow"
 >;
 
 /** One tensor the model needs: its `loadRankShards` name, its HF name and its [out, in] shape. */

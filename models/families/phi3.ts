@@ -22,8 +22,7 @@ export const phi3: ModelFamily = {
     if (rotary != null && rotary !== 1) {
       return `partial_rotary_factor = ${rotary} is not supported (phi3)`;
     }
-    const window = slidingWindowFeature(json, context);
-    return typeof window === "string" ? window : { ...window, fusedProjections: true };
+    return slidingWindowFeature(json, context);
   },
   fused: FUSED,
 };

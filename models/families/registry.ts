@@ -9,6 +9,10 @@ import { qwen3 } from "./qwen3.ts";
 /** Every supported family, by `model_type`. */
 export const MODEL_FAMILIES: readonly ModelFamily[] = [llama, mistral, phi3, qwen2, qwen3];
 
+/** The family a `LlamaConfig` was read as (`config.family`); absent, or a llama2.c file: llama. */
+export const familyNamed = (modelType: string | undefined): ModelFamily =>
+  MODEL_FAMILIES.find((f) => f.modelType === modelType) ?? llama;
+
 /**
  * The family of a config.json: its `model_type`, else the first of its `architectures` that a
  * family names; undefined when none is supported.
