@@ -16,6 +16,18 @@ export const grid1d = (gpu: Gpu, count: number): [number, number] => {
 /** WGSL for the linear workgroup index of a grid built by `grid1d` (needs `wid`, `groups`). */
 export const LINEAR_WORKGROUP_WGSL = "(wid.y * groups.x + wid.x)";
 
+/**
+ * WGSL that sums each invocation's `sum` over the workgroup by halving, the total left in
+ * `partial[0]` (needs `sum`, `lid`, a power-of-two `WORKGROUP` and `partial: array<f32,
+ * WORKGROUP>` in workgroup memory).
+ */
+export const WORKGROUP_SUM_WGSL = `partial[lid] = sum;
+  workgroupBarrier();
+  for (var stride = WORKGROUP / 2u; stride > 0u; stride /= 2u) {
+    if (lid < stride) { partial[lid] += partial[lid + stride]; }
+    workgroupBarrier();
+  }`;
+
 /** The bits of an f32 as a u32, so float parameters can travel in the u32 params uniform. */
 export const f32Bits = (value: number): number => {
   const word = new Float32Array([value]);

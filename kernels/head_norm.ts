@@ -6,7 +6,7 @@
  */
 import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, prepareDispatch } from "../gpu/dispatch.ts";
-import { f32Bits, grid1d, LINEAR_WORKGROUP_WGSL, u32Param } from "./grid.ts";
+import { f32Bits, grid1d, LINEAR_WORKGROUP_WGSL, u32Param, WORKGROUP_SUM_WGSL } from "./grid.ts";
 
 const WORKGROUP = 64;
 
@@ -38,12 +38,7 @@ fn main(
     let x = qkv[base + i];
     sum += x * x;
   }
-  partial[lid] = sum;
-  workgroupBarrier();
-  for (var stride = WORKGROUP / 2u; stride > 0u; stride /= 2u) {
-    if (lid < stride) { partial[lid] += partial[lid + stride]; }
-    workgroupBarrier();
-  }
+  ${WORKGROUP_SUM_WGSL}
   let scale = inverseSqrt(partial[0] / f32(headDim) + bitcast<f32>(params.epsBits));
   for (var i = lid; i < headDim; i += WORKGROUP) {
     let w = select(kWeight[i], qWeight[i], head < params.nHeads);

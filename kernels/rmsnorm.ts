@@ -5,7 +5,7 @@
  */
 import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, prepareDispatch } from "../gpu/dispatch.ts";
-import { f32Bits, grid1d, LINEAR_WORKGROUP_WGSL, u32Param } from "./grid.ts";
+import { f32Bits, grid1d, LINEAR_WORKGROUP_WGSL, u32Param, WORKGROUP_SUM_WGSL } from "./grid.ts";
 
 const WORKGROUP = 256;
 
@@ -51,12 +51,7 @@ fn main(
 }
     sum += x * x;
   }
-  partial[lid] = sum;
-  workgroupBarrier();
-  for (var stride = WORKGROUP / 2u; stride > 0u; stride /= 2u) {
-    if (lid < stride) { partial[lid] += partial[lid + stride]; }
-    workgroupBarrier();
-  }
+  ${WORKGROUP_SUM_WGSL}
   let scale = inverseSqrt(partial[0] / f32(dim) + bitcast<f32>(params.epsBits));
   for (var i = lid; i < dim; i += WORKGROUP) {
     out[base + i] = input[base + i] * scale * weight[i];
