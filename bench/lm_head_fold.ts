@@ -4,7 +4,7 @@
  * token) and `forwardWithCandidates` (one), 180 timed tokens a round after 20 of warm-up. Both
  * must produce the same tokens.
  *
- *   deno run -A bench/lm_head_fold.ts [model.bin] [rounds]
+ *   deno task bench:lm-head [model.bin] [rounds]
  */
 import { Effect } from "effect";
 import { STORIES260K_PATH } from "../assets/paths.ts";
