@@ -312,7 +312,9 @@ export const makeInferenceEngine = (
       Effect.gen(function* () {
         const byTemperature = new Map<number, number[]>();
         batch.forEach((s, row) => {
-          byTemperature.set(s.temperature, [...(byTemperature.get(s.temperature) ?? []), row]);
+          const rows = byTemperature.get(s.temperature);
+          if (rows) rows.push(row);
+          else byTemperature.set(s.temperature, [row]);
         });
         const heads = [...byTemperature].map(([temperature, rows]) => ({
           rows,
