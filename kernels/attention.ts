@@ -46,6 +46,7 @@ export const attentionWgsl = (headDim: number): string => {
   return /* wgsl */ `
 struct Params {
   nHeads: u32, nKvHeads: u32, maxSeq: u32, scaleBits: u32, qRowStride: u32, window: u32,
+  softcapBits: u32,
 }
 @group(0) @binding(0) var<storage, read> q: array<f32>;
 @group(0) @binding(1) var<storage, read> kCache: array<${vec}>;
@@ -67,6 +68,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let kvHead = head / (params.nHeads / nKvHeads);
   let qBase = row * params.qRowStride + head * ${headDim}u;
   let scale = bitcast<f32>(params.scaleBits);
+  let softcap = bitcast<f32>(params.softcapBits);
   var qv: array<${vec}, PARTS>;
   for (var v = 0u; v < PARTS; v++) {
     qv[v] = ${vec}(${components.map((i) => `q[qBase + ${W}u * v + ${i}u]`).join(", ")}) * scale;
@@ -81,6 +83,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let base = ((slotBase + key) * nKvHeads + kvHead) * PARTS;
     var score = 0.0;
     for (var v = 0u; v < PARTS; v++) { score += dot(qv[v], kCache[base + v]); }
+    // Gemma 2's soft cap (0: none); tanh saturates in f32 beyond ±9, so clamp before it.
+    if (softcap > 0.0) { score = softcap * tanh(clamp(score / softcap, -10.0, 10.0)); }
     if (score > m) {
       let correction = exp(m - score);
       s *= correction;
@@ -125,6 +129,8 @@ export interface AttentionArgs {
   readonly scale?: number;
   /** Keys a query sees: its own position and the window − 1 before it; default all. */
   readonly window?: number;
+  /** Scores become softcap·tanh(score / softcap) (Gemma 2); default none. */
+  readonly softcap?: number;
   readonly label?: string;
 }
 
@@ -150,6 +156,7 @@ export const attention = (gpu: Gpu, args: AttentionArgs): Dispatch => {
       f32Bits(args.scale ?? 1 / Math.sqrt(headDim)),
       u32Param("qRowStride", args.qRowStride ?? nHeads * headDim),
       u32Param("window", args.window ?? 0xffffffff),
+      f32Bits(args.softcap ?? 0),
     ],
     workgroups: [Math.ceil(nHeads / HEADS_PER_WORKGROUP), u32Param("rows", rows)],
   });

@@ -5,7 +5,7 @@
  */
 import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, prepareDispatch } from "../gpu/dispatch.ts";
-import { grid1d, LINEAR_WORKGROUP_WGSL, u32Param } from "./grid.ts";
+import { f32Bits, grid1d, LINEAR_WORKGROUP_WGSL, u32Param } from "./grid.ts";
 
 const WORKGROUP = 256;
 
@@ -74,6 +74,13 @@ export const ADD_IN_PLACE_WGSL = elementwiseWgsl(
 export const SILU_MUL_WGSL = elementwiseWgsl(
   ["read> gate: array<f32>", "read> up: array<f32>", "read_write> out: array<f32>"],
   "out[i] = silu(gate[i]) * up[i];",
+);
+
+export const SOFTCAP_IN_PLACE_WGSL = elementwiseWgsl(
+  ["read_write> values: array<f32>"],
+  // tanh saturates in f32 beyond |u| ≈ 9; clamping keeps its exp from overflowing.
+  "let cap = bitcast<f32>(params.capBits);\n  values[i] = cap * tanh(clamp(values[i] / cap, -10.0, 10.0));",
+  ["capBits"],
 );
 
 const prepare = (
@@ -155,3 +162,16 @@ export const siluMul = (
     readonly label?: string;
   },
 ): Dispatch => prepare(gpu, label ?? "siluMul", SILU_MUL_WGSL, [gate, up, out], length);
+
+/** target = cap·tanh(target / cap), in place: Gemma 2's soft-capping of the final logits. */
+export const softcapInPlace = (
+  gpu: Gpu,
+  { target, length, cap, label }: InPlaceArgs & { readonly cap: number },
+): Dispatch =>
+  prepareDispatch(gpu, {
+    label: label ?? "softcap.inPlace",
+    code: SOFTCAP_IN_PLACE_WGSL,
+    buffers: [target],
+    params: [u32Param("length", length), f32Bits(cap)],
+    workgroups: grid1d(gpu, Math.ceil(length / WORKGROUP)),
+  });

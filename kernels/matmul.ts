@@ -23,13 +23,30 @@ export interface MatmulArgs {
   readonly weights?: WeightType;
   /** How `b` is stored (default row-major [k, n]). */
   readonly layout?: WeightLayout;
-  /**
-   * "swiglu" (blocked layout only): `a` is [m, 2k], each row gate | up, and the input row is
-   * silu(gate)·up, computed as it is read, so the down projection needs no kernel before it.
-   */
-  readonly input?: "plain" | "swiglu";
+  /** How the input row is read (default "plain"); see {@link MatmulInput}. */
+  readonly input?: MatmulInput;
   readonly label?: string;
 }
+
+/**
+ * "plain": `a` is [m, k]. "swiglu" and "geglu" (blocked layout only): `a` is [m, 2k], each row
+ * gate | up, and the input row is act(gate)·up (silu, or GELU's tanh form as Gemma uses),
+ * computed as it is read, so the down projection needs no kernel before it.
+ */
+export type MatmulInput = "plain" | "swiglu" | "geglu";
+
+/** The WGSL expression of a gated input element kk of row r (`a` rows are gate | up). */
+const gatedInputWgsl = (input: MatmulInput): string => {
+  switch (input) {
+    case "plain":
+      return "let av = a[aRow[r] + kk];";
+    case "swiglu":
+      return "let gate = a[aRow[r] + kk];\n      let av = gate / (1.0 + exp(-gate)) * a[aRow[r] + k + kk];";
+    case "geglu":
+      // tanh saturates in f32 beyond |u| ≈ 9; clamping keeps its exp from overflowing.
+      return "let gate = a[aRow[r] + kk];\n      let u = clamp(0.7978845608028654 * (gate + 0.044715 * gate * gate * gate), -10.0, 10.0);\n      let av = 0.5 * gate * (1.0 + tanh(u)) * a[aRow[r] + k + kk];";
+  }
+};
 
 /** Element type of matmul weights on the device: f32, or f16 stored as packed halves. */
 export type WeightType = "f32" | "f16";
@@ -251,7 +268,9 @@ fn main(
  * matmul`) and 110M prefill went from 78 to 87 tok/s. The SwiGLU input recomputes silu per row
  * on every lane, and at 16 rows it made prefill a third slower, so it keeps 8.
  */
-const blockedRows = (input: MatmulArgs["input"]) => (input === "swiglu" ? 8 : 16);
+const blockedRows = (
+  input: MatmulArgs["input"],
+) => (input === "swiglu" || input === "geglu" ? 8 : 16);
 /** vec4 columns per invocation of the blocked kernel. */
 const BLOCKED_VEC4S = 4;
 
@@ -271,7 +290,7 @@ const BLOCKED_VEC4S = 4;
 export const matmulBlockedWgsl = (
   rows: number,
   weights: WeightType = "f32",
-  input: "plain" | "swiglu" = "plain",
+  input: MatmulInput = "plain",
 ): string => /* wgsl */ `
 struct Params { m: u32, k: u32, n: u32 }
 @group(0) @binding(0) var<storage, read> a: array<f32>;
@@ -293,7 +312,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let row0 = wid.y * ROWS;
   var aRow: array<u32, ROWS>;
   for (var r = 0u; r < ROWS; r++) { aRow[r] = min(row0 + r, m - 1u) * ${
-  input === "swiglu" ? "2u * k" : "k"
+  input === "plain" ? "k" : "2u * k"
 }; }
   var acc: array<vec4<f32>, ${rows * BLOCKED_VEC4S}>;
   var at = block * k * BLOCK4 + lid.x;
@@ -307,11 +326,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 }
     }
     for (var r = 0u; r < ROWS; r++) {
-      ${
-  input === "swiglu"
-    ? "let gate = a[aRow[r] + kk];\n      let av = gate / (1.0 + exp(-gate)) * a[aRow[r] + k + kk];"
-    : "let av = a[aRow[r] + kk];"
-}
+      ${gatedInputWgsl(input)}
       for (var v = 0u; v < V; v++) { acc[r * V + v] += av * bv[v]; }
     }
     at += BLOCK4;
@@ -398,8 +413,8 @@ export const matmulSmallM = (
  * row-major weights the GEMV kernel for m ≤ SMALL_M_MAX and the tiled kernel otherwise.
  */
 export const matmul = (gpu: Gpu, args: MatmulArgs): Dispatch => {
-  if (args.input === "swiglu" && args.layout !== "blocked") {
-    throw new RangeError("matmul: a swiglu input needs blocked weights");
+  if ((args.input ?? "plain") !== "plain" && args.layout !== "blocked") {
+    throw new RangeError(`matmul: a ${args.input} input needs blocked weights`);
   }
   return args.layout === "blocked"
     ? matmulBlocked(gpu, args)

@@ -40,6 +40,25 @@ export interface LlamaConfig {
   readonly qkNorm?: boolean;
   /** Sliding-window attention (Mistral): a query sees its last `slidingWindow` positions. */
   readonly slidingWindow?: number;
+  /** Which layers the window applies to: all (Mistral, the default) or the even ones (Gemma 2). */
+  readonly slidingWindowLayers?: "all" | "even";
+  /** The MLP's gate activation: silu (SwiGLU, the default) or GELU's tanh form (Gemma's GeGLU). */
+  readonly mlpActivation?: "silu" | "gelu_tanh";
+  /** Norm weights are stored as offsets from one, scaling by (1 + w) (Gemma). Absent: w. */
+  readonly normWeightOffset?: boolean;
+  /** The token embedding is multiplied by this (Gemma: √dim); the tied LM head is not. */
+  readonly embeddingScale?: number;
+  /**
+   * Gemma 2's sandwich norms: the attention and MLP outputs are each normed (post_attention_,
+   * post_feedforward_layernorm) after their all-reduce, before the residual add.
+   */
+  readonly sandwichNorms?: boolean;
+  /** Attention scores are scaled by this instead of 1/√headDim (query_pre_attn_scalar^-½). */
+  readonly attentionScale?: number;
+  /** Attention scores become cap·tanh(score / cap) (Gemma 2's attn_logit_softcapping). */
+  readonly attentionSoftcap?: number;
+  /** Final logits become cap·tanh(logit / cap) (Gemma 2's final_logit_softcapping). */
+  readonly finalLogitSoftcap?: number;
   /** The classifier (LM head) is the token-embedding matrix. */
   readonly sharedClassifier: boolean;
 }
@@ -52,3 +71,10 @@ export const qDim = (config: LlamaConfig): number => config.nHeads * config.head
 
 /** How many query heads share one kv head. */
 export const kvGroupSize = (config: LlamaConfig): number => config.nHeads / config.nKvHeads;
+
+/** The attention window of layer `l`: the config's window where it applies, else none. */
+export const layerWindow = (config: LlamaConfig, l: number): number | undefined =>
+  config.slidingWindow !== undefined &&
+    (config.slidingWindowLayers !== "even" || l % 2 === 0)
+    ? config.slidingWindow
+    : undefined;

@@ -13,7 +13,7 @@ import type { RankProgramFactory } from "../actors/rank_program.ts";
 import { RankLlama } from "./llama_rank.ts";
 import { planLlama } from "./plan.ts";
 import { type CandidateList, shardCandidates } from "./sampler.ts";
-import { loadRankShards, plannedShardBytes } from "./shards.ts";
+import { plannedShardBytes } from "./shards.ts";
 import { openModelSource } from "./source.ts";
 
 const concatFloats = (parts: readonly Float32Array[]) => {
@@ -45,23 +45,14 @@ export const decoderModelProgram: RankProgramFactory = (
             const plans = yield* planLlama(config, tp);
             const bytesPlanned = plannedShardBytes(config, plans[rank]);
             emit({ _tag: "LoadProgress", rank, ranks: tp, bytesRead: 0, bytesPlanned });
-            const shards = yield* loadRankShards(
-              source,
-              config,
-              plans[rank],
-              (bytesRead) =>
-                emit({ _tag: "LoadProgress", rank, ranks: tp, bytesRead, bytesPlanned }),
-            );
-            return yield* RankLlama.create(
-              gpu,
-              config,
-              plans[rank],
-              shards,
-              command.maxBatchTokens,
-              command.maxSequences,
-              command.weights,
+            return yield* RankLlama.load(gpu, config, plans[rank], source, {
+              maxTokens: command.maxBatchTokens,
+              maxSequences: command.maxSequences,
+              weights: command.weights,
               timeline,
-            );
+              onRead: (bytesRead) =>
+                emit({ _tag: "LoadProgress", rank, ranks: tp, bytesRead, bytesPlanned }),
+            });
           }));
           model?.release();
           model = loaded;

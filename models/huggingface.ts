@@ -1,7 +1,7 @@
 /**
  * Hugging Face Llama directories (`config.json`, `model.safetensors` or
  * `model.safetensors.index.json` with its shards, `tokenizer.json`, `tokenizer_config.json`) as a
- * second weight format beside llama2.c: a `WeightSource` under the names `loadRankShards` uses,
+ * second weight format beside llama2.c: a `WeightSource` under the names models/shards.ts reads,
  * and a tokenizer with the surface generation needs.
  *
  * RoPE: HF's `convert_llama_weights_to_hf.py` permutes the rows of every q/k head from Meta's
@@ -191,7 +191,7 @@ export const configFromHuggingFace = (
 
 export type { HuggingFaceTensor } from "./families/family.ts";
 
-/** HF suffixes of the per-layer tensors, by the name `loadRankShards` uses. */
+/** HF suffixes of the per-layer tensors, by the name models/shards.ts reads. */
 const LAYER_TENSORS = {
   attention_norm: "input_layernorm",
   wq: "self_attn.q_proj",
@@ -328,7 +328,7 @@ const sameShape = (a: readonly number[], b: readonly number[]) =>
   a.length === b.length && a.every((x, i) => x === b[i]);
 
 /**
- * A Hugging Face Llama directory as a `WeightSource` under the names `loadRankShards` uses,
+ * A Hugging Face Llama directory as a `WeightSource` under the names models/shards.ts reads,
  * with its config. Every shard that holds a needed tensor is opened once (shards holding none
  * are never opened) and stays open for the enclosing scope; its header is read and every needed
  * tensor checked — present, an f32/f16/bf16 dtype, the shape config.json implies — before this

@@ -1,18 +1,18 @@
 /**
- * One rank's share of a Llama model on its own device, in llama2.c's shape: weights (this
- * rank's shards) apart from run state (activations, KV cache), every buffer allocated once, and
- * a forward pass that reads top to bottom. Each method is one supervisor step; each step's
- * dispatches go into one command encoder, submitted together with the readback that feeds the
- * step's collective.
+ * One rank's share of a decoder model on its own device, in llama2.c's shape: weights (this
+ * rank's layers/ blocks) apart from run state (activations, KV cache), every buffer allocated
+ * once, and a forward pass that reads top to bottom. Each method is one supervisor step; each
+ * step's dispatches go into one command encoder, submitted together with the readback that feeds
+ * the step's collective.
  *
  * The residual stream stays on the device, and after every step it is x + partial: each
- * row-parallel segment (and the embedding) leaves its output in `partial`; at tp > 1 that is
- * read back, all-reduced on the host and written back in place. The next segment begins with
- * the fused x += partial; h = rmsnorm(x), and the head with x += partial. At tp = 1 there is
- * nothing to reduce, so nothing is read back and no step waits for the GPU until the head.
+ * row-parallel block (and the embedding) leaves its output in `partial`; at tp > 1 its
+ * all-reduce reads it back, sums it on the host and writes it back in place. The next segment
+ * begins with the fused x += partial; h = rmsnorm(x) (Gemma 2 norms partial first), and the head
+ * with x += partial. At tp = 1 there is nothing to reduce, so no step waits for the GPU until the
+ * head.
  */
 import { Effect } from "effect";
-import { allReduceBuffer } from "../collectives/device.ts";
 import type { Communicator } from "../collectives/communicator.ts";
 import { createStorageBuffer, Readback, submitAndWait, writeBuffer } from "../gpu/buffers.ts";
 import type { Gpu } from "../gpu/device.ts";
@@ -22,35 +22,48 @@ import { headNorm } from "../kernels/head_norm.ts";
 import { ropeFrequencyBuffer } from "../kernels/rope.ts";
 import { ropeKvCache } from "../kernels/rope_kv_cache.ts";
 import { addInPlace } from "../kernels/elementwise.ts";
-import { embedding } from "../kernels/embedding.ts";
-import { blockColumns, matmul, type WeightType } from "../kernels/matmul.ts";
+import type { WeightType } from "../kernels/matmul.ts";
 import { createPositionBuffer, type RowPosition, writePositions } from "../kernels/position.ts";
-import { rmsnorm } from "../kernels/rmsnorm.ts";
-import { MAX_TOPK, topk } from "../kernels/topk.ts";
+import { MAX_TOPK } from "../kernels/topk.ts";
 import { InvalidInput } from "../actors/errors.ts";
 import { noTimeline, type Timeline, wallClockMillis } from "../observe/timeline.ts";
 import type { StepFailure } from "../layers/layer.ts";
-import type { LlamaConfig } from "./config.ts";
+import {
+  ColumnParallelLinear,
+  QKVParallelLinear,
+  RowParallelLinear,
+} from "../layers/blocks/linear.ts";
+import { RMSNorm } from "../layers/blocks/norm.ts";
+import { ParallelLMHead, VocabParallelEmbedding } from "../layers/blocks/vocab.ts";
+import { DeviceWeights, ShardReader } from "../layers/blocks/weights.ts";
+import { layerWindow, type LlamaConfig } from "./config.ts";
+import type { LoadError } from "./errors.ts";
 import type { RankPlan } from "./plan.ts";
 import { ropeFrequencies } from "./rope_scaling.ts";
-import { concatColumns, type RankShards } from "./shards.ts";
+import {
+  type LayerShards,
+  readEmbeddingShard,
+  readHeadShards,
+  readLayerShards,
+  type WeightSource,
+} from "./shards.ts";
 
 /**
- * One layer's weights on this rank. The column-parallel projections that read the same input
- * are merged, as vLLM's QKVParallelLinear and MergedColumnParallelLinear do: wqkv is this rank's
- * wq | wk | wv columns side by side, w13 its gate | up columns, so each is one matmul. Every
- * output column is the same dot product as before, so the numbers do not change.
+ * One decoder layer on this rank, as nano-vllm's DecoderLayer: attention (QKV column-parallel by
+ * heads, o row-parallel, one all-reduce) then the MLP (gate | up column-parallel over hidden,
+ * down row-parallel, one all-reduce).
  */
-interface LayerWeights {
-  readonly attentionNorm: GPUBuffer;
-  readonly wqkv: GPUBuffer; // [dim, (heads_r + 2·kvHeads_r)·hd]
-  readonly qkvBias?: GPUBuffer; // [(heads_r + 2·kvHeads_r)·hd]: q | k | v biases (Qwen2)
+interface DecoderLayer {
+  readonly inputNorm: RMSNorm;
+  readonly qkvProj: QKVParallelLinear;
   readonly qNorm?: GPUBuffer; // [hd]: per-head q norm (Qwen3)
   readonly kNorm?: GPUBuffer; // [hd]: per-head k norm (Qwen3)
-  readonly wo: GPUBuffer;
-  readonly ffnNorm: GPUBuffer;
-  readonly w13: GPUBuffer; // [dim, 2·hidden_r]: gate | up
-  readonly w2: GPUBuffer;
+  readonly oProj: RowParallelLinear;
+  readonly postAttentionNorm?: RMSNorm; // Gemma 2: norms the all-reduced attention output
+  readonly ffnNorm: RMSNorm;
+  readonly gateUpProj: ColumnParallelLinear;
+  readonly downProj: RowParallelLinear;
+  readonly postFfnNorm?: RMSNorm; // Gemma 2: norms the all-reduced MLP output
   readonly kCache: GPUBuffer; // [sequences, seqLen, kvHeads_r, headDim]
   readonly vCache: GPUBuffer;
 }
@@ -66,6 +79,7 @@ interface RunState {
   readonly att: GPUBuffer; // [T, heads_r·hd]
   readonly gateUp: GPUBuffer; // [T, 2·hidden_r]: gate | up per row
   readonly partial: GPUBuffer; // [T, dim]: this rank's share of a row-parallel sum
+  readonly postNormed?: GPUBuffer; // [T, dim]: Gemma 2's norm of the summed partial
   readonly last: GPUBuffer; // [B, dim]: the x rows whose next token is wanted, for the LM head
   readonly lastNormed: GPUBuffer;
   readonly logits: GPUBuffer; // [B, vocab_r]
@@ -76,13 +90,19 @@ interface RunState {
   readonly hostPartial: Float32Array;
 }
 
+/** A step's dispatches up to a row-parallel block, and the block whose all-reduce ends it. */
+interface Segment {
+  readonly dispatches: Dispatch[];
+  readonly reducedBy: RowParallelLinear | VocabParallelEmbedding;
+}
+
 /** Prepared dispatches for a step of T tokens. */
 interface Segments {
-  readonly embed: Dispatch[];
-  /** x += partial: the head's first dispatch (segments fuse it into their rmsnorm). */
-  readonly addPartial: Dispatch;
-  readonly attention: Dispatch[][]; // per layer, up to the row-parallel output projection
-  readonly mlp: Dispatch[][]; // per layer, up to the row-parallel down projection
+  readonly embed: Segment;
+  /** x += partial (normed first, Gemma 2): the head's first dispatches. */
+  readonly absorbPartial: Dispatch[];
+  readonly attention: Segment[]; // per layer, up to the row-parallel output projection
+  readonly mlp: Segment[]; // per layer, up to the row-parallel down projection
 }
 
 /** The head's output for B rows: top-k candidates [B, k], or the whole logits slice [B, vocab_r]. */
@@ -94,9 +114,58 @@ export interface HeadResult {
   readonly logits?: Float32Array;
 }
 
+/** How a rank's model is sized and loaded. */
+export interface RankModelOptions {
+  /** Tokens one step may carry. */
+  readonly maxTokens: number;
+  /** KV-cache slots: sequences that may run at once. */
+  readonly maxSequences?: number;
+  readonly weights?: WeightType;
+  readonly timeline?: Timeline;
+  /** Hears the bytes read so far after each tensor. */
+  readonly onRead?: (bytesRead: number) => void;
+}
+
 /** RoPE's frequencies for the config (theta, rope_scaling, the served context). */
 const ropeTable = (config: LlamaConfig) =>
   ropeFrequencies(config.ropeTheta, config.headDim, config.ropeScaling, config.seqLen);
+
+/** Uploads one layer's shards as its blocks, with its KV cache. */
+const uploadLayer = (
+  weights: DeviceWeights,
+  config: LlamaConfig,
+  plan: RankPlan,
+  l: number,
+  s: LayerShards,
+  cacheBytes: number,
+): Effect.Effect<DecoderLayer, InvalidInput> =>
+  Effect.gen(function* () {
+    const { dim, headDim, normEps } = config;
+    const p = `layers.${l}.`;
+    const norm = (name: string, w: Float32Array) =>
+      RMSNorm.upload(weights, `${p}${name}`, w, normEps);
+    const split = { heads: plan.heads, kvHeads: plan.kvHeads, headDim };
+    return {
+      inputNorm: yield* norm("attention_norm", s.inputNorm),
+      qkvProj: yield* QKVParallelLinear.upload(weights, `${p}wqkv`, s.qkv, split, dim),
+      ...(s.qNorm && s.kNorm
+        ? {
+          qNorm: yield* weights.vector(`${p}q_norm`, s.qNorm),
+          kNorm: yield* weights.vector(`${p}k_norm`, s.kNorm),
+        }
+        : {}),
+      oProj: yield* RowParallelLinear.upload(weights, `${p}wo`, s.o, dim),
+      ...(s.postAttentionNorm
+        ? { postAttentionNorm: yield* norm("post_attention_norm", s.postAttentionNorm) }
+        : {}),
+      ffnNorm: yield* norm("ffn_norm", s.ffnNorm),
+      gateUpProj: yield* ColumnParallelLinear.upload(weights, `${p}w13`, s.gateUp, dim),
+      downProj: yield* RowParallelLinear.upload(weights, `${p}w2`, s.down, dim),
+      ...(s.postFfnNorm ? { postFfnNorm: yield* norm("post_ffn_norm", s.postFfnNorm) } : {}),
+      kCache: createStorageBuffer(weights.gpu, `${p}kCache`, cacheBytes),
+      vCache: createStorageBuffer(weights.gpu, `${p}vCache`, cacheBytes),
+    };
+  });
 
 export class RankLlama {
   private readonly segments = new Map<number, Segments>();
@@ -111,57 +180,35 @@ export class RankLlama {
     readonly maxTokens: number,
     readonly maxSequences: number,
     readonly weights: WeightType,
-    private readonly embedding: GPUBuffer,
-    private readonly layers: readonly LayerWeights[],
-    private readonly norm: GPUBuffer,
-    private readonly output: GPUBuffer,
+    private readonly embedding: VocabParallelEmbedding,
+    private readonly layers: readonly DecoderLayer[],
+    private readonly norm: RMSNorm,
+    private readonly lmHead: ParallelLMHead,
     private readonly run: RunState,
+    private readonly deviceWeights: DeviceWeights,
     readonly weightBytes: number,
     readonly kvCacheBytes: number,
     private readonly timeline: Timeline,
   ) {}
 
   /**
-   * Uploads the shards and allocates the KV cache (one slot per sequence that may run at once)
-   * and run state once.
+   * Reads this rank's shards from `source` one layer at a time, uploading each as its blocks
+   * before the next is read (host memory holds one layer's shards), and allocates the KV cache
+   * (one slot per sequence that may run at once) and run state once.
    */
-  static create(
+  static load(
     gpu: Gpu,
     config: LlamaConfig,
     plan: RankPlan,
-    shards: RankShards,
-    maxTokens: number,
-    maxSequences = 1,
-    weights: WeightType = "f32",
-    timeline: Timeline = noTimeline,
-  ): Effect.Effect<RankLlama, InvalidInput> {
+    source: WeightSource,
+    options: RankModelOptions,
+  ): Effect.Effect<RankLlama, InvalidInput | LoadError> {
     return Effect.gen(function* () {
+      const { maxTokens, maxSequences = 1, weights: weightType = "f32" } = options;
       const limit = gpu.limits.maxStorageBufferBindingSize;
-      let weightBytes = 0;
-      const upload = (label: string, data: Float32Array) =>
-        data.byteLength > limit
-          ? Effect.fail(
-            new InvalidInput({
-              message: `${label}: shard of ${data.byteLength} bytes exceeds this adapter's ` +
-                `maxStorageBufferBindingSize ${limit}; use a larger tp`,
-            }),
-          )
-          : Effect.sync(() => {
-            weightBytes += data.byteLength;
-            return createStorageBuffer(gpu, label, data);
-          });
-      /**
-       * A matmul weight [k, n] in the kernels' blocked layout and the chosen element type (a
-       * block is 64 columns, so an f16 weight is whole 4-byte words).
-       */
-      const uploadWeight = (label: string, data: Float32Array, k: number) => {
-        const blocked = blockColumns(data, k, data.length / k);
-        return upload(
-          label,
-          weights === "f32" ? blocked : Float16Array.from(blocked) as unknown as Float32Array,
-        );
-      };
-      const { seqLen, headDim: hd, dim } = config;
+      const weights = new DeviceWeights(gpu, weightType);
+      const reader = new ShardReader(source, options.onRead);
+      const { seqLen, headDim: hd, dim, normEps } = config;
       const { heads, kvHeads, hidden, vocab } = plan;
       const cacheBytes = maxSequences * seqLen * kvHeads.count * hd * 4;
       if (cacheBytes > limit) {
@@ -171,34 +218,20 @@ export class RankLlama {
             `${limit}; serve fewer sequences or use a larger tp`,
         });
       }
-      const layers: LayerWeights[] = [];
-      for (const [l, s] of shards.layers.entries()) {
-        layers.push({
-          attentionNorm: yield* upload(`layers.${l}.attention_norm`, s.attentionNorm),
-          wqkv: yield* uploadWeight(
-            `layers.${l}.wqkv`,
-            concatColumns(dim, [s.wq, s.wk, s.wv]),
-            dim,
-          ),
-          wo: yield* uploadWeight(`layers.${l}.wo`, s.wo, heads.count * hd),
-          ffnNorm: yield* upload(`layers.${l}.ffn_norm`, s.ffnNorm),
-          w13: yield* uploadWeight(`layers.${l}.w13`, concatColumns(dim, [s.w1, s.w3]), dim),
-          w2: yield* uploadWeight(`layers.${l}.w2`, s.w2, hidden.count),
-          kCache: createStorageBuffer(gpu, `layers.${l}.kCache`, cacheBytes),
-          vCache: createStorageBuffer(gpu, `layers.${l}.vCache`, cacheBytes),
-          ...(s.bq && s.bk && s.bv
-            ? {
-              qkvBias: yield* upload(`layers.${l}.qkv_bias`, concatColumns(1, [s.bq, s.bk, s.bv])),
-            }
-            : {}),
-          ...(s.qNorm && s.kNorm
-            ? {
-              qNorm: yield* upload(`layers.${l}.q_norm`, s.qNorm),
-              kNorm: yield* upload(`layers.${l}.k_norm`, s.kNorm),
-            }
-            : {}),
-        });
+      const embedding = yield* VocabParallelEmbedding.upload(
+        weights,
+        "tok_embeddings",
+        yield* readEmbeddingShard(reader, plan),
+        vocab,
+      );
+      const layers: DecoderLayer[] = [];
+      for (let l = 0; l < config.nLayers; l++) {
+        const shards = yield* readLayerShards(reader, config, plan, l);
+        layers.push(yield* uploadLayer(weights, config, plan, l, shards, cacheBytes));
       }
+      const headShards = yield* readHeadShards(reader, config, plan);
+      const norm = yield* RMSNorm.upload(weights, "norm", headShards.norm, normEps);
+      const lmHead = yield* ParallelLMHead.upload(weights, "output", headShards.output, vocab);
       const T = maxTokens;
       const B = Math.min(maxSequences, T); // rows the head can serve in one step
       const f32 = (label: string, elements: number) =>
@@ -213,6 +246,7 @@ export class RankLlama {
         att: f32("att", T * heads.count * hd),
         gateUp: f32("gateUp", T * 2 * hidden.count),
         partial: f32("partial", T * dim),
+        ...(config.sandwichNorms ? { postNormed: f32("postNormed", T * dim) } : {}),
         last: f32("last", B * dim),
         lastNormed: f32("lastNormed", B * dim),
         logits: f32("logits", B * vocab.count),
@@ -231,15 +265,16 @@ export class RankLlama {
         plan,
         maxTokens,
         maxSequences,
-        weights,
-        yield* upload("tok_embeddings", shards.embedding),
+        weightType,
+        embedding,
         layers,
-        yield* upload("norm", shards.norm),
-        yield* uploadWeight("output", shards.output, dim),
+        norm,
+        lmHead,
         run,
-        weightBytes,
+        weights,
+        weights.bytes,
         cacheBytes * 2 * layers.length,
-        timeline,
+        options.timeline ?? noTimeline,
       );
     });
   }
@@ -326,7 +361,7 @@ export class RankLlama {
       const wholeSlice = temperature > 0 || k === 0;
       const encoder = this.gpu.device.createCommandEncoder();
       // x += partial, partial = 0: the stream is unchanged, so the head may run again.
-      encodeDispatches(encoder, [this.segmentsFor(this.rows).addPartial]);
+      encodeDispatches(encoder, this.segmentsFor(this.rows).absorbPartial);
       encoder.clearBuffer(this.run.partial, 0, this.rows * dim * 4);
       rows.forEach((r, i) =>
         encoder.copyBufferToBuffer(this.run.x, r * dim * 4, this.run.last, i * dim * 4, dim * 4)
@@ -356,24 +391,27 @@ export class RankLlama {
 
   /** Frees every buffer (the device belongs to the rank's scope). */
   release(): void {
-    const buffers = [this.embedding, this.norm, this.output, ...this.layers.flatMap(Object.values)];
+    this.deviceWeights.release();
+    for (const layer of this.layers) {
+      layer.kCache.destroy();
+      layer.vCache.destroy();
+    }
     for (const value of Object.values(this.run)) {
       if (value instanceof Readback) value.destroy();
-      else if (!(value instanceof Float32Array)) buffers.push(value);
+      else if (!(value instanceof Float32Array)) value.destroy();
     }
-    for (const b of buffers) b.destroy();
   }
 
   /**
-   * Runs `dispatches` (which end by writing `partial`) after what `encoder` holds, and
-   * all-reduces `partial` in place; at tp = 1 it only submits, without waiting. When tracing,
-   * the kernels are waited for on their own first, so the trace can tell them from the
-   * transfer (one extra wait per segment, only then).
+   * Runs a segment after what `encoder` holds and the all-reduce of `partial` that ends it; at
+   * tp = 1 it only submits, without waiting. When tracing, the kernels are waited for on their
+   * own first, so the trace can tell them from the transfer (one extra wait per segment, only
+   * then).
    */
   private runSegment(
     comm: Communicator,
     encoder: GPUCommandEncoder,
-    dispatches: Dispatch[],
+    { dispatches, reducedBy }: Segment,
     name: string,
   ) {
     return Effect.gen(this, function* () {
@@ -385,14 +423,13 @@ export class RankLlama {
         encoder = this.gpu.device.createCommandEncoder();
       }
       if (comm.worldSize > 1) {
-        yield* allReduceBuffer(this.gpu, comm, {
+        yield* reducedBy.allReduce(comm, {
           timeline: this.timeline,
           encoder,
-          source: this.run.partial,
-          shape: [this.rows, this.config.dim],
+          output: this.run.partial,
+          rows: this.rows,
           readback: this.run.partialReadback,
-          host: this.run.hostPartial.subarray(0, this.rows * this.config.dim),
-          writeBackTo: this.run.partial,
+          host: this.run.hostPartial,
         });
       } else if (!this.timeline.enabled) {
         this.gpu.device.queue.submit([encoder.finish()]);
@@ -400,117 +437,113 @@ export class RankLlama {
     });
   }
 
+  /**
+   * x += partial, then h = norm(x), in one dispatch; with Gemma 2's `postNorm`, partial (a summed
+   * attention or MLP output) is normed first.
+   */
+  private absorbThenNorm(T: number, postNorm: RMSNorm | undefined, norm: RMSNorm): Dispatch[] {
+    const { run } = this;
+    if (!postNorm) {
+      return [norm.dispatch({ input: run.x, residual: run.partial, output: run.h, rows: T })];
+    }
+    return [
+      postNorm.dispatch({ input: run.partial, output: run.postNormed!, rows: T }),
+      norm.dispatch({ input: run.x, residual: run.postNormed!, output: run.h, rows: T }),
+    ];
+  }
+
   private segmentsFor(T: number): Segments {
     let segments = this.segments.get(T);
     if (segments) return segments;
-    const { gpu, config, plan, run } = this;
+    const { gpu, config, plan, run, layers } = this;
     const { dim, headDim: hd } = config;
-    const nh = plan.heads.count, nkv = plan.kvHeads.count, hid = plan.hidden.count;
-    const mm = (
-      a: GPUBuffer,
-      b: GPUBuffer,
-      out: GPUBuffer,
-      k: number,
-      n: number,
-      label: string,
-      input: "plain" | "swiglu" = "plain",
-    ) =>
-      matmul(gpu, {
-        a,
-        b,
-        out,
-        m: T,
-        k,
-        n,
-        weights: this.weights,
-        layout: "blocked",
-        input,
-        label,
-      });
-    const qkvWidth = (nh + 2 * nkv) * hd;
+    const nh = plan.heads.count, nkv = plan.kvHeads.count;
+    const frequencies = ropeTable(config);
+    const activation = config.mlpActivation === "gelu_tanh" ? "geglu" : "swiglu";
+    const lastPostNorm = layers.at(-1)?.postFfnNorm;
     segments = {
-      addPartial: addInPlace(gpu, { target: run.x, other: run.partial, length: T * dim }),
-      embed: [
-        embedding(gpu, {
-          table: this.embedding,
-          ids: run.ids,
-          out: run.partial,
-          rows: T,
-          dim,
-          vocabStart: plan.vocab.start,
-          vocabCount: plan.vocab.count,
-        }),
-      ],
-      attention: this.layers.map((w, l) => [
-        rmsnorm(gpu, {
-          input: run.x,
-          residual: run.partial,
-          weight: w.attentionNorm,
-          out: run.h,
-          rows: T,
-          dim,
-          eps: config.normEps,
-        }),
-        mm(run.h, w.wqkv, run.qkv, dim, qkvWidth, `layers.${l}.wqkv`),
-        ...(w.qNorm && w.kNorm
-          ? [headNorm(gpu, {
+      embed: {
+        dispatches: [
+          this.embedding.dispatch({
+            ids: run.ids,
+            output: run.partial,
+            rows: T,
+            scale: config.embeddingScale,
+          }),
+        ],
+        reducedBy: this.embedding,
+      },
+      absorbPartial: lastPostNorm
+        ? [
+          lastPostNorm.dispatch({ input: run.partial, output: run.postNormed!, rows: T }),
+          addInPlace(gpu, { target: run.x, other: run.postNormed!, length: T * dim }),
+        ]
+        : [addInPlace(gpu, { target: run.x, other: run.partial, length: T * dim })],
+      // x += Σ_ranks o_proj(attention(qkv_proj(norm(x)))): QKV column-parallel by heads, o
+      // row-parallel, its all-reduce ends the segment.
+      attention: layers.map((layer, l) => ({
+        dispatches: [
+          ...this.absorbThenNorm(T, layers[l - 1]?.postFfnNorm, layer.inputNorm),
+          layer.qkvProj.dispatch({ input: run.h, output: run.qkv, rows: T }),
+          ...(layer.qNorm && layer.kNorm
+            ? [headNorm(gpu, {
+              qkv: run.qkv,
+              qWeight: layer.qNorm,
+              kWeight: layer.kNorm,
+              rows: T,
+              nHeads: nh,
+              nKvHeads: nkv,
+              headDim: hd,
+              eps: config.normEps,
+            })]
+            : []),
+          // q rotated in place, k rotated into the cache and v copied beside it: one dispatch.
+          ropeKvCache(gpu, {
             qkv: run.qkv,
-            qWeight: w.qNorm,
-            kWeight: w.kNorm,
+            positions: run.positions,
+            kCache: layer.kCache,
+            vCache: layer.vCache,
             rows: T,
             nHeads: nh,
             nKvHeads: nkv,
             headDim: hd,
-            eps: config.normEps,
-          })]
-          : []),
-        // q rotated in place, k rotated into the cache and v copied beside it: one dispatch.
-        ropeKvCache(gpu, {
-          qkv: run.qkv,
-          positions: run.positions,
-          kCache: w.kCache,
-          vCache: w.vCache,
-          rows: T,
-          nHeads: nh,
-          nKvHeads: nkv,
-          headDim: hd,
-          maxSeq: config.seqLen,
-          sequences: this.maxSequences,
-          frequencies: run.ropeInverse,
-          attentionFactor: ropeTable(config).attentionFactor,
-          bias: w.qkvBias,
-          layout: config.ropeLayout,
-        }),
-        attention(gpu, {
-          window: config.slidingWindow,
-          q: run.qkv,
-          qRowStride: qkvWidth,
-          kCache: w.kCache,
-          vCache: w.vCache,
-          positions: run.positions,
-          out: run.att,
-          rows: T,
-          nHeads: nh,
-          nKvHeads: nkv,
-          headDim: hd,
-          maxSeq: config.seqLen,
-        }),
-        mm(run.att, w.wo, run.partial, nh * hd, dim, `layers.${l}.wo`),
-      ]),
-      mlp: this.layers.map((w, l) => [
-        rmsnorm(gpu, {
-          input: run.x,
-          residual: run.partial,
-          weight: w.ffnNorm,
-          out: run.h,
-          rows: T,
-          dim,
-          eps: config.normEps,
-        }),
-        mm(run.h, w.w13, run.gateUp, dim, 2 * hid, `layers.${l}.w13`),
-        // The down projection reads silu(gate)·up straight from the gate | up rows.
-        mm(run.gateUp, w.w2, run.partial, hid, dim, `layers.${l}.w2`, "swiglu"),
-      ]),
+            maxSeq: config.seqLen,
+            sequences: this.maxSequences,
+            frequencies: run.ropeInverse,
+            attentionFactor: frequencies.attentionFactor,
+            bias: layer.qkvProj.bias,
+            layout: config.ropeLayout,
+          }),
+          attention(gpu, {
+            window: layerWindow(config, l),
+            scale: config.attentionScale,
+            softcap: config.attentionSoftcap,
+            q: run.qkv,
+            qRowStride: layer.qkvProj.width,
+            kCache: layer.kCache,
+            vCache: layer.vCache,
+            positions: run.positions,
+            out: run.att,
+            rows: T,
+            nHeads: nh,
+            nKvHeads: nkv,
+            headDim: hd,
+            maxSeq: config.seqLen,
+          }),
+          layer.oProj.dispatch({ input: run.att, output: run.partial, rows: T }),
+        ],
+        reducedBy: layer.oProj,
+      })),
+      // x += Σ_ranks down_proj(act(gate)·up): gate | up column-parallel over hidden, down
+      // row-parallel reading act(gate)·up as it goes, its all-reduce ends the segment.
+      mlp: layers.map((layer) => ({
+        dispatches: [
+          ...this.absorbThenNorm(T, layer.postAttentionNorm, layer.ffnNorm),
+          layer.gateUpProj.dispatch({ input: run.h, output: run.gateUp, rows: T }),
+          layer.downProj.dispatch({ input: run.gateUp, output: run.partial, rows: T, activation }),
+        ],
+        reducedBy: layer.downProj,
+      })),
     };
     this.segments.set(T, segments);
     return segments;
@@ -521,40 +554,17 @@ export class RankLlama {
     const key = `${B}/${k}`;
     let dispatches = this.headDispatches.get(key);
     if (dispatches) return dispatches;
-    const { gpu, config, plan, run } = this;
-    const vocab = plan.vocab.count;
+    const { run } = this;
     dispatches = [
-      rmsnorm(gpu, {
-        input: run.last,
-        weight: this.norm,
-        out: run.lastNormed,
+      this.norm.dispatch({ input: run.last, output: run.lastNormed, rows: B }),
+      ...this.lmHead.dispatches({
+        input: run.lastNormed,
+        logits: run.logits,
+        candidates: run.candidates,
         rows: B,
-        dim: config.dim,
-        eps: config.normEps,
+        k,
+        softcap: this.config.finalLogitSoftcap,
       }),
-      matmul(gpu, {
-        a: run.lastNormed,
-        b: this.output,
-        out: run.logits,
-        m: B,
-        k: config.dim,
-        n: vocab,
-        weights: this.weights,
-        layout: "blocked",
-        label: "output",
-      }),
-      ...(k > 0
-        ? [
-          topk(gpu, {
-            logits: run.logits,
-            out: run.candidates,
-            rows: B,
-            n: vocab,
-            k,
-            indexOffset: plan.vocab.start,
-          }),
-        ]
-        : []),
     ];
     this.headDispatches.set(key, dispatches);
     return dispatches;

@@ -5,15 +5,10 @@
 import { Effect } from "effect";
 import { PlanError } from "../actors/errors.ts";
 import { partRange } from "../collectives/tensor.ts";
+import type { Span } from "../layers/blocks/weights.ts";
 import type { LlamaConfig } from "./config.ts";
 
-/** A contiguous range of heads, units or rows: `count` starting at `start`. */
-export interface Span {
-  /** First index. */
-  readonly start: number;
-  /** Number of indices. */
-  readonly count: number;
-}
+export type { Span } from "../layers/blocks/weights.ts";
 
 /** What one rank owns of a Llama model. */
 export interface RankPlan {

@@ -30,7 +30,15 @@ import {
   readSafetensorsHeader,
   readSafetensorsRows,
 } from "../models/safetensors.ts";
-import { loadRankShards, transpose, type WeightSource } from "../models/shards.ts";
+import {
+  readEmbeddingShard,
+  readHeadShards,
+  readLayerShards,
+  transpose,
+  type WeightSource,
+} from "../models/shards.ts";
+import { ShardReader } from "../layers/blocks/weights.ts";
+import type { RankPlan } from "../models/plan.ts";
 import { openForRead } from "../models/tensor_reader.ts";
 import {
   hfPermute,
@@ -48,12 +56,34 @@ const run = <A, E>(effect: Effect.Effect<A, E>): Promise<A> => Effect.runPromise
 const failureOf = <A, E>(effect: Effect.Effect<A, E>): Promise<E> =>
   Effect.runPromise(Effect.flip(effect));
 
+/** Everything rank `plan.rank` reads, as the rank program reads it. */
+const readRankShards = (source: WeightSource, config: LlamaConfig, plan: RankPlan) =>
+  Effect.gen(function* () {
+    const reader = new ShardReader(source);
+    const embedding = yield* readEmbeddingShard(reader, plan);
+    const layers = [];
+    for (let l = 0; l < config.nLayers; l++) {
+      layers.push(yield* readLayerShards(reader, config, plan, l));
+    }
+    return { embedding, layers, ...(yield* readHeadShards(reader, config, plan)) };
+  });
+
+/** Columns [start, start + count) of a [rows, width] matrix. */
+const columnsOf = (data: Float32Array, rows: number, start: number, count: number) => {
+  const width = data.length / rows;
+  const out = new Float32Array(rows * count);
+  for (let r = 0; r < rows; r++) {
+    out.set(data.subarray(r * width + start, r * width + start + count), r * count);
+  }
+  return out;
+};
+
 /** Prompt ids of every logit comparison. */
 const PROMPT = [1, 40, 7, 63, 22, 5, 17];
 
 const withModel = withHfModel;
 
-/** Every weight of a model, whole, through a `WeightSource` (names as `loadRankShards` uses). */
+/** Every weight of a model, whole, through a `WeightSource` (names as models/shards.ts reads). */
 const readAllWeights = (
   source: WeightSource,
   config: LlamaConfig,
@@ -151,8 +181,8 @@ for (const variant of VARIANTS) {
         const hf = yield* openHuggingFace(dir);
         const meta = yield* openLlama2c(bin);
         return {
-          hf: yield* Effect.forEach(plans, (p) => loadRankShards(hf.source, hf.config, p)),
-          meta: yield* Effect.forEach(plans, (p) => loadRankShards(meta.source, meta.config, p)),
+          hf: yield* Effect.forEach(plans, (p) => readRankShards(hf.source, hf.config, p)),
+          meta: yield* Effect.forEach(plans, (p) => readRankShards(meta.source, meta.config, p)),
         };
       })));
       const { dim, headDim: hd } = config;
@@ -163,16 +193,29 @@ for (const variant of VARIANTS) {
         assert.deepEqual(h.output, m.output, `rank ${rank} output`);
         for (let l = 0; l < config.nLayers; l++) {
           const [hl, ml] = [h.layers[l], m.layers[l]];
-          for (const k of ["attentionNorm", "ffnNorm", "wv", "wo", "w1", "w2", "w3"] as const) {
+          for (const k of ["inputNorm", "ffnNorm", "o", "gateUp", "down"] as const) {
             assert.deepEqual(hl[k], ml[k], `rank ${rank} layer ${l} ${k}`);
           }
-          // Shards are [dim, heads·hd]; back to rows [heads·hd, dim], permute Meta's per head.
+          // The merged shard is [dim, q | k | v]: v as stored; q and k back to rows
+          // [heads·hd, dim], Meta's permuted per head.
+          const q = plan.heads.count * hd, kv = plan.kvHeads.count * hd;
+          const part = (w: Float32Array, start: number, count: number) =>
+            columnsOf(w, dim, start, count);
+          assert.deepEqual(
+            part(hl.qkv.weight, q + kv, kv),
+            part(ml.qkv.weight, q + kv, kv),
+            `rank ${rank} layer ${l} v`,
+          );
           for (
-            const [k, heads] of [["wq", plan.heads.count], ["wk", plan.kvHeads.count]] as const
+            const [k, start, heads] of [["q", 0, plan.heads.count], [
+              "k",
+              q,
+              plan.kvHeads.count,
+            ]] as const
           ) {
             const rows = heads * hd;
-            const hfRows = transpose(hl[k], dim, rows);
-            const metaRows = transpose(ml[k], dim, rows);
+            const hfRows = transpose(part(hl.qkv.weight, start, rows), dim, rows);
+            const metaRows = transpose(part(ml.qkv.weight, start, rows), dim, rows);
             assert.deepEqual(hfRows, hfPermute(metaRows, heads, rows, dim), `rank ${rank} ${k}`);
             assert.notDeepEqual(hfRows, metaRows, "q/k rows are permuted in HF files");
           }

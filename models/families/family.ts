@@ -13,7 +13,7 @@ export type FamilyFeatures = Pick<
   "attentionBias" | "qkNorm" | "slidingWindow"
 >;
 
-/** One tensor the model needs: its `loadRankShards` name, its HF name and its [out, in] shape. */
+/** One tensor the model needs: its models/shards.ts name, its HF name and its [out, in] shape. */
 export interface HuggingFaceTensor {
   readonly name: string;
   readonly hfName: string;
@@ -42,7 +42,7 @@ export interface ModelFamily {
   readonly architecture: string;
   /** The family's own config.json fields as decoder features, or the reason they are refused. */
   features(json: Record<string, unknown>, context: FamilyConfigContext): FamilyFeatures | string;
-  /** Projections that the family's checkpoints fuse, by `loadRankShards` name (wq, w1, ...). */
+  /** Projections that the family's checkpoints fuse, by models/shards.ts name (wq, w1, ...). */
   readonly fused?: Readonly<Record<string, FusedRows>>;
   /** The family's own tensors of layer `layer` beyond the shared ones (biases, norms). */
   layerTensors?(config: LlamaConfig, layer: number): readonly HuggingFaceTensor[];

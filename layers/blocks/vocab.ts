@@ -1,0 +1,144 @@
+/**
+ * The two vocabulary-parallel ends of a decoder (vLLM's vocab_parallel_embedding.py): the
+ * embedding table and the LM head are both split along the vocabulary, rank r owning the rows
+ * of its `vocab` span.
+ */
+import { Effect } from "effect";
+import type { Communicator } from "../../collectives/communicator.ts";
+import type { Dispatch } from "../../gpu/dispatch.ts";
+import { embedding } from "../../kernels/embedding.ts";
+import { softcapInPlace } from "../../kernels/elementwise.ts";
+import { matmul } from "../../kernels/matmul.ts";
+import { topk } from "../../kernels/topk.ts";
+import type { InvalidInput } from "../../actors/errors.ts";
+import { allReduceInPlace, type ReduceArgs } from "./linear.ts";
+import type { DeviceWeights, ShardReader, Span } from "./weights.ts";
+
+/**
+ * VocabParallelEmbedding: the [vocab, dim] table is split along vocab; rank r gathers the rows
+ * of the ids in its span and zero rows for every other id, so an all-reduce of the ranks'
+ * outputs is the embedding.
+ */
+export class VocabParallelEmbedding {
+  private constructor(
+    private readonly weights: DeviceWeights,
+    readonly vocab: Span,
+    readonly dim: number,
+    readonly table: GPUBuffer,
+  ) {}
+
+  /** Rank r's rows of the table, [vocab_r, dim] as stored. */
+  static read<E>(reader: ShardReader<E>, name: string, vocab: Span) {
+    return reader.tableRows(name, vocab);
+  }
+
+  /** Uploads a shard [vocab_r, dim]. */
+  static upload(
+    weights: DeviceWeights,
+    label: string,
+    shard: Float32Array,
+    vocab: Span,
+  ): Effect.Effect<VocabParallelEmbedding, InvalidInput> {
+    return Effect.map(
+      weights.vector(label, shard),
+      (table) => new VocabParallelEmbedding(weights, vocab, shard.length / vocab.count, table),
+    );
+  }
+
+  /** out = this rank's share of the rows' embeddings, times `scale` (Gemma's √dim). */
+  dispatch(
+    { ids, output, rows, scale }: {
+      readonly ids: GPUBuffer;
+      readonly output: GPUBuffer;
+      readonly rows: number;
+      readonly scale?: number;
+    },
+  ): Dispatch {
+    return embedding(this.weights.gpu, {
+      table: this.table,
+      ids,
+      out: output,
+      rows,
+      dim: this.dim,
+      vocabStart: this.vocab.start,
+      vocabCount: this.vocab.count,
+      scale,
+      label: "embedding",
+    });
+  }
+
+  /** The collective that ends the block: output = Σ_ranks share, in place. */
+  allReduce(comm: Communicator, args: ReduceArgs) {
+    return allReduceInPlace(this.weights.gpu, comm, this.dim, args);
+  }
+}
+
+/** The head's buffers and what it computes for `rows` normed rows. */
+export interface HeadArgs {
+  readonly input: GPUBuffer;
+  /** [rows, vocab_r]. */
+  readonly logits: GPUBuffer;
+  /** [rows, k] candidates (f32 value, u32 id). */
+  readonly candidates: GPUBuffer;
+  readonly rows: number;
+  /** Candidates per row; 0 stops at the logits (the caller reads the slice back). */
+  readonly k: number;
+  /** Final logits become cap·tanh(logit / cap) (Gemma 2); absent: none. */
+  readonly softcap?: number;
+}
+
+/**
+ * ParallelLMHead: the [vocab, dim] classifier is split along vocab; rank r computes the logits
+ * of its span and its own top-k of them, so the collective is a gather of k candidates per rank
+ * (the supervisor merges them), never of the logits.
+ */
+export class ParallelLMHead {
+  private constructor(
+    private readonly weights: DeviceWeights,
+    readonly vocab: Span,
+    readonly dim: number,
+    readonly weight: GPUBuffer,
+  ) {}
+
+  /** Rank r's rows of the classifier as [dim, vocab_r] (a tied head reads the embedding's). */
+  static read<E>(reader: ShardReader<E>, name: string, vocab: Span, dim: number) {
+    return reader.outputSlice(name, vocab, dim);
+  }
+
+  /** Uploads a shard [dim, vocab_r]. */
+  static upload(
+    weights: DeviceWeights,
+    label: string,
+    shard: Float32Array,
+    vocab: Span,
+  ): Effect.Effect<ParallelLMHead, InvalidInput> {
+    const dim = shard.length / vocab.count;
+    return Effect.map(
+      weights.matrix(label, shard, dim),
+      (weight) => new ParallelLMHead(weights, vocab, dim, weight),
+    );
+  }
+
+  /** logits = x·W_r (soft-capped if asked), then the local top-k with global ids. */
+  dispatches({ input, logits, candidates, rows, k, softcap }: HeadArgs): Dispatch[] {
+    const { gpu } = this.weights;
+    const n = this.vocab.count;
+    return [
+      matmul(gpu, {
+        a: input,
+        b: this.weight,
+        out: logits,
+        m: rows,
+        k: this.dim,
+        n,
+        weights: this.weights.weightType,
+        layout: "blocked",
+        label: "output",
+      }),
+      ...(softcap ? [softcapInPlace(gpu, { target: logits, length: rows * n, cap: softcap })] : []),
+      ...(k > 0
+        ? [topk(gpu, { logits, out: candidates, rows, n, k, indexOffset: this.vocab.start })]
+        : []),
+    ];
+  }
+}
