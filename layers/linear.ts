@@ -1,6 +1,8 @@
 /**
- * Megatron's two linear layers. Weights are [in, out] (Y = X·W), stored that way on the device
- * so the decode GEMV reads neighbouring floats.
+ * Megatron's two linear layers as stand-alone layers driven over the wire (`LoadLayer`,
+ * `Forward`): the sharding rule runs in the supervisor, and the rank side is the layers/blocks
+ * block of the same name (the one a decoder is built from) with host input and output around it.
+ * Weights are [in, out] (Y = X·W).
  */
 import { Effect } from "effect";
 import { allGatherBuffer, allReduceBuffer } from "../collectives/device.ts";
@@ -8,7 +10,13 @@ import { type HostTensor, partRange, sliceRange, tensor } from "../collectives/t
 import { createStorageBuffer, Readback, writeBuffer } from "../gpu/buffers.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { encodeDispatches } from "../gpu/dispatch.ts";
-import { matmul } from "../kernels/matmul.ts";
+import type { Dispatch } from "../gpu/dispatch.ts";
+import {
+  ColumnParallelLinear as ColumnParallelBlock,
+  type LinearArgs,
+  RowParallelLinear as RowParallelBlock,
+} from "./blocks/linear.ts";
+import { DeviceWeights } from "./blocks/weights.ts";
 import type { ColumnParallelSpec, RowParallelSpec } from "../actors/protocol.ts";
 import {
   expectRows,
@@ -25,25 +33,33 @@ export type ColumnSpec = typeof ColumnParallelSpec.Type;
 /** A decoded {@link RowParallelSpec}. */
 export type RowSpec = typeof RowParallelSpec.Type;
 
-/** Device buffers for one batch size of a single matmul y[M, n] = x[M, k]·w[k, n]. */
-const matmulBatch =
-  (gpu: Gpu, label: string, weight: GPUBuffer, k: number, n: number) => (rows: number) => {
-    const x = createStorageBuffer(gpu, `${label}.x`, rows * k * 4);
-    const y = createStorageBuffer(gpu, `${label}.y`, rows * n * 4);
-    const readback = new Readback(gpu, rows * n * 4, `${label}.readback`);
-    const dispatch = matmul(gpu, { a: x, b: weight, out: y, m: rows, k, n, label });
-    return {
-      x,
-      y,
-      readback,
-      dispatch,
-      destroy: () => {
-        x.destroy();
-        y.destroy();
-        readback.destroy();
-      },
-    };
+/**
+ * Device buffers for one batch size of a block's matmul y[M, n] = x[M, k]·W, and its dispatch
+ * over them.
+ */
+export const matmulBatch = (
+  gpu: Gpu,
+  label: string,
+  k: number,
+  n: number,
+  dispatch: (args: LinearArgs) => Dispatch,
+) =>
+(rows: number) => {
+  const x = createStorageBuffer(gpu, `${label}.x`, rows * k * 4);
+  const y = createStorageBuffer(gpu, `${label}.y`, rows * n * 4);
+  const readback = new Readback(gpu, rows * n * 4, `${label}.readback`);
+  return {
+    x,
+    y,
+    readback,
+    dispatch: dispatch({ input: x, output: y, rows }),
+    destroy: () => {
+      x.destroy();
+      y.destroy();
+      readback.destroy();
+    },
   };
+};
 
 /** Uploads `input` and encodes the matmul; the caller adds the readback or collective. */
 const encodeMatmul = (
@@ -73,10 +89,18 @@ export const ColumnParallelLinear: ParallelLayerKind<ColumnSpec> = {
     Effect.gen(function* () {
       const { size: outLocal } = partRange(spec.outFeatures, rank, tp);
       yield* expectShape(`${spec.name} weight shard`, shard, [spec.inFeatures, outLocal]);
-      const weight = createStorageBuffer(gpu, `${spec.name}.weight`, shard.data);
-      const batches = new PerBatch(matmulBatch(gpu, spec.name, weight, spec.inFeatures, outLocal));
+      const weights = new DeviceWeights(gpu, "f32");
+      const block = yield* ColumnParallelBlock.upload(
+        weights,
+        `${spec.name}.weight`,
+        shard.data,
+        spec.inFeatures,
+      );
+      const batches = new PerBatch(
+        matmulBatch(gpu, spec.name, spec.inFeatures, outLocal, (args) => block.dispatch(args)),
+      );
       return {
-        weightBytes: shard.data.byteLength,
+        weightBytes: weights.bytes,
         forward: (ctx: StepContext, input: HostTensor) =>
           Effect.gen(function* () {
             const rows = yield* expectRows(spec.name, input, spec.inFeatures);
@@ -97,7 +121,7 @@ export const ColumnParallelLinear: ParallelLayerKind<ColumnSpec> = {
           }),
         destroy: () => {
           batches.destroy();
-          weight.destroy();
+          weights.release();
         },
       } satisfies RankLayer;
     }),
@@ -119,10 +143,18 @@ export const RowParallelLinear: ParallelLayerKind<RowSpec> = {
     Effect.gen(function* () {
       const { start, size: inLocal } = partRange(spec.inFeatures, rank, tp);
       yield* expectShape(`${spec.name} weight shard`, shard, [inLocal, spec.outFeatures]);
-      const weight = createStorageBuffer(gpu, `${spec.name}.weight`, shard.data);
-      const batches = new PerBatch(matmulBatch(gpu, spec.name, weight, inLocal, spec.outFeatures));
+      const weights = new DeviceWeights(gpu, "f32");
+      const block = yield* RowParallelBlock.upload(
+        weights,
+        `${spec.name}.weight`,
+        shard.data,
+        spec.outFeatures,
+      );
+      const batches = new PerBatch(
+        matmulBatch(gpu, spec.name, inLocal, spec.outFeatures, (args) => block.dispatch(args)),
+      );
       return {
-        weightBytes: shard.data.byteLength,
+        weightBytes: weights.bytes,
         forward: (ctx: StepContext, input: HostTensor) =>
           Effect.gen(function* () {
             // A non-parallel input is scattered locally: each rank keeps its own columns.
@@ -140,7 +172,7 @@ export const RowParallelLinear: ParallelLayerKind<RowSpec> = {
           }),
         destroy: () => {
           batches.destroy();
-          weight.destroy();
+          weights.release();
         },
       } satisfies RankLayer;
     }),

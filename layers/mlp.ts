@@ -1,7 +1,8 @@
 /**
  * The Megatron MLP block Y = act(X·A)·B: A [dim, hidden] column-split and B [hidden, dim]
  * row-split over hidden, so the activation stays local and the block costs exactly one
- * all-reduce and no all-gather.
+ * all-reduce and no all-gather. On the rank it is the two layers/blocks linears with the
+ * activation between them.
  */
 import { Effect } from "effect";
 import { allReduceBuffer } from "../collectives/device.ts";
@@ -11,7 +12,8 @@ import { createStorageBuffer, Readback, writeBuffer } from "../gpu/buffers.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { encodeDispatches } from "../gpu/dispatch.ts";
 import { geluInPlace, siluInPlace } from "../kernels/elementwise.ts";
-import { matmul } from "../kernels/matmul.ts";
+import { ColumnParallelLinear, RowParallelLinear } from "./blocks/linear.ts";
+import { DeviceWeights } from "./blocks/weights.ts";
 import {
   expectRows,
   expectShape,
@@ -42,11 +44,12 @@ export const ParallelMlp: ParallelLayerKind<MlpSpec> = {
       const { size: local } = partRange(spec.hidden, rank, tp);
       yield* expectShape(`${spec.name} A shard`, a, [spec.dim, local]);
       yield* expectShape(`${spec.name} B shard`, b, [local, spec.dim]);
-      const up = createStorageBuffer(gpu, `${spec.name}.A`, a.data);
-      const down = createStorageBuffer(gpu, `${spec.name}.B`, b.data);
+      const weights = new DeviceWeights(gpu, "f32");
+      const up = yield* ColumnParallelLinear.upload(weights, `${spec.name}.A`, a.data, spec.dim);
+      const down = yield* RowParallelLinear.upload(weights, `${spec.name}.B`, b.data, spec.dim);
       const batches = new PerBatch((rows) => mlpBatch(gpu, spec, rows, local, up, down));
       return {
-        weightBytes: a.data.byteLength + b.data.byteLength,
+        weightBytes: weights.bytes,
         forward: (ctx: StepContext, input: HostTensor) =>
           Effect.gen(function* () {
             const rows = yield* expectRows(spec.name, input, spec.dim);
@@ -63,8 +66,7 @@ export const ParallelMlp: ParallelLayerKind<MlpSpec> = {
           }),
         destroy: () => {
           batches.destroy();
-          up.destroy();
-          down.destroy();
+          weights.release();
         },
       } satisfies RankLayer;
     }),
@@ -76,25 +78,17 @@ const mlpBatch = (
   spec: MlpSpec,
   rows: number,
   local: number,
-  up: GPUBuffer,
-  down: GPUBuffer,
+  up: ColumnParallelLinear,
+  down: RowParallelLinear,
 ) => {
   const x = createStorageBuffer(gpu, `${spec.name}.x`, rows * spec.dim * 4);
   const h = createStorageBuffer(gpu, `${spec.name}.h`, rows * local * 4);
   const partial = createStorageBuffer(gpu, `${spec.name}.partial`, rows * spec.dim * 4);
   const readback = new Readback(gpu, rows * spec.dim * 4, `${spec.name}.readback`);
   const dispatches = [
-    matmul(gpu, { a: x, b: up, out: h, m: rows, k: spec.dim, n: local, label: `${spec.name}.A` }),
+    up.dispatch({ input: x, output: h, rows }),
     activations[spec.activation](gpu, { target: h, length: rows * local }),
-    matmul(gpu, {
-      a: h,
-      b: down,
-      out: partial,
-      m: rows,
-      k: local,
-      n: spec.dim,
-      label: `${spec.name}.B`,
-    }),
+    down.dispatch({ input: h, output: partial, rows }),
   ];
   return {
     x,

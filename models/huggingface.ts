@@ -164,7 +164,10 @@ export const configFromHuggingFace = (
     if (json.mlp_bias === true) return fail("mlp_bias is not supported");
     const features = family.features(json, { seqLen });
     if (typeof features === "string") return fail(features);
-    if (json.hidden_act !== undefined && json.hidden_act !== "silu") {
+    if (
+      features.mlpActivation === undefined && json.hidden_act !== undefined &&
+      json.hidden_act !== "silu"
+    ) {
       return fail(`hidden_act ${JSON.stringify(json.hidden_act)} is not supported (only silu)`);
     }
     return Effect.succeed({
@@ -181,8 +184,8 @@ export const configFromHuggingFace = (
       ropeLayout: "half",
       ...(ropeScaling.type === "default" ? {} : { ropeScaling }),
       family: family.modelType,
-      ...features,
       sharedClassifier: tie,
+      ...features,
     });
   });
 
@@ -233,7 +236,7 @@ export const huggingFaceTensors = (config: LlamaConfig): HuggingFaceTensor[] => 
         fused === undefined
           ? {
             name: `layers.${l}.${name}`,
-            hfName: `model.layers.${l}.${hf}.weight`,
+            hfName: `model.layers.${l}.${family.renamed?.[name] ?? hf}.weight`,
             shape: shapes[name as keyof typeof LAYER_TENSORS],
           }
           : {

@@ -28,6 +28,9 @@ export interface LlamaLayerWeights {
   /** Per-head q and k norms (Qwen3; absent for Llama). */
   readonly qNorm?: Float32Array; // [headDim]
   readonly kNorm?: Float32Array; // [headDim]
+  /** Gemma 2's norms of the attention and MLP outputs (config.sandwichNorms). */
+  readonly postAttentionNorm?: Float32Array; // [dim]
+  readonly postFfnNorm?: Float32Array; // [dim]
 }
 
 export interface LlamaWeights {
@@ -110,6 +113,14 @@ export const rope = (
 
 const silu = (x: number): number => x / (1 + Math.exp(-x));
 
+/** GELU, tanh form (PyTorch's approximate="tanh", Gemma's gelu_pytorch_tanh). */
+const geluTanh = (x: number): number =>
+  0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
+
+/** cap·tanh(x / cap): Gemma 2's soft cap; no cap, x. */
+const softcap = (x: number, cap: number | undefined): number =>
+  cap === undefined ? x : cap * Math.tanh(x / cap);
+
 /** Expected element counts of every weight, to reject a mismatched set at construction. */
 const weightSizes = (c: LlamaConfig) => ({
   tokEmbeddings: c.vocabSize * c.dim,
@@ -129,6 +140,8 @@ const weightSizes = (c: LlamaConfig) => ({
   bv: kvDim(c),
   qNorm: c.headDim,
   kNorm: c.headDim,
+  postAttentionNorm: c.dim,
+  postFfnNorm: c.dim,
 });
 
 const checkModel = (config: LlamaConfig, weights: LlamaWeights): string | undefined => {
@@ -163,6 +176,11 @@ const checkModel = (config: LlamaConfig, weights: LlamaWeights): string | undefi
     const norms = [layer.qNorm, layer.kNorm].filter((n) => n !== undefined).length;
     if (norms !== (c.qkNorm ? 2 : 0)) {
       return `layers.${l} has ${norms} of the q/k norms; qkNorm is ${c.qkNorm ?? false}`;
+    }
+    const post = [layer.postAttentionNorm, layer.postFfnNorm].filter((n) => n !== undefined);
+    if (post.length !== (c.sandwichNorms ? 2 : 0)) {
+      return `layers.${l} has ${post.length} of the post norms; sandwichNorms is ` +
+        `${c.sandwichNorms ?? false}`;
     }
     const biases = [layer.bq, layer.bk, layer.bv].filter((b) => b !== undefined).length;
     if (biases !== (c.attentionBias ? 3 : 0)) {
@@ -264,18 +282,22 @@ export class ReferenceLlama {
     const group = kvGroupSize(c);
 
     const x = w.tokEmbeddings.slice(token * dim, (token + 1) * dim);
+    if (c.embeddingScale !== undefined) { for (let i = 0; i < dim; i++) x[i] *= c.embeddingScale; }
+    // Gemma stores each norm weight as an offset from one.
+    const norm = (out: Float32Array, input: Float32Array, weight: Float32Array, eps: number) =>
+      rmsnorm(out, input, c.normWeightOffset ? weight.map((v) => 1 + v) : weight, eps);
     const xb = new Float32Array(dim);
     const q = new Float32Array(qd);
     const attOut = new Float32Array(qd);
     const att = new Float32Array(pos + 1);
     const hb = new Float32Array(hiddenDim);
     const hb2 = new Float32Array(hiddenDim);
-    const scale = 1 / Math.sqrt(headDim);
+    const scale = c.attentionScale ?? 1 / Math.sqrt(headDim);
 
     for (let l = 0; l < c.nLayers; l++) {
       const lw = w.layers[l];
       // Attention: norm, q/k/v projections, RoPE on q and k, k and v into the cache.
-      rmsnorm(xb, x, lw.attentionNorm, c.normEps);
+      norm(xb, x, lw.attentionNorm, c.normEps);
       matmul(q, xb, lw.wq, dim, qd);
       const k = this.keyCache[l].subarray(pos * kvd, (pos + 1) * kvd);
       const v = this.valueCache[l].subarray(pos * kvd, (pos + 1) * kvd);
@@ -289,19 +311,20 @@ export class ReferenceLlama {
       if (lw.qNorm && lw.kNorm) {
         for (let h = 0; h < qd; h += headDim) {
           const head = q.subarray(h, h + headDim);
-          rmsnorm(head, head.slice(), lw.qNorm, c.normEps);
+          norm(head, head.slice(), lw.qNorm, c.normEps);
         }
         for (let h = 0; h < kvd; h += headDim) {
           const head = k.subarray(h, h + headDim);
-          rmsnorm(head, head.slice(), lw.kNorm, c.normEps);
+          norm(head, head.slice(), lw.kNorm, c.normEps);
         }
       }
       rope(q, pos, headDim, this.frequencies, c.ropeLayout);
       rope(k, pos, headDim, this.frequencies, c.ropeLayout);
 
       // Causal GQA: query head h reads kv head floor(h / group) at positions first..pos (all
-      // of 0..pos, or the last slidingWindow of them).
-      const first = Math.max(0, pos + 1 - (c.slidingWindow ?? Infinity));
+      // of 0..pos, or the last slidingWindow of them: on every layer, or Gemma 2's even ones).
+      const windowed = c.slidingWindowLayers !== "even" || l % 2 === 0;
+      const first = Math.max(0, pos + 1 - (windowed ? c.slidingWindow ?? Infinity : Infinity));
       for (let h = 0; h < nHeads; h++) {
         const qh = h * headDim;
         const kvh = Math.floor(h / group) * headDim;
@@ -309,7 +332,7 @@ export class ReferenceLlama {
           const kt = t * kvd + kvh;
           let score = 0;
           for (let i = 0; i < headDim; i++) score += q[qh + i] * this.keyCache[l][kt + i];
-          att[t - first] = score * scale;
+          att[t - first] = softcap(score * scale, c.attentionSoftcap);
         }
         softmax(att, pos + 1 - first);
         for (let i = 0; i < headDim; i++) {
@@ -321,20 +344,24 @@ export class ReferenceLlama {
         }
       }
       matmul(xb, attOut, lw.wo, qd, dim);
+      if (lw.postAttentionNorm) norm(xb, xb.slice(), lw.postAttentionNorm, c.normEps);
       for (let i = 0; i < dim; i++) x[i] += xb[i];
 
-      // Feed-forward: w2(silu(w1 h) ⊙ w3 h).
-      rmsnorm(xb, x, lw.ffnNorm, c.normEps);
+      // Feed-forward: w2(act(w1 h) ⊙ w3 h), act silu (SwiGLU) or tanh GELU (GeGLU).
+      const act = c.mlpActivation === "gelu_tanh" ? geluTanh : silu;
+      norm(xb, x, lw.ffnNorm, c.normEps);
       matmul(hb, xb, lw.w1, dim, hiddenDim);
       matmul(hb2, xb, lw.w3, dim, hiddenDim);
-      for (let i = 0; i < hiddenDim; i++) hb[i] = silu(hb[i]) * hb2[i];
+      for (let i = 0; i < hiddenDim; i++) hb[i] = act(hb[i]) * hb2[i];
       matmul(xb, hb, lw.w2, hiddenDim, dim);
+      if (lw.postFfnNorm) norm(xb, xb.slice(), lw.postFfnNorm, c.normEps);
       for (let i = 0; i < dim; i++) x[i] += xb[i];
     }
 
-    rmsnorm(x, x, w.norm, c.normEps);
+    norm(x, x, w.norm, c.normEps);
     const logits = new Float32Array(c.vocabSize);
     matmul(logits, x, w.output, dim, c.vocabSize);
+    for (let i = 0; i < logits.length; i++) logits[i] = softcap(logits[i], c.finalLogitSoftcap);
     return logits;
   }
 

@@ -8,9 +8,22 @@
 import type { LlamaConfig } from "../config.ts";
 
 /** The decoder features a family can switch on (see `LlamaConfig` for each one's meaning). */
-export type FamilyFeatures = Pick<
-  LlamaConfig,
-  "attentionBias" | "qkNorm" | "slidingWindow"
+export type FamilyFeatures = Partial<
+  Pick<
+    LlamaConfig,
+    | "attentionBias"
+    | "qkNorm"
+    | "slidingWindow"
+    | "slidingWindowLayers"
+    | "mlpActivation"
+    | "normWeightOffset"
+    | "embeddingScale"
+    | "sandwichNorms"
+    | "attentionScale"
+    | "attentionSoftcap"
+    | "finalLogitSoftcap"
+    | "sharedClassifier"
+  >
 >;
 
 /** One tensor the model needs: its models/shards.ts name, its HF name and its [out, in] shape. */
@@ -42,6 +55,8 @@ export interface ModelFamily {
   readonly architecture: string;
   /** The family's own config.json fields as decoder features, or the reason they are refused. */
   features(json: Record<string, unknown>, context: FamilyConfigContext): FamilyFeatures | string;
+  /** Shared layer tensors the family's checkpoints name otherwise: name → HF suffix. */
+  readonly renamed?: Readonly<Record<string, string>>;
   /** Projections that the family's checkpoints fuse, by models/shards.ts name (wq, w1, ...). */
   readonly fused?: Readonly<Record<string, FusedRows>>;
   /** The family's own tensors of layer `layer` beyond the shared ones (biases, norms). */

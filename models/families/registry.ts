@@ -1,5 +1,6 @@
 /** The families Tessera reads from Hugging Face directories, and how a config.json picks one. */
 import type { ModelFamily } from "./family.ts";
+import { gemma2 } from "./gemma2.ts";
 import { llama } from "./llama.ts";
 import { mistral } from "./mistral.ts";
 import { phi3 } from "./phi3.ts";
@@ -7,7 +8,14 @@ import { qwen2 } from "./qwen2.ts";
 import { qwen3 } from "./qwen3.ts";
 
 /** Every supported family, by `model_type`. */
-export const MODEL_FAMILIES: readonly ModelFamily[] = [llama, mistral, phi3, qwen2, qwen3];
+export const MODEL_FAMILIES: readonly ModelFamily[] = [
+  llama,
+  mistral,
+  phi3,
+  qwen2,
+  qwen3,
+  gemma2,
+];
 
 /** The family a `LlamaConfig` was read as (`config.family`); absent, or a llama2.c file: llama. */
 export const familyNamed = (modelType: string | undefined): ModelFamily =>
