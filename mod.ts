@@ -160,9 +160,8 @@ export {
   type GenerateError,
   GenerateInputError,
   type GenerateOptions,
-  loadTokenizer,
-  modelSourceOf,
-} from "./models/generate.ts";
+} from "./engine/generate.ts";
+export { loadTokenizer, modelSourceOf } from "./models/files.ts";
 export {
   type DrillError,
   type EngineHealth,

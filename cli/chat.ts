@@ -12,7 +12,8 @@
  * Failures print one line `error: ...` on stderr; exit codes as `deno task generate`.
  */
 import { Deferred, Effect, Either, Exit, Stream } from "effect";
-import { generate, loadTokenizer, modelSourceOf } from "../models/generate.ts";
+import { generate } from "../engine/generate.ts";
+import { loadTokenizer, modelSourceOf } from "../models/files.ts";
 import { LlamaModel } from "../models/llama.ts";
 import type { TextTokenizer } from "../models/tokenizer.ts";
 import {

@@ -14,7 +14,8 @@
  * unknown flag or a flag value that is not allowed).
  */
 import { Effect, Stream } from "effect";
-import { generate, loadTokenizer, modelSourceOf } from "../models/generate.ts";
+import { generate } from "../engine/generate.ts";
+import { loadTokenizer, modelSourceOf } from "../models/files.ts";
 import { LlamaModel } from "../models/llama.ts";
 import { helpText, parseFlagTable, versionText } from "./flag_table.ts";
 import {

@@ -19,7 +19,7 @@ export interface GenerationRequest {
   /** Nucleus mass, run.c semantics: on inside (0, 1). */
   readonly topP: number;
   /** Sampler seed (not 0); the engine picks one when absent. Unused when greedy. */
-  readonly seed?: number;
+  readonly seed?: number | bigint;
   /** End at the tokenizer's EOS/BOS ids. */
   readonly stopAtEos: boolean;
 }

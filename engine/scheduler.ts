@@ -43,7 +43,7 @@ import type { StepFailure } from "../actors/errors.ts";
 import type { ModelSource, RankReply } from "../actors/protocol.ts";
 import { Transport } from "../actors/transport.ts";
 import type { WeightType } from "../kernels/matmul.ts";
-import { CANDIDATES_PER_RANK, loadTokenizer, modelSourceOf } from "../models/generate.ts";
+import { loadTokenizer, modelSourceOf } from "../models/files.ts";
 import { LlamaModel, type LoadLlamaError } from "../models/llama.ts";
 import {
   type DrillError,
@@ -61,7 +61,8 @@ import { currentTelemetry } from "../observe/telemetry.ts";
 import { wallClockMillis } from "../observe/timeline.ts";
 import { TokenRate } from "./token_rate.ts";
 import * as metrics from "./metrics.ts";
-import { generationFailed, Sequence } from "./sequence.ts";
+import { generationFailed, NO_TOKEN, Sequence } from "./sequence.ts";
+import { decodeBatch, prefillSequence, type StepHooks } from "./steps.ts";
 
 /** Options of {@link makeInferenceEngine}. */
 export interface EngineOptions {
@@ -270,84 +271,35 @@ export const makeInferenceEngine = (
       yield* updateGauges;
     });
 
-    /** Puts a sequence's tokens in its slot; a fresh one then samples its first token. */
-    const prefill = (model: LlamaModel, sequence: Sequence) =>
-      Effect.gen(function* () {
-        const { promptTokens } = sequence.request;
-        if (sequence.generated.length > 0) {
-          // Resuming: prompt and tokens so far in one prefill (a row's bits do not depend on
-          // the step it is in); the last generated token is fed by the next decode step.
-          yield* model.forward(sequence.tokensSoFar, 0, sequence.slot);
-          sequence.prefilled = true;
-          return;
-        }
-        const candidates = yield* model.forwardWithCandidates(
-          promptTokens,
-          0,
-          sequence.slot,
-          sequence.temperature > 0 ? CANDIDATES_PER_RANK : 1,
-          sequence.temperature,
-        );
-        yield* metrics.promptTokens(Effect.succeed(promptTokens.length));
-        sequence.prefilled = true;
-        const token = yield* sequence.choose(candidates, model.logits());
-        yield* metrics.timeToFirstToken(
-          Effect.succeed((performance.now() - sequence.admittedAt) / 1000),
-        );
-        yield* accept(sequence, token);
-      });
-
-    const accept = (sequence: Sequence, token: number) =>
-      Effect.gen(function* () {
-        yield* metrics.generatedTokens(Effect.succeed(1));
+    /** The engine's side of each step: metrics, and non-finite logits end one request. */
+    const hooks: StepHooks<never> = {
+      nonFinite: (sequence, error) =>
+        Effect.as(
+          sequence.end(Option.some(generationFailed(error.message, false))),
+          NO_TOKEN,
+        ),
+      prefilled: (sequence) =>
+        Effect.all([
+          metrics.promptTokens(Effect.succeed(sequence.request.promptTokens.length)),
+          metrics.timeToFirstToken(
+            Effect.succeed((performance.now() - sequence.admittedAt) / 1000),
+          ),
+        ]),
+      chosen: () => {
         tokenRate.add(1);
-        yield* sequence.accept(token);
-      });
-
-    /**
-     * One decode step: a row per running sequence, the LM head in the same pipeline (one head
-     * per temperature: greedy rows need only the top candidate), then each samples its token.
-     */
-    const decode = (model: LlamaModel, batch: readonly Sequence[]) =>
-      Effect.gen(function* () {
-        const byTemperature = new Map<number, number[]>();
-        batch.forEach((s, row) => {
-          const rows = byTemperature.get(s.temperature);
-          if (rows) rows.push(row);
-          else byTemperature.set(s.temperature, [row]);
-        });
-        const heads = [...byTemperature].map(([temperature, rows]) => ({
-          rows,
-          k: temperature > 0 ? CANDIDATES_PER_RANK : 1,
-          temperature,
-        }));
-        const listsPerHead = yield* model.stepWithHeads(
-          batch.map((s) => ({
-            token: s.generated[s.generated.length - 1],
-            sequence: s.slot,
-            position: s.nextPosition,
-          })),
-          heads,
-        );
-        yield* metrics.batchSize(Effect.succeed(batch.length));
-        for (const [h, { rows }] of heads.entries()) {
-          const lists = listsPerHead[h];
-          for (const [i, row] of rows.entries()) {
-            const sequence = batch[row];
-            const fullLogits = Effect.map(model.logitsFor([row]), (l) => l[0]);
-            yield* accept(sequence, yield* sequence.choose(lists[i], fullLogits));
-          }
-        }
-      });
+        return metrics.generatedTokens(Effect.succeed(1));
+      },
+      decoded: (rows) => metrics.batchSize(Effect.succeed(rows)),
+    };
 
     /** One turn: prefill the newcomers, then decode everything running. */
     const turn = Effect.gen(function* () {
       const model = group.model;
       for (const sequence of running.filter((s) => !s.prefilled && !s.done)) {
-        yield* prefill(model, sequence);
+        yield* prefillSequence(model, sequence, hooks);
       }
       const batch = running.filter((s) => s.prefilled && !s.done && s.generated.length > 0);
-      if (batch.length > 0) yield* decode(model, batch);
+      if (batch.length > 0) yield* decodeBatch(model, batch, hooks);
     });
 
     const failSequence = (sequence: Sequence, message: string) =>

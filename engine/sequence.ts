@@ -6,10 +6,14 @@
  */
 import { Effect, Option, Queue, Take } from "effect";
 import type { StepFailure } from "../actors/errors.ts";
-import type { CandidateList } from "../models/sampler.ts";
+import type { CandidateList, NonFiniteLogits } from "../models/sampler.ts";
 import { chooseToken, Sampler } from "../models/sampler.ts";
-import { generatedText, type StreamDecoder, type TextTokenizer } from "../models/tokenizer.ts";
-import { stopIds } from "../models/generate.ts";
+import {
+  generatedText,
+  stopIds,
+  type StreamDecoder,
+  type TextTokenizer,
+} from "../models/tokenizer.ts";
 import {
   type FinishReason,
   type GeneratedPiece,
@@ -97,26 +101,19 @@ export class Sequence {
 
   /**
    * Picks the next token from this sequence's candidates (with temperature, falling back to
-   * the full logits when the candidates cannot decide exactly, as models/generate.ts does).
-   * Non-finite logits end this request (and only it) with a non-retriable failure; the token
-   * returned then is {@link NO_TOKEN}, which `accept` ignores as the sequence is done.
+   * the full logits when the candidates cannot decide exactly).
    */
   choose(
     candidates: CandidateList,
     fullLogits: Effect.Effect<Float32Array, StepFailure>,
-  ): Effect.Effect<number, StepFailure> {
-    const token = chooseToken(
+  ): Effect.Effect<number, StepFailure | NonFiniteLogits> {
+    return chooseToken(
       this.sampler,
       candidates,
       fullLogits,
       this.tokenizer.vocabSize,
       this.modelVocab,
     );
-    return Effect.catchTag(token, "NonFiniteLogits", (error) =>
-      Effect.as(
-        this.end(Option.some(new GenerationFailed({ message: error.message, retriable: false }))),
-        NO_TOKEN,
-      ));
   }
 
   /**

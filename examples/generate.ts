@@ -6,7 +6,8 @@
  */
 import { Effect, Stream } from "effect";
 import { WorkersTransport } from "../ranks/transports.ts";
-import { generate, loadTokenizer } from "../models/generate.ts";
+import { generate } from "../engine/generate.ts";
+import { loadTokenizer } from "../models/files.ts";
 import { LlamaModel } from "../models/llama.ts";
 import { STORIES260K_PATH, TOK512_PATH } from "../assets/paths.ts";
 

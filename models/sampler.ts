@@ -395,3 +395,6 @@ export class Sampler {
     });
   }
 }
+
+/** Candidates each rank sends when sampling; enough to hold the nucleus almost always. */
+export const CANDIDATES_PER_RANK = 64;

@@ -418,3 +418,9 @@ export const loadLlama2cTokenizer = (
     catch: (e) => loadError(file, `cannot read the file (${e instanceof Error ? e.message : e})`),
   }).pipe(Effect.flatMap((data) => parseLlama2cTokenizer(file, data, vocabSize)));
 };
+
+/** The ids that end generation at a stop: BOS, EOS, and any further EOS ids (HF). */
+export const stopIds = (tokenizer: TextTokenizer): ReadonlySet<number> => {
+  const extra = (tokenizer as { eosIds?: readonly number[] }).eosIds ?? [];
+  return new Set([tokenizer.bosId, tokenizer.eosId, ...extra]);
+};

@@ -17,12 +17,8 @@ import {
 } from "effect";
 import type { Transport } from "../actors/transport.ts";
 import type { LlamaConfig } from "../models/config.ts";
-import {
-  generate as generateStream,
-  type GeneratedToken,
-  loadTokenizer,
-  modelSourceOf,
-} from "../models/generate.ts";
+import { generate as generateStream, type GeneratedToken } from "../engine/generate.ts";
+import { loadTokenizer, modelSourceOf } from "../models/files.ts";
 import { LlamaModel } from "../models/llama.ts";
 import type { TextTokenizer } from "../models/tokenizer.ts";
 import { logAsRank } from "../observe/logging.ts";

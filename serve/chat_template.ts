@@ -20,7 +20,7 @@ import { Template } from "@huggingface/jinja";
 import { Context, Effect, Either } from "effect";
 import { dirname, join } from "node:path";
 import { type LoadError, loadError } from "../models/errors.ts";
-import { modelSourceOf } from "../models/generate.ts";
+import { modelSourceOf } from "../models/files.ts";
 import type { TextTokenizer } from "../models/tokenizer.ts";
 import { type ApiError, invalidRequest } from "./api_error.ts";
 import type { ChatTurn } from "./openai_schema.ts";

@@ -1,6 +1,6 @@
 /**
  * The engine behind the service, on the real stories260K over 2 Worker ranks: batched requests
- * give exactly the tokens each gives alone (and that models/generate.ts gives), a rank killed
+ * give exactly the tokens each gives alone (and that generate() gives), a rank killed
  * mid-generation is restarted and its requests resume with identical greedy output, and the
  * queue, cancellation and drain keep their promises.
  */
@@ -9,7 +9,8 @@ import { Chunk, Effect, Either, Fiber, Stream } from "effect";
 import { WorkersTransport } from "../ranks/transports.ts";
 import type { GeneratedPiece, GenerationRequest } from "../engine/engine.ts";
 import { makeInferenceEngine } from "../engine/scheduler.ts";
-import { generate, loadTokenizer, modelSourceOf } from "../models/generate.ts";
+import { generate } from "../engine/generate.ts";
+import { loadTokenizer, modelSourceOf } from "../models/files.ts";
 import { LlamaModel } from "../models/llama.ts";
 import { BATCH_PROMPTS } from "./fixtures/batch_prompts.ts";
 import { STORIES260K_PATH, TOK512_PATH } from "../assets/paths.ts";
@@ -50,7 +51,7 @@ const collect = (engine: Engine, request: GenerationRequest) =>
 
 const tokensOf = (pieces: readonly GeneratedPiece[]) => pieces.map((p) => p.token);
 
-Deno.test("engine: 8 concurrent greedy requests equal each one alone and models/generate.ts", async () => {
+Deno.test("engine: 8 concurrent greedy requests equal each one alone and generate()", async () => {
   const MAX = 40;
   // The reference: the plain generator on its own model, one request at a time.
   const expected = await run(

@@ -9,8 +9,9 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { Chunk, Effect, Stream } from "effect";
 import { InProcessTransport } from "../ranks/transports.ts";
-import { generate, type GenerateOptions, loadTokenizer } from "../models/generate.ts";
-import { LlamaModel } from "../models/llama.ts";
+import { generate, type GenerateOptions } from "../engine/generate.ts";
+import { loadTokenizer } from "../models/files.ts";
+import { LlamaModel, type StepRow } from "../models/llama.ts";
 import { ReferenceLlama } from "../models/reference.ts";
 import { Sampler } from "../models/sampler.ts";
 import { BOS_ID, EOS_ID, type TextTokenizer } from "../models/tokenizer.ts";
@@ -52,7 +53,10 @@ Deno.test("generate: greedy from BOS at tp 1 equals the fixture and the publishe
   assert.equal(text, (await tokenizer()).decode([BOS_ID, ...expected.tokens]));
 });
 
-/** A stand-in model that "samples" a scripted sequence, to check stopping and decoding. */
+/**
+ * A stand-in model that "samples" a scripted sequence, to check stopping and decoding: the
+ * prefill and decode calls the engine's steps make (engine/steps.ts), nothing else.
+ */
 const scriptedModel = (script: number[], seqLen = 512) => {
   const fed: [number[], number][] = [];
   let at = 0;
@@ -69,6 +73,11 @@ const scriptedModel = (script: number[], seqLen = 512) => {
     candidates,
     forwardWithCandidates: (tokens: readonly number[], pos: number) =>
       Effect.zipRight(forward(tokens, pos), candidates()),
+    stepWithHeads: (rows: readonly StepRow[]) =>
+      Effect.zipRight(
+        forward(rows.map((r) => r.token), rows[0].position),
+        Effect.map(candidates(), (c) => [[c]]),
+      ),
   } as unknown as LlamaModel;
   return { model, fed };
 };
