@@ -65,10 +65,10 @@ export type LayerSpec = typeof LayerSpec.Type;
 
 /** Where a rank finds the model weights; it reads only its own slices. */
 export const ModelSource: Schema.Struct<{
-  format: Schema.Literal<["llama2c", "huggingface"]>;
+  format: Schema.Literal<["llama2c", "huggingface", "gguf"]>;
   path: Name;
 }> = Schema.Struct({
-  format: Schema.Literal("llama2c", "huggingface"),
+  format: Schema.Literal("llama2c", "huggingface", "gguf"),
   path: Name,
 });
 /** A decoded {@link ModelSource}. */

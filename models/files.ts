@@ -9,6 +9,9 @@ import { type LoadError, loadError } from "./errors.ts";
 import { loadHuggingFaceTokenizer } from "./huggingface.ts";
 import { readLlama2cHeader } from "./llama2c.ts";
 import { loadLlama2cTokenizer, type TextTokenizer } from "./tokenizer.ts";
+import { fileSize, openForRead, readBytesAt } from "./tensor_reader.ts";
+import { isGguf } from "./gguf/format.ts";
+import { loadGgufTokenizer, readGgufConfig } from "./gguf/open.ts";
 
 const NOT_A_REGULAR_FILE = "not a regular file or a directory (a named pipe or a device?)";
 
@@ -25,10 +28,21 @@ const statPath = (path: string) =>
       ),
   });
 
+/** Whether a regular file starts with the GGUF magic (else it is taken as llama2.c). */
+const startsWithGgufMagic = (path: string) =>
+  Effect.scoped(Effect.gen(function* () {
+    const handle = yield* openForRead(path);
+    const size = yield* fileSize(handle, path);
+    if (size < 4) return false;
+    const magic = new Uint8Array(4);
+    yield* readBytesAt(handle, path, 0, magic);
+    return isGguf(magic);
+  }));
+
 /**
- * A model path as a source: a directory is Hugging Face, a regular file is a llama2.c
- * checkpoint. Anything else (a named pipe, a device, a socket) is refused before it is opened:
- * opening a FIFO would wait for a writer for ever.
+ * A model path as a source: a directory is Hugging Face; a regular file is GGUF when it starts
+ * with GGUF's magic, else a llama2.c checkpoint. Anything else (a named pipe, a device, a
+ * socket) is refused before it is opened: opening a FIFO would wait for a writer for ever.
  */
 export const modelSourceOf = (path: string): Effect.Effect<ModelSource, LoadError> =>
   Effect.flatMap(
@@ -37,7 +51,10 @@ export const modelSourceOf = (path: string): Effect.Effect<ModelSource, LoadErro
       info.isDirectory
         ? Effect.succeed<ModelSource>({ format: "huggingface", path })
         : info.isFile
-        ? Effect.succeed<ModelSource>({ format: "llama2c", path })
+        ? Effect.map(
+          startsWithGgufMagic(path),
+          (gguf): ModelSource => ({ format: gguf ? "gguf" : "llama2c", path }),
+        )
         : Effect.fail(loadError(path, NOT_A_REGULAR_FILE)),
   );
 
@@ -67,7 +84,13 @@ export const loadTokenizer = (
         ),
       );
     }
-    const { config } = yield* readLlama2cHeader(modelPath);
+    // A GGUF file carries its own tokenizer (a llama2.c tokenizer.bin may still be given).
+    if (source.format === "gguf" && tokenizerPath === undefined) {
+      return yield* loadGgufTokenizer(modelPath);
+    }
+    const { config } = source.format === "gguf"
+      ? { config: yield* readGgufConfig(modelPath) }
+      : yield* readLlama2cHeader(modelPath);
     const file = tokenizerPath ?? join(dirname(modelPath), "tokenizer.bin");
     const info = yield* statPath(file).pipe(
       Effect.mapError((e) =>

@@ -5,6 +5,7 @@ import type { LlamaConfig } from "./config.ts";
 import type { LoadError } from "./errors.ts";
 import { openHuggingFace } from "./huggingface.ts";
 import { openLlama2c } from "./llama2c.ts";
+import { openGguf } from "./gguf/open.ts";
 import type { WeightSource } from "./shards.ts";
 
 export const openModelSource = (
@@ -15,5 +16,7 @@ export const openModelSource = (
       return openLlama2c(source.path);
     case "huggingface":
       return openHuggingFace(source.path);
+    case "gguf":
+      return openGguf(source.path);
   }
 };

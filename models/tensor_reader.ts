@@ -87,7 +87,7 @@ const readFully = async (handle: Deno.FsFile, position: number, dest: Uint8Array
 };
 
 /** Runs a batch of `readFully` calls as one effect with a precise `LoadError`. */
-const readSpans = (
+export const readSpans = (
   handle: Deno.FsFile,
   file: string,
   tensor: string | undefined,

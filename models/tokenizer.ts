@@ -98,11 +98,18 @@ const BYTE_TOKEN = /^<0x([0-9A-Fa-f]{2})>$/;
 const SPACE = 0x20;
 const EMPTY = new Uint8Array(0);
 
+/** A vocabulary's control tokens and whether a prompt starts with BOS. */
+export interface SpecialTokens {
+  readonly bosId: number;
+  readonly eosId: number;
+  readonly addsBos: boolean;
+}
+
 class Llama2cTokenizer implements Tokenizer {
   readonly vocabSize: number;
-  readonly bosId = BOS_ID;
-  readonly eosId = EOS_ID;
-  readonly addsBos = true; // run.c always starts with BOS
+  readonly bosId: number;
+  readonly eosId: number;
+  readonly addsBos: boolean;
   /** Byte-string key of each token. */
   private readonly keys: string[];
   /** Byte string → lowest id with that string (run.c's bsearch picks an arbitrary duplicate). */
@@ -114,7 +121,12 @@ class Llama2cTokenizer implements Tokenizer {
     readonly maxTokenLength: number,
     readonly scores: Float32Array,
     private readonly pieces: Uint8Array[],
+    // run.c: BOS 1, EOS 2, and every prompt starts with BOS.
+    specials: SpecialTokens = { bosId: BOS_ID, eosId: EOS_ID, addsBos: true },
   ) {
+    this.bosId = specials.bosId;
+    this.eosId = specials.eosId;
+    this.addsBos = specials.addsBos;
     this.vocabSize = pieces.length;
     this.keys = pieces.map(byteKey);
     this.keys.forEach((k, id) => {
@@ -152,7 +164,7 @@ class Llama2cTokenizer implements Tokenizer {
   encode(text: string, options: { readonly bos: boolean; readonly eos: boolean }): number[] {
     const bytes = new TextEncoder().encode(text);
     const tokens: number[] = [];
-    if (options.bos) tokens.push(BOS_ID);
+    if (options.bos) tokens.push(this.bosId);
     if (bytes.length > 0) {
       const prefix = this.lookup(" ");
       tokens.push(prefix !== -1 ? prefix : this.byteToken(SPACE));
@@ -170,7 +182,7 @@ class Llama2cTokenizer implements Tokenizer {
       start = i + 1;
     }
     const merged = this.mergePairs(tokens);
-    if (options.eos) merged.push(EOS_ID);
+    if (options.eos) merged.push(this.eosId);
     return merged;
   }
 
@@ -226,7 +238,7 @@ class Llama2cTokenizer implements Tokenizer {
   decodeTokenBytes(prev: number, token: number): Uint8Array {
     this.checkId(token);
     const piece = this.pieces[token];
-    if (prev === BOS_ID && piece[0] === SPACE) {
+    if (prev === this.bosId && piece[0] === SPACE) {
       // run.c strips the space first, then tests the rest for `<0xNN>`.
       const rest = piece.subarray(1);
       const m = BYTE_TOKEN.exec(byteKey(rest));
@@ -263,7 +275,7 @@ class Llama2cTokenizer implements Tokenizer {
     let text = "";
     const utf8 = new TextDecoder("utf-8", { fatal: false });
     for (const token of tokens) {
-      if (token !== BOS_ID && token !== EOS_ID) {
+      if (token !== this.bosId && token !== this.eosId) {
         text += utf8.decode(this.decodeTokenBytes(prev, token), { stream: true });
       } else this.checkId(token);
       prev = token;
@@ -353,6 +365,22 @@ const swapIn = (column: number[], a: number, b: number) => {
 
 /** Largest piece length we believe: anything longer means we are not reading a tokenizer. */
 const MAX_PIECE_BYTES = 1 << 16;
+
+/**
+ * run.c's tokenizer over a SentencePiece-style vocabulary from elsewhere (a GGUF file): pieces
+ * as bytes (a space for "▁", `<0xNN>` byte tokens as they are) with their merge scores.
+ */
+export const makeSentencePieceTokenizer = (
+  scores: Float32Array,
+  pieces: Uint8Array[],
+  specials: SpecialTokens,
+): Tokenizer =>
+  new Llama2cTokenizer(
+    pieces.reduce((n, p) => Math.max(n, p.length), 1),
+    scores,
+    pieces,
+    specials,
+  );
 
 /** Parses a `tokenizer.bin`; the file must hold exactly `vocabSize` tokens. */
 export const parseLlama2cTokenizer = (

@@ -1,0 +1,324 @@
+/**
+ * A GGUF file as a model: its metadata read into a `LlamaConfig` (architectures llama — Mistral
+ * files say llama too —, qwen2 and qwen3), its tensors as a `WeightSource` under the names
+ * models/shards.ts reads, dequantized to f32 as a rank reads its own slices, and its tokenizer
+ * (the SentencePiece-style `llama` vocabulary) from the metadata.
+ *
+ * llama.cpp's converter puts Llama's q/k rows back in Meta's order (rotation pairs (2i, 2i+1)),
+ * so llama files run with interleaved RoPE; the other architectures keep HF's order (half).
+ */
+import { Effect, type Scope } from "effect";
+import type { LlamaConfig } from "../config.ts";
+import { type LoadError, loadError } from "../errors.ts";
+import type { WeightSource } from "../shards.ts";
+import { checkRange, openForRead, readBytesAt, readSpans } from "../tensor_reader.ts";
+import { makeSentencePieceTokenizer, type Tokenizer } from "../tokenizer.ts";
+import { type GgufFile, type GgufTensor, type GgufValue, readGgufHeader } from "./format.ts";
+
+/** The architectures read, with their RoPE pairing and the family they are. */
+const ARCHITECTURES: Readonly<Record<string, { layout: "interleaved" | "half" }>> = {
+  llama: { layout: "interleaved" },
+  qwen2: { layout: "half" },
+  qwen3: { layout: "half" },
+};
+
+/** GGUF names of the per-layer tensors, by the name models/shards.ts reads. */
+const LAYER_TENSORS: Readonly<Record<string, string>> = {
+  attention_norm: "attn_norm.weight",
+  wq: "attn_q.weight",
+  wk: "attn_k.weight",
+  wv: "attn_v.weight",
+  wo: "attn_output.weight",
+  ffn_norm: "ffn_norm.weight",
+  w1: "ffn_gate.weight",
+  w2: "ffn_down.weight",
+  w3: "ffn_up.weight",
+  bq: "attn_q.bias",
+  bk: "attn_k.bias",
+  bv: "attn_v.bias",
+  q_norm: "attn_q_norm.weight",
+  k_norm: "attn_k_norm.weight",
+};
+
+/** The GGUF name of a tensor models/shards.ts reads by `name`. */
+const ggufName = (name: string, config: LlamaConfig): string | undefined => {
+  if (name === "tok_embeddings") return "token_embd.weight";
+  if (name === "norm") return "output_norm.weight";
+  if (name === "output") return config.sharedClassifier ? "token_embd.weight" : "output.weight";
+  const match = /^layers\.(\d+)\.(\w+)$/.exec(name);
+  const suffix = match && LAYER_TENSORS[match[2]];
+  return suffix ? `blk.${match[1]}.${suffix}` : undefined;
+};
+
+/** The [rows, cols] each tensor the model needs must have. */
+const expectedShapes = (c: LlamaConfig): Map<string, [number, number]> => {
+  const q = c.nHeads * c.headDim, kv = c.nKvHeads * c.headDim;
+  const shapes = new Map<string, [number, number]>([
+    ["tok_embeddings", [c.vocabSize, c.dim]],
+    ["norm", [1, c.dim]],
+    ["output", [c.vocabSize, c.dim]],
+  ]);
+  for (let l = 0; l < c.nLayers; l++) {
+    const layer: Record<string, [number, number]> = {
+      attention_norm: [1, c.dim],
+      wq: [q, c.dim],
+      wk: [kv, c.dim],
+      wv: [kv, c.dim],
+      wo: [c.dim, q],
+      ffn_norm: [1, c.dim],
+      w1: [c.hiddenDim, c.dim],
+      w2: [c.dim, c.hiddenDim],
+      w3: [c.hiddenDim, c.dim],
+      ...(c.attentionBias ? { bq: [1, q], bk: [1, kv], bv: [1, kv] } : {}),
+      ...(c.qkNorm ? { q_norm: [1, c.headDim], k_norm: [1, c.headDim] } : {}),
+    };
+    for (const [name, shape] of Object.entries(layer)) shapes.set(`layers.${l}.${name}`, shape);
+  }
+  return shapes;
+};
+
+/** `${arch}.${key}` as a positive integer, or the reason it is not one. */
+const positive = (gguf: GgufFile, key: string, fallback?: number): number | string => {
+  const value = gguf.metadata.get(key) ?? fallback;
+  if (value === undefined) return `${key} is missing`;
+  return typeof value === "number" && Number.isSafeInteger(value) && value > 0
+    ? value
+    : `${key} = ${String(value)} must be a positive integer`;
+};
+
+const text = (value: GgufValue | undefined): string | undefined =>
+  typeof value === "string" ? value : undefined;
+
+/** The model's shape from the metadata, or a `LoadError` naming the key at fault. */
+export const configFromGguf = (gguf: GgufFile): Effect.Effect<LlamaConfig, LoadError> =>
+  Effect.suspend(() => {
+    const fail = (reason: string, tensor?: string) =>
+      Effect.fail(loadError(gguf.file, `bad GGUF: ${reason}`, tensor));
+    const arch = text(gguf.metadata.get("general.architecture"));
+    if (arch === undefined || !(arch in ARCHITECTURES)) {
+      return fail(
+        `general.architecture ${JSON.stringify(arch)} is not supported (supported: ` +
+          `${Object.keys(ARCHITECTURES).join(", ")})`,
+      );
+    }
+    const fields = {
+      dim: positive(gguf, `${arch}.embedding_length`),
+      hiddenDim: positive(gguf, `${arch}.feed_forward_length`),
+      nLayers: positive(gguf, `${arch}.block_count`),
+      nHeads: positive(gguf, `${arch}.attention.head_count`),
+      seqLen: positive(gguf, `${arch}.context_length`),
+    };
+    for (const v of Object.values(fields)) if (typeof v === "string") return fail(v);
+    const { dim, hiddenDim, nLayers, nHeads, seqLen } = fields as Record<string, number>;
+    const nKvHeads = positive(gguf, `${arch}.attention.head_count_kv`, nHeads);
+    const headDim = positive(gguf, `${arch}.attention.key_length`, Math.floor(dim / nHeads));
+    if (typeof nKvHeads === "string") return fail(nKvHeads);
+    if (typeof headDim === "string") return fail(headDim);
+    if (nHeads % nKvHeads !== 0) {
+      return fail(`head_count ${nHeads} is not a multiple of head_count_kv ${nKvHeads}`);
+    }
+    const valueLength = gguf.metadata.get(`${arch}.attention.value_length`) ?? headDim;
+    const ropeDims = gguf.metadata.get(`${arch}.rope.dimension_count`) ?? headDim;
+    if (valueLength !== headDim) return fail(`${arch}.attention.value_length ≠ key_length`);
+    if (ropeDims !== headDim) {
+      return fail(
+        `${arch}.rope.dimension_count = ${ropeDims} rotates part of a ${headDim}-wide head ` +
+          `(partial rotary is not supported)`,
+      );
+    }
+    const eps = gguf.metadata.get(`${arch}.attention.layer_norm_rms_epsilon`) ?? 1e-5;
+    const theta = gguf.metadata.get(`${arch}.rope.freq_base`) ?? 10000;
+    if (!(typeof eps === "number" && eps > 0 && eps < 1)) {
+      return fail(`${arch}.attention.layer_norm_rms_epsilon = ${eps} must be small and positive`);
+    }
+    if (!(typeof theta === "number" && theta > 1)) return fail(`${arch}.rope.freq_base = ${theta}`);
+    const scaling = text(gguf.metadata.get(`${arch}.rope.scaling.type`)) ?? "none";
+    const factor = gguf.metadata.get(`${arch}.rope.scaling.factor`);
+    if (scaling !== "none" && scaling !== "linear") {
+      return fail(`${arch}.rope.scaling.type = ${scaling} is not supported (none, linear)`);
+    }
+    if (scaling === "linear" && !(typeof factor === "number" && factor >= 1)) {
+      return fail(`${arch}.rope.scaling.factor = ${factor} must be a number ≥ 1`);
+    }
+    if (gguf.tensors.has("rope_freqs.weight")) {
+      return fail("rope_freqs (Llama 3.1+ frequency factors) is not supported yet", "rope_freqs");
+    }
+    const embedding = gguf.tensors.get("token_embd.weight");
+    if (embedding === undefined) return fail("no token_embd.weight", "token_embd.weight");
+    return Effect.succeed(
+      {
+        dim,
+        hiddenDim,
+        nLayers,
+        nHeads,
+        nKvHeads,
+        vocabSize: embedding.rows,
+        seqLen,
+        headDim,
+        normEps: eps,
+        ropeTheta: theta,
+        ropeLayout: ARCHITECTURES[arch].layout,
+        ...(scaling === "linear"
+          ? { ropeScaling: { type: "linear", factor: factor as number } }
+          : {}),
+        family: arch,
+        ...(gguf.tensors.has("blk.0.attn_q.bias") ? { attentionBias: true } : {}),
+        ...(arch === "qwen3" ? { qkNorm: true } : {}),
+        sharedClassifier: !gguf.tensors.has("output.weight"),
+      } satisfies LlamaConfig,
+    );
+  });
+
+/** `bytes` of whole blocks of `tensor`'s type, as f32. */
+const dequantize = (tensor: GgufTensor, bytes: Uint8Array, elements: number) => {
+  const out = new Float32Array(elements);
+  tensor.type.dequantize(bytes, out);
+  return out;
+};
+
+/**
+ * A GGUF file as a `WeightSource`: one handle, open for the enclosing scope. Every tensor the
+ * config needs is checked (present, the shape the metadata implies) before this succeeds. Rows
+ * are one contiguous read; columns are one read per row and must be whole blocks.
+ */
+export const openGguf = (
+  path: string,
+): Effect.Effect<
+  { config: LlamaConfig; source: WeightSource; gguf: GgufFile },
+  LoadError,
+  Scope.Scope
+> =>
+  Effect.gen(function* () {
+    const handle = yield* openForRead(path);
+    const gguf = yield* readGgufHeader(handle, path);
+    const config = yield* configFromGguf(gguf);
+    const located = new Map<string, GgufTensor>();
+    for (const [name, [rows, cols]] of expectedShapes(config)) {
+      const hf = ggufName(name, config)!;
+      const tensor = gguf.tensors.get(hf);
+      if (tensor === undefined) {
+        return yield* Effect.fail(loadError(path, "tensor missing from the GGUF file", hf));
+      }
+      if (tensor.rows !== rows || tensor.cols !== cols) {
+        return yield* Effect.fail(loadError(
+          path,
+          `shape [${tensor.rows}, ${tensor.cols}] (rows, cols), expected [${rows}, ${cols}]`,
+          hf,
+        ));
+      }
+      located.set(name, tensor);
+    }
+    const tensorOf = (name: string) => {
+      const tensor = located.get(name);
+      return tensor
+        ? Effect.succeed(tensor)
+        : Effect.fail(loadError(path, "no such tensor in this model", name));
+    };
+    const rows = (name: string, start: number, count: number) =>
+      Effect.gen(function* () {
+        const t = yield* tensorOf(name);
+        yield* checkRange(
+          path,
+          { name: t.name, shape: [t.rows, t.cols] },
+          "rows",
+          start,
+          count,
+          t.rows,
+        );
+        const bytes = new Uint8Array(count * t.rowBytes);
+        yield* readBytesAt(handle, path, t.offset + start * t.rowBytes, bytes, t.name);
+        return dequantize(t, bytes, count * t.cols);
+      });
+    const columns = (name: string, start: number, count: number) =>
+      Effect.gen(function* () {
+        const t = yield* tensorOf(name);
+        yield* checkRange(
+          path,
+          { name: t.name, shape: [t.rows, t.cols] },
+          "columns",
+          start,
+          count,
+          t.cols,
+        );
+        if (count === t.cols) return yield* rows(name, 0, t.rows);
+        const { blockElements: b, blockBytes, name: type } = t.type;
+        if (start % b !== 0 || count % b !== 0) {
+          return yield* Effect.fail(loadError(
+            path,
+            `columns ${start}..${start + count} cut a ${type} block of ${b}: a split across ` +
+              `this tensor's inputs must fall on block boundaries (choose a tp that divides ` +
+              `${t.cols / b} blocks)`,
+            t.name,
+          ));
+        }
+        const span = (count / b) * blockBytes;
+        const bytes = new Uint8Array(t.rows * span);
+        yield* readSpans(handle, path, t.name, async (read) => {
+          for (let r = 0; r < t.rows; r++) {
+            const at = t.offset + r * t.rowBytes + (start / b) * blockBytes;
+            await read(at, bytes.subarray(r * span, (r + 1) * span));
+          }
+        });
+        return dequantize(t, bytes, t.rows * count);
+      });
+    const source: WeightSource = {
+      rows,
+      columns,
+      vector: (name, length) => columns(name, 0, length),
+    };
+    return { config, source, gguf };
+  });
+
+/**
+ * The tokenizer a GGUF file carries: a SentencePiece-style `llama` vocabulary (tokens with
+ * scores, "▁" for a space, `<0xNN>` byte tokens) run with llama2.c's BPE by scores.
+ */
+export const ggufTokenizer = (gguf: GgufFile): Effect.Effect<Tokenizer, LoadError> =>
+  Effect.suspend(() => {
+    const fail = (reason: string) => Effect.fail(loadError(gguf.file, `GGUF tokenizer: ${reason}`));
+    const m = gguf.metadata;
+    const model = text(m.get("tokenizer.ggml.model"));
+    if (model !== "llama") {
+      return fail(
+        `tokenizer.ggml.model = ${JSON.stringify(model)} is not supported yet (only llama, ` +
+          `SentencePiece-style)`,
+      );
+    }
+    const tokens = m.get("tokenizer.ggml.tokens");
+    const scores = m.get("tokenizer.ggml.scores");
+    if (!Array.isArray(tokens) || !tokens.every((t) => typeof t === "string")) {
+      return fail("tokenizer.ggml.tokens is missing or not a string array");
+    }
+    if (!(scores instanceof Float32Array) || scores.length !== tokens.length) {
+      return fail("tokenizer.ggml.scores is missing or not one f32 per token");
+    }
+    const encoder = new TextEncoder();
+    const pieces = (tokens as string[]).map((t) => encoder.encode(t.replaceAll("\u2581", " ")));
+    const id = (key: string, fallback: number) => {
+      const v = m.get(key) ?? fallback;
+      return typeof v === "number" && Number.isInteger(v) && v >= 0 && v < tokens.length
+        ? v
+        : undefined;
+    };
+    const bosId = id("tokenizer.ggml.bos_token_id", 1),
+      eosId = id("tokenizer.ggml.eos_token_id", 2);
+    if (bosId === undefined || eosId === undefined) return fail("bos/eos token id out of range");
+    const addsBos = m.get("tokenizer.ggml.add_bos_token") ?? true;
+    return Effect.succeed(makeSentencePieceTokenizer(scores, pieces, {
+      bosId,
+      eosId,
+      addsBos: addsBos === true,
+    }));
+  });
+
+/** A GGUF file's header, read through a handle of its own. */
+const readGgufFile = (path: string) =>
+  Effect.scoped(Effect.flatMap(openForRead(path), (handle) => readGgufHeader(handle, path)));
+
+/** Opens a GGUF file just to read its tokenizer. */
+export const loadGgufTokenizer = (path: string): Effect.Effect<Tokenizer, LoadError> =>
+  Effect.flatMap(readGgufFile(path), ggufTokenizer);
+
+/** Opens a GGUF file just to read the model's shape. */
+export const readGgufConfig = (path: string): Effect.Effect<LlamaConfig, LoadError> =>
+  Effect.flatMap(readGgufFile(path), configFromGguf);
