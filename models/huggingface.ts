@@ -550,6 +550,30 @@ class HfTokenizer implements HuggingFaceTokenizer {
 }
 
 /**
+ * A tokenizer from a tokenizer.json object built elsewhere (a GGUF file's vocabulary), with its
+ * control tokens given; `file` names the source in errors.
+ */
+export const huggingFaceTokenizerFromJson = (
+  file: string,
+  tokenizerJson: Record<string, unknown>,
+  specials: {
+    readonly bosId: number;
+    readonly eosIds: readonly number[];
+    readonly addsBos: boolean;
+  },
+): Effect.Effect<HuggingFaceTokenizer, LoadError> =>
+  Effect.try({
+    try: () =>
+      new HfTokenizer(
+        new LibraryTokenizer(tokenizerJson, {}),
+        specials.bosId,
+        specials.eosIds,
+        specials.addsBos,
+      ),
+    catch: (e) => loadError(file, `the tokenizers library rejects the vocabulary (${describe(e)})`),
+  });
+
+/**
  * The tokenizer of a Hugging Face model directory: `tokenizer.json` (required),
  * `tokenizer_config.json` and `config.json` (optional) for the BOS/EOS tokens.
  */

@@ -11,6 +11,8 @@
  *   from the length so far, which changes the keys' rotation mid-sequence);
  * - llama3 (Llama 3.1+): long wavelengths divided by factor, short ones kept, a smooth blend
  *   between `low_freq_factor` and `high_freq_factor`;
+ * - factors (GGUF's `rope_freqs`, which llama.cpp's converter computes from Llama 3.1's rule):
+ *   inv_freq[i] / factors[i];
  * - yarn: interpolation blended with extrapolation over a ramp between the `beta_fast` and
  *   `beta_slow` correction dims, and cos/sin scaled by `attention_factor` (default 0.1·ln(factor)+1,
  *   or the ratio of the `mscale`/`mscale_all_dim` forms).
@@ -34,6 +36,11 @@ export type RopeScaling =
     readonly lowFreqFactor: number;
     readonly highFreqFactor: number;
     readonly originalMaxPositions: number;
+  }
+  | {
+    /** Per-pair divisors of the default frequencies, as GGUF's `rope_freqs` stores them. */
+    readonly type: "factors";
+    readonly factors: readonly number[];
   }
   | {
     readonly type: "yarn";
@@ -86,6 +93,11 @@ export const ropeFrequencies = (
         Math.pow(factor * length / originalMaxPositions - (factor - 1), headDim / (headDim - 2));
       return { inverse: defaultInverse(base, headDim), attentionFactor: 1 };
     }
+    case "factors":
+      return {
+        inverse: defaultInverse(theta, headDim).map((f, i) => f / scaling.factors[i]),
+        attentionFactor: 1,
+      };
     case "llama3": {
       const { factor, lowFreqFactor, highFreqFactor, originalMaxPositions } = scaling;
       const lowFreqWavelength = originalMaxPositions / lowFreqFactor;

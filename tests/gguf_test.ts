@@ -11,13 +11,14 @@ import { Chunk, Effect, Stream } from "effect";
 import { generate } from "../engine/generate.ts";
 import { loadTokenizer } from "../models/files.ts";
 import { GGML_TYPES } from "../models/gguf/quants.ts";
-import { openGguf } from "../models/gguf/open.ts";
+import { loadGgufTokenizer, openGguf } from "../models/gguf/open.ts";
 import { LlamaModel } from "../models/llama.ts";
 import { type LlamaWeights, ReferenceLlama } from "../models/reference.ts";
 import { f16ToF32, f32ToF16 } from "../models/safetensors.ts";
 import { InProcessTransport, WorkersTransport } from "../ranks/transports.ts";
 import { encodeGguf, GGML, stories260KGguf } from "./fixtures/gguf.ts";
 import { assertClose } from "./tolerance.ts";
+import { assertChangesGreedy } from "./fixtures/hf_family.ts";
 import { STORIES260K_PATH, TOK512_PATH } from "../assets/paths.ts";
 import type { GreedyFixture } from "./fixtures/make_stories260K_greedy.ts";
 
@@ -173,6 +174,33 @@ Deno.test("gguf: stories260K written as F32 GGUF generates the .bin's greedy tok
   });
 });
 
+Deno.test("gguf: rope_freqs (Llama 3.1+ files) divides RoPE's frequencies, at tp 1 and 2 as on the CPU", async () => {
+  const factors = Float32Array.of(1, 1.5, 8, 40);
+  const { file, reference } = await stories260KGguf("F32", {
+    extra: [{
+      name: "rope_freqs.weight",
+      dims: [4],
+      type: GGML.F32,
+      data: new Uint8Array(factors.buffer),
+    }],
+  });
+  await withFile(file, async (path) => {
+    const scaled = await Effect.runPromise(ReferenceLlama.make(
+      { ...reference.config, ropeScaling: { type: "factors", factors: Array.from(factors) } },
+      reference.weights,
+    ));
+    const want = PROMPT.map((token, pos) => scaled.forward(token, pos));
+    const plain = PROMPT.map((token, pos) => reference.forward(token, pos));
+    assertChangesGreedy(want, plain, "rope_freqs");
+    for (const tp of [1, 2]) {
+      const got = await promptLogits(path, tp);
+      got.forEach((l, pos) =>
+        assertClose(l, want[pos], { atol: 1e-4, rtol: 0, what: `rope_freqs tp ${tp} @${pos}` })
+      );
+    }
+  });
+});
+
 /** Every weight of an opened GGUF, dequantized on the CPU, for the reference forward pass. */
 const dequantizedWeights = (path: string) =>
   Effect.runPromise(Effect.scoped(Effect.gen(function* () {
@@ -204,7 +232,21 @@ const dequantizedWeights = (path: string) =>
     return { config, weights };
   })));
 
-const PROMPT = [1, 403, 407, 261, 378, 14, 5, 84, 9];
+const PROMPT = [1, 403, 407, 261, 378, 14, 5, 84, 9, 30, 72, 201];
+
+/** The GGUF model's logits after each position of PROMPT, fed one token a step. */
+const promptLogits = (path: string, tp: number) =>
+  Effect.runPromise(
+    Effect.gen(function* () {
+      const model = yield* LlamaModel.load({ source: { format: "gguf", path }, tp });
+      const out: Float32Array[] = [];
+      for (const [pos, token] of PROMPT.entries()) {
+        yield* model.forward([token], pos);
+        out.push(yield* model.logits());
+      }
+      return out;
+    }).pipe(Effect.scoped, Effect.provide(tp === 1 ? InProcessTransport() : WorkersTransport())),
+  );
 
 Deno.test("gguf: Q8_0 and Q4_0 files run within 1e-4 of their CPU dequantization at tp 1 and 2; tp 4 would cut a block and is refused", async () => {
   for (const quant of ["Q8_0", "Q4_0"] as const) {
@@ -219,20 +261,7 @@ Deno.test("gguf: Q8_0 and Q4_0 files run within 1e-4 of their CPU dequantization
       const binLogits = PROMPT.map((token, pos) => bin.forward(token, pos));
       assert.ok(binLogits.some((l, pos) => l.some((v, i) => Math.abs(v - want[pos][i]) > 1e-3)));
       for (const tp of [1, 2]) {
-        const got = await Effect.runPromise(
-          Effect.gen(function* () {
-            const model = yield* LlamaModel.load({ source: { format: "gguf", path }, tp });
-            const out: Float32Array[] = [];
-            for (const [pos, token] of PROMPT.entries()) {
-              yield* model.forward([token], pos);
-              out.push(yield* model.logits());
-            }
-            return out;
-          }).pipe(
-            Effect.scoped,
-            Effect.provide(tp === 1 ? InProcessTransport() : WorkersTransport()),
-          ),
-        );
+        const got = await promptLogits(path, tp);
         got.forEach((l, pos) =>
           assertClose(l, want[pos], { atol: 1e-4, rtol: 0, what: `${quant} tp ${tp} @${pos}` })
         );
@@ -285,9 +314,73 @@ Deno.test("gguf: malformed files are LoadErrors that say what is wrong", async (
   ];
   for (const [bytes, message] of cases) assert.match(await openFails(bytes), message);
   // A file without one of the layer tensors names it.
-  const { file: incomplete } = await stories260KGguf("F32", "blk.4.ffn_up.weight");
+  const { file: incomplete } = await stories260KGguf("F32", { drop: "blk.4.ffn_up.weight" });
   assert.match(
     await openFails(incomplete),
     /blk\.4\.ffn_up\.weight.*missing|missing.*blk\.4\.ffn_up/,
   );
+});
+
+// ---------------------------------------------------------------------------------------------
+// Tokenizers
+
+/** GPT-2's byte → printable character map (bytes_to_unicode). */
+const byteChars = (): string[] => {
+  const printable = [
+    ...Array.from({ length: 94 }, (_, i) => 33 + i),
+    ...Array.from({ length: 12 }, (_, i) => 161 + i),
+    ...Array.from({ length: 82 }, (_, i) => 174 + i),
+  ];
+  const chars: string[] = [];
+  let extra = 0;
+  for (let b = 0; b < 256; b++) {
+    chars[b] = String.fromCodePoint(printable.includes(b) ? b : 256 + extra++);
+  }
+  return chars;
+};
+
+Deno.test("gguf: a gpt2 (byte-level BPE) vocabulary applies its merges, keeps control tokens silent and round-trips any text", async () => {
+  const chars = byteChars();
+  const merges = ["Ġ t", "h e", "Ġt he", "l l", "ll o", "he llo"];
+  const tokens = [
+    ...chars,
+    ...merges.map((m) => m.replace(" ", "")),
+    "<|bos|>",
+    "<|eos|>",
+  ];
+  const types = tokens.map((_, id) => (id >= 262 ? 3 : 1));
+  const file = encodeGguf({
+    "general.architecture": { string: "llama" },
+    "tokenizer.ggml.model": { string: "gpt2" },
+    "tokenizer.ggml.pre": { string: "gpt2" },
+    "tokenizer.ggml.tokens": { strings: tokens },
+    "tokenizer.ggml.merges": { strings: merges },
+    "tokenizer.ggml.token_type": { i32s: types },
+    "tokenizer.ggml.bos_token_id": { u32: 262 },
+    "tokenizer.ggml.eos_token_id": { u32: 263 },
+    "tokenizer.ggml.add_bos_token": { bool: true },
+  }, []);
+  await withFile(file, async (path) => {
+    const tokenizer = await Effect.runPromise(loadGgufTokenizer(path));
+    assert.equal(tokenizer.addsBos, true);
+    assert.equal(tokenizer.bosId, 262);
+    const ids = tokenizer.encode("hello the world", { bos: true, eos: true });
+    // hello and " the" merge whole; " world" has no merges: its bytes (Ġ is the space, 32).
+    assert.deepEqual(ids, [262, 261, 258, 32, 119, 111, 114, 108, 100, 263]);
+    assert.equal(tokenizer.decode(ids), "hello the world");
+    const text = "Grüße, 日本! the\nhello\t🙂";
+    assert.equal(tokenizer.decode(tokenizer.encode(text, { bos: false, eos: false })), text);
+  });
+  const unsupported = encodeGguf({
+    "tokenizer.ggml.model": { string: "gpt2" },
+    "tokenizer.ggml.pre": { string: "deepseek-coder" },
+    "tokenizer.ggml.tokens": { strings: tokens },
+    "tokenizer.ggml.merges": { strings: merges },
+    "tokenizer.ggml.bos_token_id": { u32: 262 },
+    "tokenizer.ggml.eos_token_id": { u32: 263 },
+  }, []);
+  await withFile(unsupported, async (path) => {
+    const error = await Effect.runPromise(Effect.flip(loadGgufTokenizer(path)));
+    assert.match(error.message, /tokenizer.ggml.pre = "deepseek-coder" is not supported/);
+  });
 });

@@ -12,8 +12,9 @@ import type { LlamaConfig } from "../config.ts";
 import { type LoadError, loadError } from "../errors.ts";
 import type { WeightSource } from "../shards.ts";
 import { checkRange, openForRead, readBytesAt, readSpans } from "../tensor_reader.ts";
-import { makeSentencePieceTokenizer, type Tokenizer } from "../tokenizer.ts";
+import type { TextTokenizer } from "../tokenizer.ts";
 import { type GgufFile, type GgufTensor, type GgufValue, readGgufHeader } from "./format.ts";
+import { ggufTokenizer } from "./tokenizer.ts";
 
 /** The architectures read, with their RoPE pairing and the family they are. */
 const ARCHITECTURES: Readonly<Record<string, { layout: "interleaved" | "half" }>> = {
@@ -86,11 +87,17 @@ const positive = (gguf: GgufFile, key: string, fallback?: number): number | stri
     : `${key} = ${String(value)} must be a positive integer`;
 };
 
-const text = (value: GgufValue | undefined): string | undefined =>
+export const text = (value: GgufValue | undefined): string | undefined =>
   typeof value === "string" ? value : undefined;
 
-/** The model's shape from the metadata, or a `LoadError` naming the key at fault. */
-export const configFromGguf = (gguf: GgufFile): Effect.Effect<LlamaConfig, LoadError> =>
+/**
+ * The model's shape from the metadata, or a `LoadError` naming the key at fault; `ropeFactors`
+ * is the file's `rope_freqs` tensor where it has one (Llama 3.1+).
+ */
+export const configFromGguf = (
+  gguf: GgufFile,
+  ropeFactors?: Float32Array,
+): Effect.Effect<LlamaConfig, LoadError> =>
   Effect.suspend(() => {
     const fail = (reason: string, tensor?: string) =>
       Effect.fail(loadError(gguf.file, `bad GGUF: ${reason}`, tensor));
@@ -140,8 +147,11 @@ export const configFromGguf = (gguf: GgufFile): Effect.Effect<LlamaConfig, LoadE
     if (scaling === "linear" && !(typeof factor === "number" && factor >= 1)) {
       return fail(`${arch}.rope.scaling.factor = ${factor} must be a number ≥ 1`);
     }
-    if (gguf.tensors.has("rope_freqs.weight")) {
-      return fail("rope_freqs (Llama 3.1+ frequency factors) is not supported yet", "rope_freqs");
+    if (ropeFactors !== undefined) {
+      if (scaling !== "none") return fail(`both rope_freqs and ${arch}.rope.scaling.type`);
+      if (ropeFactors.length !== headDim / 2 || !ropeFactors.every((f) => f > 0)) {
+        return fail(`rope_freqs must hold ${headDim / 2} positive factors`, "rope_freqs.weight");
+      }
     }
     const embedding = gguf.tensors.get("token_embd.weight");
     if (embedding === undefined) return fail("no token_embd.weight", "token_embd.weight");
@@ -161,12 +171,25 @@ export const configFromGguf = (gguf: GgufFile): Effect.Effect<LlamaConfig, LoadE
         ...(scaling === "linear"
           ? { ropeScaling: { type: "linear", factor: factor as number } }
           : {}),
+        ...(ropeFactors
+          ? { ropeScaling: { type: "factors", factors: Array.from(ropeFactors) } }
+          : {}),
         family: arch,
         ...(gguf.tensors.has("blk.0.attn_q.bias") ? { attentionBias: true } : {}),
         ...(arch === "qwen3" ? { qkNorm: true } : {}),
         sharedClassifier: !gguf.tensors.has("output.weight"),
       } satisfies LlamaConfig,
     );
+  });
+
+/** The `rope_freqs` tensor (Llama 3.1+ files), or undefined. */
+const readRopeFactors = (handle: Deno.FsFile, gguf: GgufFile) =>
+  Effect.gen(function* () {
+    const tensor = gguf.tensors.get("rope_freqs.weight");
+    if (tensor === undefined) return undefined;
+    const bytes = new Uint8Array(tensor.rows * tensor.rowBytes);
+    yield* readBytesAt(handle, gguf.file, tensor.offset, bytes, tensor.name);
+    return dequantize(tensor, bytes, tensor.rows * tensor.cols);
   });
 
 /** `bytes` of whole blocks of `tensor`'s type, as f32. */
@@ -191,7 +214,7 @@ export const openGguf = (
   Effect.gen(function* () {
     const handle = yield* openForRead(path);
     const gguf = yield* readGgufHeader(handle, path);
-    const config = yield* configFromGguf(gguf);
+    const config = yield* configFromGguf(gguf, yield* readRopeFactors(handle, gguf));
     const located = new Map<string, GgufTensor>();
     for (const [name, [rows, cols]] of expectedShapes(config)) {
       const hf = ggufName(name, config)!;
@@ -269,56 +292,13 @@ export const openGguf = (
     return { config, source, gguf };
   });
 
-/**
- * The tokenizer a GGUF file carries: a SentencePiece-style `llama` vocabulary (tokens with
- * scores, "▁" for a space, `<0xNN>` byte tokens) run with llama2.c's BPE by scores.
- */
-export const ggufTokenizer = (gguf: GgufFile): Effect.Effect<Tokenizer, LoadError> =>
-  Effect.suspend(() => {
-    const fail = (reason: string) => Effect.fail(loadError(gguf.file, `GGUF tokenizer: ${reason}`));
-    const m = gguf.metadata;
-    const model = text(m.get("tokenizer.ggml.model"));
-    if (model !== "llama") {
-      return fail(
-        `tokenizer.ggml.model = ${JSON.stringify(model)} is not supported yet (only llama, ` +
-          `SentencePiece-style)`,
-      );
-    }
-    const tokens = m.get("tokenizer.ggml.tokens");
-    const scores = m.get("tokenizer.ggml.scores");
-    if (!Array.isArray(tokens) || !tokens.every((t) => typeof t === "string")) {
-      return fail("tokenizer.ggml.tokens is missing or not a string array");
-    }
-    if (!(scores instanceof Float32Array) || scores.length !== tokens.length) {
-      return fail("tokenizer.ggml.scores is missing or not one f32 per token");
-    }
-    const encoder = new TextEncoder();
-    const pieces = (tokens as string[]).map((t) => encoder.encode(t.replaceAll("\u2581", " ")));
-    const id = (key: string, fallback: number) => {
-      const v = m.get(key) ?? fallback;
-      return typeof v === "number" && Number.isInteger(v) && v >= 0 && v < tokens.length
-        ? v
-        : undefined;
-    };
-    const bosId = id("tokenizer.ggml.bos_token_id", 1),
-      eosId = id("tokenizer.ggml.eos_token_id", 2);
-    if (bosId === undefined || eosId === undefined) return fail("bos/eos token id out of range");
-    const addsBos = m.get("tokenizer.ggml.add_bos_token") ?? true;
-    return Effect.succeed(makeSentencePieceTokenizer(scores, pieces, {
-      bosId,
-      eosId,
-      addsBos: addsBos === true,
-    }));
-  });
-
-/** A GGUF file's header, read through a handle of its own. */
-const readGgufFile = (path: string) =>
-  Effect.scoped(Effect.flatMap(openForRead(path), (handle) => readGgufHeader(handle, path)));
-
 /** Opens a GGUF file just to read its tokenizer. */
-export const loadGgufTokenizer = (path: string): Effect.Effect<Tokenizer, LoadError> =>
-  Effect.flatMap(readGgufFile(path), ggufTokenizer);
+export const loadGgufTokenizer = (path: string): Effect.Effect<TextTokenizer, LoadError> =>
+  Effect.scoped(Effect.flatMap(
+    Effect.flatMap(openForRead(path), (handle) => readGgufHeader(handle, path)),
+    ggufTokenizer,
+  ));
 
 /** Opens a GGUF file just to read the model's shape. */
 export const readGgufConfig = (path: string): Effect.Effect<LlamaConfig, LoadError> =>
-  Effect.flatMap(readGgufFile(path), configFromGguf);
+  Effect.scoped(Effect.map(openGguf(path), ({ config }) => config));
