@@ -328,6 +328,7 @@ interface Setup {
 const SETUPS: readonly Setup[] = [
   { tp: 1 },
   { tp: 1, weights: "f16" },
+  { tp: 1, weights: "q8_0" },
   { tp: 1, backend: "deno" },
   { tp: 2 },
   { tp: 4 },
@@ -902,15 +903,63 @@ const program = Effect.gen(function* () {
   console.log(markdown);
 });
 
+/**
+ * The weight types on the 110M shape at tp 1, in one run: decode and prefill tok/s and device
+ * weight bytes for f32, f16 and q8_0 (quantized at load), each as a ratio to f32.
+ */
+const weightsBench = Effect.gen(function* () {
+  const m110 = yield* Effect.promise(async () =>
+    (await syntheticCheckpoint(STORIES110M, SEED, CACHE_DIR)).path
+  );
+  const mc: ModelCase = {
+    name: "110M",
+    path: m110,
+    decodeTokens: 32,
+    decodeBudgetMs: 20_000,
+    prefillBudgetMs: 40_000,
+    startBudgetMs: 90_000,
+  };
+  const rows: { weights: WeightType; result: ConfigResult }[] = [];
+  for (const weights of ["f32", "f16", "q8_0"] as const) {
+    log(`110M tp 1 (${weights})`);
+    rows.push({ weights, result: yield* measureConfig(mc, { tp: 1, weights }) });
+  }
+  const f32 = rows[0].result;
+  const ratio = (a?: number, b?: number) => (a && b ? `${f(a / b, 2)}×` : "–");
+  const markdown = [
+    `## Weight types (110M shape, tp 1, in-process; ${cpuModel()}, ${navigator.hardwareConcurrency} cores)`,
+    "",
+    "| weights | decode tok/s | vs f32 | prefill tok/s | vs f32 | weight MiB | vs f32 |",
+    "| ------- | ------------ | ------ | ------------- | ------ | ---------- | ------ |",
+    ...rows.map(({ weights, result: r }) =>
+      `| ${weights} | ${f(r.decode?.tokPerS ?? NaN, 2)} | ${
+        ratio(r.decode?.tokPerS, f32.decode?.tokPerS)
+      } | ${f(r.prefill?.tokPerS ?? NaN, 2)} | ${
+        ratio(r.prefill?.tokPerS, f32.prefill?.tokPerS)
+      } | ${mb(r.memory[0]?.weights ?? 0)} | ${
+        ratio(r.memory[0]?.weights, f32.memory[0]?.weights)
+      } |`
+    ),
+    "",
+    "q8_0 is llama.cpp's Q8_0 block (32 elements along k, one scale) quantized at load and " +
+    "widened in the matmul's registers; a weight whose k is not a multiple of 32 stays f16.",
+  ].join("\n");
+  yield* Effect.promise(() =>
+    writeSection("weights", markdown, { date: new Date().toISOString(), rows })
+  );
+  console.log(markdown);
+});
+
 const BENCHES: Record<string, Effect.Effect<void, CliFailure>> = {
   collectives: collectivesBench,
   matmul: matmulVariantsBench,
+  weights: weightsBench,
 };
 
 const HELP = helpText(
-  "deno task bench [collectives | matmul]",
+  "deno task bench [collectives | matmul | weights]",
   "Measures decode/prefill speed, memory and kernels and writes docs/BENCHMARKS.md; " +
-    "`collectives` and `matmul` run one part alone.",
+    "`collectives`, `matmul` and `weights` run one part alone.",
   observeFlagTable,
 );
 

@@ -11,6 +11,7 @@ import { WorkersTransport } from "../ranks/transports.ts";
 import type { SecretError } from "../wire/errors.ts";
 import { loadSecret } from "../wire/handshake.ts";
 import type { FlagTable } from "./flag_table.ts";
+import type { WeightType } from "../kernels/matmul.ts";
 
 /** A flag the CLI cannot accept; exit code 2. */
 export class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string }> {}
@@ -33,9 +34,9 @@ export const intIn = (flag: string, value: string, min: number, max = Number.MAX
     );
 
 export const weightsOf = (value: string) =>
-  value === "f32" || value === "f16"
-    ? Effect.succeed<"f32" | "f16">(value)
-    : usage(`--weights must be f32 or f16, got ${JSON.stringify(value)}`);
+  value === "f32" || value === "f16" || value === "q8_0"
+    ? Effect.succeed<WeightType>(value)
+    : usage(`--weights must be f32, f16 or q8_0, got ${JSON.stringify(value)}`);
 
 /** The model and transport flags, shared by every command that loads a model. */
 export const modelFlagTable = {
@@ -62,7 +63,7 @@ export const modelFlagTable = {
     type: "string",
     value: "TYPE",
     default: "f32",
-    help: "element type of the matmul weights on the devices: f32 or f16",
+    help: "element type of the matmul weights on the devices: f32, f16 or q8_0",
   },
   ranks: {
     type: "string",
@@ -85,7 +86,7 @@ export interface ModelFlags {
   readonly tp: number;
   readonly transport: TransportName;
   /** Element type of the matmul weights on the devices. */
-  readonly weights: "f32" | "f16";
+  readonly weights: WeightType;
   /** tcp: rank addresses (else local rank processes) and the shared secret's file. */
   readonly ranks?: readonly string[];
   readonly secretFile?: string;

@@ -8,6 +8,7 @@
 import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, prepareDispatch } from "../gpu/dispatch.ts";
 import { grid1d, LINEAR_WORKGROUP_WGSL, u32Param } from "./grid.ts";
+import { Q8_0_BLOCK } from "./q8_0.ts";
 
 export interface MatmulArgs {
   /** [m, k] row-major. */
@@ -48,8 +49,12 @@ const gatedInputWgsl = (input: MatmulInput): string => {
   }
 };
 
-/** Element type of matmul weights on the device: f32, or f16 stored as packed halves. */
-export type WeightType = "f32" | "f16";
+/**
+ * Element type of matmul weights on the device: f32, f16 stored as packed halves, or Q8_0
+ * (blocked layout only): llama.cpp's 32-element blocks along k, each column's block an f32 scale
+ * and 32 signed bytes.
+ */
+export type WeightType = "f32" | "f16" | "q8_0";
 
 /**
  * "rowMajor": b[kk, col] at kk·n + col. "blocked": the columns in blocks of WEIGHT_BLOCK, each
@@ -274,6 +279,59 @@ const blockedRows = (
 /** vec4 columns per invocation of the blocked kernel. */
 const BLOCKED_VEC4S = 4;
 
+/** The blocked kernel's k loop over f32 or f16 weights: one row of the block per step. */
+const floatLoopWgsl = (weights: WeightType, input: MatmulInput) => /* wgsl */ `
+  var at = block * k * BLOCK4 + lid.x;
+  for (var kk = 0u; kk < k; kk++) {
+    var bv: array<vec4<f32>, V>;
+    for (var v = 0u; v < V; v++) {
+      ${
+  weights === "f16"
+    ? "let packed = b[at + v * LANES];\n      bv[v] = vec4<f32>(unpack2x16float(packed.x), unpack2x16float(packed.y));"
+    : "bv[v] = b[at + v * LANES];"
+}
+    }
+    for (var r = 0u; r < ROWS; r++) {
+      ${gatedInputWgsl(input)}
+      for (var v = 0u; v < V; v++) { acc[r * V + v] += av * bv[v]; }
+    }
+    at += BLOCK4;
+  }`;
+
+/**
+ * The k loop over Q8_0 weights (see blockColumnsQ8_0): per group of 32 rows the lane loads its
+ * 16 columns' scales, then per row one word of 4 signed bytes per vec4, widened and scaled in
+ * registers (q·d is exact in f32, so a row's sums are those of the dequantized f32 weights).
+ */
+const q8_0LoopWgsl = (input: MatmulInput) => /* wgsl */ `
+  let groups = k / ${Q8_0_BLOCK}u;
+  for (var g = 0u; g < groups; g++) {
+    let base = (block * groups + g) * ${WEIGHT_BLOCK + Q8_0_BLOCK * (WEIGHT_BLOCK / 4)}u;
+    var scale: array<vec4<f32>, V>;
+    for (var v = 0u; v < V; v++) {
+      let s = base + (v * LANES + lid.x) * 4u;
+      scale[v] = bitcast<vec4<f32>>(vec4<u32>(b[s], b[s + 1u], b[s + 2u], b[s + 3u]));
+    }
+    for (var step = 0u; step < ${Q8_0_BLOCK}u; step++) {
+      let kk = g * ${Q8_0_BLOCK}u + step;
+      var bv: array<vec4<f32>, V>;
+      for (var v = 0u; v < V; v++) {
+        let word = b[base + ${WEIGHT_BLOCK}u + step * BLOCK4 + v * LANES + lid.x];
+        let q = vec4<i32>(
+          bitcast<i32>(word << 24u),
+          bitcast<i32>(word << 16u),
+          bitcast<i32>(word << 8u),
+          bitcast<i32>(word),
+        ) >> vec4<u32>(24u);
+        bv[v] = vec4<f32>(q) * scale[v];
+      }
+      for (var r = 0u; r < ROWS; r++) {
+        ${gatedInputWgsl(input)}
+        for (var v = 0u; v < V; v++) { acc[r * V + v] += av * bv[v]; }
+      }
+    }
+  }`;
+
 /**
  * Matmul over blocked weights, for any m: a workgroup owns one block of 128 columns and up to
  * `rows` rows (workgroup y picks them); each of its 8 lanes owns 4 vec4 columns, strided by the
@@ -294,7 +352,9 @@ export const matmulBlockedWgsl = (
 ): string => /* wgsl */ `
 struct Params { m: u32, k: u32, n: u32 }
 @group(0) @binding(0) var<storage, read> a: array<f32>;
-@group(0) @binding(1) var<storage, read> b: array<${weights === "f16" ? "vec2<u32>" : "vec4<f32>"}>;
+@group(0) @binding(1) var<storage, read> b: array<${
+  weights === "f16" ? "vec2<u32>" : weights === "q8_0" ? "u32" : "vec4<f32>"
+}>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;
 
@@ -315,22 +375,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   input === "plain" ? "k" : "2u * k"
 }; }
   var acc: array<vec4<f32>, ${rows * BLOCKED_VEC4S}>;
-  var at = block * k * BLOCK4 + lid.x;
-  for (var kk = 0u; kk < k; kk++) {
-    var bv: array<vec4<f32>, V>;
-    for (var v = 0u; v < V; v++) {
-      ${
-  weights === "f16"
-    ? "let packed = b[at + v * LANES];\n      bv[v] = vec4<f32>(unpack2x16float(packed.x), unpack2x16float(packed.y));"
-    : "bv[v] = b[at + v * LANES];"
-}
-    }
-    for (var r = 0u; r < ROWS; r++) {
-      ${gatedInputWgsl(input)}
-      for (var v = 0u; v < V; v++) { acc[r * V + v] += av * bv[v]; }
-    }
-    at += BLOCK4;
-  }
+${weights === "q8_0" ? q8_0LoopWgsl(input) : floatLoopWgsl(weights, input)}
   let rows = min(ROWS, m - row0);
   for (var r = 0u; r < rows; r++) {
     for (var v = 0u; v < V; v++) {
@@ -347,6 +392,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 export const matmulBlocked = (gpu: Gpu, args: MatmulArgs): Dispatch => {
   checkShape(args);
   const { a, b, out, m, k, n } = args;
+  if (args.weights === "q8_0" && k % Q8_0_BLOCK !== 0) {
+    throw new RangeError(`matmul: q8_0 weights need k a multiple of ${Q8_0_BLOCK}, got ${k}`);
+  }
   const blocks = Math.ceil(n / WEIGHT_BLOCK);
   const rows = blockedRows(args.input);
   const groups = Math.ceil(m / rows);
@@ -415,6 +463,9 @@ export const matmulSmallM = (
 export const matmul = (gpu: Gpu, args: MatmulArgs): Dispatch => {
   if ((args.input ?? "plain") !== "plain" && args.layout !== "blocked") {
     throw new RangeError(`matmul: a ${args.input} input needs blocked weights`);
+  }
+  if (args.weights === "q8_0" && args.layout !== "blocked") {
+    throw new RangeError("matmul: q8_0 weights need the blocked layout");
   }
   return args.layout === "blocked"
     ? matmulBlocked(gpu, args)

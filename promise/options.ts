@@ -61,7 +61,10 @@ export interface TesseraOptions {
   readonly tp?: number;
   /** Default `"inprocess"` at tp 1, `"workers"` above. */
   readonly transport?: TransportOption;
-  /** Matmul weights on the devices: `"f32"` (default, exact) or `"f16"` (half the bytes). */
+  /**
+   * Matmul weights on the devices: `"f32"` (default, exact), `"f16"` (half the bytes) or
+   * `"q8_0"` (llama.cpp's Q8_0 blocks, quantized at load: about a quarter).
+   */
   readonly weights?: WeightType;
   /** Structured logs on stderr at this level and above. Default `"warning"`. */
   readonly logLevel?: LogLevelName;
@@ -115,8 +118,8 @@ export const checkOptions = (options: TesseraOptions): CheckedOptions => {
   if (!(Number.isSafeInteger(tp) && tp >= 1)) {
     throw configError(`tp must be a positive integer, got ${tp}`);
   }
-  if (weights !== "f32" && weights !== "f16") {
-    throw configError(`weights must be "f32" or "f16", got ${weights}`);
+  if (weights !== "f32" && weights !== "f16" && weights !== "q8_0") {
+    throw configError(`weights must be "f32", "f16" or "q8_0", got ${weights}`);
   }
   if (!(LOG_LEVELS as readonly unknown[]).includes(logLevel)) {
     throw configError(`logLevel must be one of ${LOG_LEVELS.join(", ")}, got ${logLevel}`);

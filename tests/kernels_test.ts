@@ -16,6 +16,11 @@ import {
 } from "../kernels/elementwise.ts";
 import { grid1d } from "../kernels/grid.ts";
 import * as reference from "../kernels/reference.ts";
+import { quantizeColumnsQ8_0 } from "../kernels/q8_0.ts";
+import { GGML_TYPES } from "../models/gguf/quants.ts";
+import { quantizeQ8_0 } from "../models/gguf/quantize.ts";
+
+const q8Dummy = (gpu: Gpu) => createStorageBuffer(gpu, "dummy", 4096);
 import { assertClose, randomFloats } from "./tolerance.ts";
 
 /** Runs `body` with one device for the whole file, destroyed when it finishes. */
@@ -240,6 +245,59 @@ Deno.test("kernels", (t) =>
             for (const buf of [aBuf, bBuf, out]) buf.destroy();
           }
         }
+      },
+    );
+
+    await t.step(
+      "matmul: Q8_0 blocked weights give the bits of their dequantized f32 weights, any m",
+      async () => {
+        for (const [m, k, n] of [[1, 32, 1], [1, 96, 130], [5, 64, 300], [20, 128, 256]]) {
+          const a = randomFloats(m * k, m * 11 + k);
+          const b = randomFloats(k * n, k * 13 + n);
+          const packed = quantizeColumnsQ8_0(b, k, n);
+          // What the blocks mean: column c's 32-run of k is one llama.cpp block, x = q·d.
+          const dequantized = new Float32Array(k * n);
+          for (let c = 0; c < n; c++) {
+            for (let g = 0; g < k / 32; g++) {
+              const run = Float32Array.from({ length: 32 }, (_, j) => b[(g * 32 + j) * n + c]);
+              const block = new Float32Array(32);
+              GGML_TYPES.get(8)!.dequantize(quantizeQ8_0(run), block);
+              block.forEach((v, j) => (dequantized[(g * 32 + j) * n + c] = v));
+            }
+          }
+          const aBuf = createStorageBuffer(gpu, "a", a);
+          const q8 = createStorageBuffer(gpu, "q8", packed);
+          const f32 = createStorageBuffer(gpu, "f32", blockColumns(dequantized, k, n));
+          const [outQ, outF] = [0, 1].map(() => createStorageBuffer(gpu, "out", m * n * 4));
+          await run(gpu, () => [
+            matmul(gpu, { a: aBuf, b: q8, out: outQ, m, k, n, weights: "q8_0", layout: "blocked" }),
+            matmul(gpu, { a: aBuf, b: f32, out: outF, m, k, n, layout: "blocked" }),
+          ]);
+          const got = await read(gpu, outQ, m * n);
+          assert.deepEqual(got, await read(gpu, outF, m * n), `q8_0 ${m}×${k}×${n}`);
+          assertClose(got, reference.matmul(a, dequantized, m, k, n), {
+            atol: 2e-6 * Math.sqrt(k) + 1e-6,
+            rtol: 1e-5,
+            what: `q8_0 matmul ${m}×${k}×${n}`,
+          });
+          // A quarter of f32's bytes, plus the scales.
+          assert.ok(packed.byteLength < 0.3 * blockColumns(b, k, n).byteLength);
+          for (const buf of [aBuf, q8, f32, outQ, outF]) buf.destroy();
+        }
+        assert.throws(
+          () =>
+            matmul(gpu, {
+              a: q8Dummy(gpu),
+              b: q8Dummy(gpu),
+              out: q8Dummy(gpu),
+              m: 1,
+              k: 40,
+              n: 4,
+              weights: "q8_0",
+              layout: "blocked",
+            }),
+          /k a multiple of 32/,
+        );
       },
     );
 

@@ -23,6 +23,8 @@ import { BOS_ID, loadLlama2cTokenizer } from "../models/tokenizer.ts";
 import type { GreedyFixture } from "./fixtures/make_stories260K_greedy.ts";
 import { type HfVariant, withHfModel } from "./fixtures/hf_model.ts";
 import { maxAbsDiff } from "./tolerance.ts";
+import { GGML_TYPES } from "../models/gguf/quants.ts";
+import { quantizeQ8_0 } from "../models/gguf/quantize.ts";
 import { STORIES260K_PATH, TOK512_PATH } from "../assets/paths.ts";
 
 const MODEL = STORIES260K_PATH;
@@ -289,6 +291,63 @@ Deno.test("stories260K tp 2 (Workers), f16 weights: logits near the f32 fixture,
   assertFixtureTokens(tokens, f, "f16 greedy");
   // The matmul weights are most of the bytes: f16 cuts each rank's share well below f32's.
   bytes16.forEach((b, rank) => assert.ok(b < 0.7 * bytes32[rank], `rank ${rank}: ${b} bytes`));
+});
+
+/**
+ * What `weights: "q8_0"` puts on the device for an [out, in] matmul weight: each row in
+ * llama.cpp's Q8_0 blocks along `in` when `inPerRank` is a multiple of 32, else f16.
+ */
+const asDeviceQ8_0 = (w: Float32Array, inFeatures: number, inPerRank: number) => {
+  if (inPerRank % 32 !== 0) return Float32Array.from(Float16Array.from(w));
+  const out = new Float32Array(w.length);
+  GGML_TYPES.get(8)!.dequantize(quantizeQ8_0(w), out);
+  assert.equal(w.length % inFeatures, 0);
+  return out;
+};
+
+Deno.test("stories260K q8_0 weights at tp 1 and 2: logits within 1e-4 of the CPU reference over the same blocks, a third of the bytes", async () => {
+  const plain = await Effect.runPromise(ReferenceLlama.load(MODEL));
+  const c = plain.config;
+  const q = c.nHeads * c.headDim;
+  for (const tp of [1, 2]) {
+    const weights = {
+      ...plain.weights,
+      output: asDeviceQ8_0(plain.weights.output, c.dim, c.dim),
+      layers: plain.weights.layers.map((l) => ({
+        ...l,
+        wq: asDeviceQ8_0(l.wq, c.dim, c.dim),
+        wk: asDeviceQ8_0(l.wk, c.dim, c.dim),
+        wv: asDeviceQ8_0(l.wv, c.dim, c.dim),
+        wo: asDeviceQ8_0(l.wo, q, q / tp),
+        w1: asDeviceQ8_0(l.w1, c.dim, c.dim),
+        w3: asDeviceQ8_0(l.w3, c.dim, c.dim),
+        w2: asDeviceQ8_0(l.w2, c.hiddenDim, c.hiddenDim / tp),
+      })),
+    };
+    const reference = await Effect.runPromise(ReferenceLlama.make(c, weights));
+    const prompt = [BOS_ID, 403, 407, 261, 378, 14, 5, 84];
+    const want = prompt.map((token, pos) => reference.forward(token, pos));
+    const { logits, bytes8, bytes32 } = await runWith(
+      tp === 1 ? InProcessTransport() : WorkersTransport(),
+      Effect.gen(function* () {
+        const bytes32 = (yield* stories(tp)).weightBytesPerRank;
+        const model = yield* stories(tp, { weights: "q8_0" });
+        const logits: Float32Array[] = [];
+        for (const [pos, token] of prompt.entries()) {
+          yield* model.forward([token], pos);
+          logits.push(yield* model.logits());
+        }
+        return { logits, bytes8: model.weightBytesPerRank, bytes32 };
+      }),
+    );
+    logits.forEach((l, pos) => {
+      const diff = maxAbsDiff(l, want[pos]);
+      assert.ok(diff <= 1e-4, `q8_0 tp ${tp} logits@${pos}: max |diff| ${diff}`);
+    });
+    // The quantization is not a no-op: the f32 model's logits are elsewhere.
+    assert.ok(maxAbsDiff(plain.forward(prompt[0], 0), want[0]) > 1e-3);
+    bytes8.forEach((b, rank) => assert.ok(b < 0.6 * bytes32[rank], `rank ${rank}: ${b} bytes`));
+  }
 });
 
 Deno.test("stories260K tp 2 (in-process, Dawn): 64 greedy tokens", async () => {

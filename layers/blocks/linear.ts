@@ -12,7 +12,13 @@ import type { Dispatch } from "../../gpu/dispatch.ts";
 import { matmul, type MatmulInput } from "../../kernels/matmul.ts";
 import type { Timeline } from "../../observe/timeline.ts";
 import type { InvalidInput } from "../../actors/errors.ts";
-import { concatColumns, type DeviceWeights, type ShardReader, type Span } from "./weights.ts";
+import {
+  concatColumns,
+  type DeviceMatrix,
+  type DeviceWeights,
+  type ShardReader,
+  type Span,
+} from "./weights.ts";
 
 /** One projection of a merged column-parallel weight: its tensor and this rank's outputs. */
 export interface OutputPart {
@@ -41,7 +47,7 @@ export class ColumnParallelLinear {
     readonly inFeatures: number,
     /** This rank's output width: the parts' spans summed. */
     readonly outFeatures: number,
-    readonly weight: GPUBuffer,
+    readonly weight: DeviceMatrix,
   ) {}
 
   /** Rank r's columns of every part, merged: [in, Σ span]. */
@@ -65,8 +71,8 @@ export class ColumnParallelLinear {
   ): Effect.Effect<ColumnParallelLinear, InvalidInput> {
     return Effect.map(
       weights.matrix(label, shard, inFeatures),
-      (buffer) =>
-        new ColumnParallelLinear(weights, label, inFeatures, shard.length / inFeatures, buffer),
+      (matrix) =>
+        new ColumnParallelLinear(weights, label, inFeatures, shard.length / inFeatures, matrix),
     );
   }
 
@@ -74,12 +80,12 @@ export class ColumnParallelLinear {
   dispatch({ input, output, rows }: LinearArgs): Dispatch {
     return matmul(this.weights.gpu, {
       a: input,
-      b: this.weight,
+      b: this.weight.buffer,
       out: output,
       m: rows,
       k: this.inFeatures,
       n: this.outFeatures,
-      weights: this.weights.weightType,
+      weights: this.weight.type,
       layout: "blocked",
       label: this.label,
     });
@@ -224,7 +230,7 @@ export class RowParallelLinear {
     /** This rank's input features. */
     readonly inFeatures: number,
     readonly outFeatures: number,
-    readonly weight: GPUBuffer,
+    readonly weight: DeviceMatrix,
   ) {}
 
   /** Rank r's rows [span.count, out] of the weight as the kernels store it. */
@@ -258,12 +264,12 @@ export class RowParallelLinear {
   dispatch({ activation, ...args }: LinearArgs & { readonly activation?: MatmulInput }): Dispatch {
     return matmul(this.weights.gpu, {
       a: args.input,
-      b: this.weight,
+      b: this.weight.buffer,
       out: args.output,
       m: args.rows,
       k: this.inFeatures,
       n: this.outFeatures,
-      weights: this.weights.weightType,
+      weights: this.weight.type,
       layout: "blocked",
       input: activation ?? "plain",
       label: this.label,

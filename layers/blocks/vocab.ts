@@ -12,7 +12,7 @@ import { matmul } from "../../kernels/matmul.ts";
 import { topk } from "../../kernels/topk.ts";
 import type { InvalidInput } from "../../actors/errors.ts";
 import { allReduceInPlace, type ReduceArgs } from "./linear.ts";
-import type { DeviceWeights, ShardReader, Span } from "./weights.ts";
+import type { DeviceMatrix, DeviceWeights, ShardReader, Span } from "./weights.ts";
 
 /**
  * VocabParallelEmbedding: the [vocab, dim] table is split along vocab; rank r gathers the rows
@@ -97,7 +97,7 @@ export class ParallelLMHead {
     private readonly weights: DeviceWeights,
     readonly vocab: Span,
     readonly dim: number,
-    readonly weight: GPUBuffer,
+    readonly weight: DeviceMatrix,
   ) {}
 
   /** Rank r's rows of the classifier as [dim, vocab_r] (a tied head reads the embedding's). */
@@ -126,12 +126,12 @@ export class ParallelLMHead {
     return [
       matmul(gpu, {
         a: input,
-        b: this.weight,
+        b: this.weight.buffer,
         out: logits,
         m: rows,
         k: this.dim,
         n,
-        weights: this.weights.weightType,
+        weights: this.weight.type,
         layout: "blocked",
         label: "output",
       }),

@@ -7,6 +7,7 @@ import { Effect } from "effect";
 import { createStorageBuffer } from "../../gpu/buffers.ts";
 import type { Gpu } from "../../gpu/device.ts";
 import { blockColumns, type WeightType } from "../../kernels/matmul.ts";
+import { Q8_0_BLOCK, quantizeColumnsQ8_0 } from "../../kernels/q8_0.ts";
 import { InvalidInput } from "../../actors/errors.ts";
 
 /** A contiguous range of heads, units or rows: `count` starting at `start`. */
@@ -98,6 +99,12 @@ export class ShardReader<E> {
   }
 }
 
+/** A matmul weight on the device and the element type it is stored in. */
+export interface DeviceMatrix {
+  readonly buffer: GPUBuffer;
+  readonly type: WeightType;
+}
+
 /**
  * The device side of loading: uploads each shard once, refusing one over the adapter's
  * `maxStorageBufferBindingSize`, and counts the bytes the rank's weights take.
@@ -135,13 +142,20 @@ export class DeviceWeights {
 
   /**
    * A matmul weight [k, n] in the kernels' blocked layout and the weight type (a block is 128
-   * columns, so an f16 weight is whole 4-byte words).
+   * columns, so an f16 weight is whole 4-byte words), and the type it was stored as: Q8_0 needs k
+   * a multiple of 32, and a weight whose k is not falls back to f16.
    */
-  matrix(label: string, data: Float32Array, k: number): Effect.Effect<GPUBuffer, InvalidInput> {
-    const blocked = blockColumns(data, k, data.length / k);
-    return this.vector(
-      label,
-      this.weightType === "f32" ? blocked : Float16Array.from(blocked) as unknown as Float32Array,
+  matrix(label: string, data: Float32Array, k: number): Effect.Effect<DeviceMatrix, InvalidInput> {
+    const n = data.length / k;
+    const type = this.weightType === "q8_0" && k % Q8_0_BLOCK !== 0 ? "f16" : this.weightType;
+    const stored = type === "q8_0"
+      ? quantizeColumnsQ8_0(data, k, n)
+      : type === "f16"
+      ? Float16Array.from(blockColumns(data, k, n))
+      : blockColumns(data, k, n);
+    return Effect.map(
+      this.vector(label, stored as unknown as Float32Array),
+      (buffer) => ({ buffer, type }),
     );
   }
 }

@@ -2,29 +2,26 @@
  * llama.cpp's reference quantizers (`quantize_row_q8_0_ref`, `quantize_row_q4_0_ref`), with their
  * rounding, so a checkpoint quantized here holds the blocks llama.cpp would write.
  */
-import { f32ToF16 } from "../safetensors.ts";
+import { quantizeQ8_0Block } from "../../kernels/q8_0.ts";
+import { f32ToF16 } from "../../util/f16.ts";
 
 const f32 = Math.fround;
 
 /** Elements per Q8_0 / Q4_0 block. */
 export const QK = 32;
 
-/** C's roundf: half away from zero. */
-const roundf = (x: number) => Math.sign(x) * Math.round(Math.abs(x));
 
 /** Q8_0: per block d = max|x| / 127 (as f16), q = round(x / d). `values.length` % 32 = 0. */
 export const quantizeQ8_0 = (values: Float32Array): Uint8Array => {
   const blocks = values.length / QK;
   const out = new Uint8Array(blocks * 34);
   for (let b = 0; b < blocks; b++) {
-    let amax = 0;
-    for (let j = 0; j < QK; j++) amax = Math.max(amax, Math.abs(values[b * QK + j]));
-    const d = f32(amax / 127);
-    const id = d !== 0 ? f32(1 / d) : 0;
-    const h = f32ToF16(d);
+    const h = quantizeQ8_0Block(
+      (j) => values[b * QK + j],
+      (j, q) => (out[b * 34 + 2 + j] = q & 0xff),
+    );
     out[b * 34] = h & 0xff;
     out[b * 34 + 1] = h >> 8;
-    for (let j = 0; j < QK; j++) out[b * 34 + 2 + j] = roundf(f32(values[b * QK + j] * id)) & 0xff;
   }
   return out;
 };
