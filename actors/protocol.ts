@@ -92,7 +92,10 @@ export const RankCommand: Schema.Union<[
     source: typeof ModelSource;
     maxBatchTokens: Size;
     maxSequences: Schema.optionalWith<Size, { default: () => number }>;
-    weights: Schema.optionalWith<Schema.Literal<["f32", "f16", "q8_0"]>, { default: () => "f32" }>;
+    weights: Schema.optionalWith<
+      Schema.Literal<["f32", "f16", "q8_0", "q4_0"]>,
+      { default: () => "f32" }
+    >;
   }>,
   Schema.filter<
     Schema.TaggedStruct<"Embed", {
@@ -138,7 +141,7 @@ export const RankCommand: Schema.Union<[
     /** Sequences that may run at once, each with its own KV-cache slot. */
     maxSequences: Schema.optionalWith(Size, { default: () => 1 }),
     /** Element type of the matmul weights on the device (f16 needs shader-f16). */
-    weights: Schema.optionalWith(Schema.Literal("f32", "f16", "q8_0"), {
+    weights: Schema.optionalWith(Schema.Literal("f32", "f16", "q8_0", "q4_0"), {
       default: () => "f32" as const,
     }),
   }),

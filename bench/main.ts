@@ -329,6 +329,7 @@ const SETUPS: readonly Setup[] = [
   { tp: 1 },
   { tp: 1, weights: "f16" },
   { tp: 1, weights: "q8_0" },
+  { tp: 1, weights: "q4_0" },
   { tp: 1, backend: "deno" },
   { tp: 2 },
   { tp: 4 },
@@ -905,7 +906,7 @@ const program = Effect.gen(function* () {
 
 /**
  * The weight types on the 110M shape at tp 1, in one run: decode and prefill tok/s and device
- * weight bytes for f32, f16 and q8_0 (quantized at load), each as a ratio to f32.
+ * weight bytes for f32, f16, q8_0 and q4_0 (quantized at load), each as a ratio to f32.
  */
 const weightsBench = Effect.gen(function* () {
   const m110 = yield* Effect.promise(async () =>
@@ -920,7 +921,7 @@ const weightsBench = Effect.gen(function* () {
     startBudgetMs: 90_000,
   };
   const rows: { weights: WeightType; result: ConfigResult }[] = [];
-  for (const weights of ["f32", "f16", "q8_0"] as const) {
+  for (const weights of ["f32", "f16", "q8_0", "q4_0"] as const) {
     log(`110M tp 1 (${weights})`);
     rows.push({ weights, result: yield* measureConfig(mc, { tp: 1, weights }) });
   }
@@ -941,8 +942,9 @@ const weightsBench = Effect.gen(function* () {
       } |`
     ),
     "",
-    "q8_0 is llama.cpp's Q8_0 block (32 elements along k, one scale) quantized at load and " +
-    "widened in the matmul's registers; a weight whose k is not a multiple of 32 stays f16.",
+    "q8_0 and q4_0 are llama.cpp's blocks (32 elements along k, one scale) quantized at load " +
+    "and widened in the matmul's registers; a weight whose k is not a multiple of 32 stays " +
+    "f16, and the embedding table (gathered, not multiplied) stays f32.",
   ].join("\n");
   yield* Effect.promise(() =>
     writeSection("weights", markdown, { date: new Date().toISOString(), rows })

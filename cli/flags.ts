@@ -34,9 +34,9 @@ export const intIn = (flag: string, value: string, min: number, max = Number.MAX
     );
 
 export const weightsOf = (value: string) =>
-  value === "f32" || value === "f16" || value === "q8_0"
+  value === "f32" || value === "f16" || value === "q8_0" || value === "q4_0"
     ? Effect.succeed<WeightType>(value)
-    : usage(`--weights must be f32, f16 or q8_0, got ${JSON.stringify(value)}`);
+    : usage(`--weights must be f32, f16, q8_0 or q4_0, got ${JSON.stringify(value)}`);
 
 /** The model and transport flags, shared by every command that loads a model. */
 export const modelFlagTable = {
@@ -63,7 +63,7 @@ export const modelFlagTable = {
     type: "string",
     value: "TYPE",
     default: "f32",
-    help: "element type of the matmul weights on the devices: f32, f16 or q8_0",
+    help: "element type of the matmul weights on the devices: f32, f16, q8_0 or q4_0",
   },
   ranks: {
     type: "string",

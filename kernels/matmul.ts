@@ -8,7 +8,7 @@
 import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, prepareDispatch } from "../gpu/dispatch.ts";
 import { grid1d, LINEAR_WORKGROUP_WGSL, u32Param } from "./grid.ts";
-import { Q8_0_BLOCK } from "./q8_0.ts";
+import { groupWords, QUANT_BLOCK } from "./quantized.ts";
 
 export interface MatmulArgs {
   /** [m, k] row-major. */
@@ -50,11 +50,10 @@ const gatedInputWgsl = (input: MatmulInput): string => {
 };
 
 /**
- * Element type of matmul weights on the device: f32, f16 stored as packed halves, or Q8_0
- * (blocked layout only): llama.cpp's 32-element blocks along k, each column's block an f32 scale
- * and 32 signed bytes.
+ * Element type of matmul weights on the device: f32, f16 stored as packed halves, or Q8_0 / Q4_0
+ * (blocked layout only): llama.cpp's 32-element blocks along k (kernels/quantized.ts).
  */
-export type WeightType = "f32" | "f16" | "q8_0";
+export type WeightType = "f32" | "f16" | "q8_0" | "q4_0";
 
 /**
  * "rowMajor": b[kk, col] at kk·n + col. "blocked": the columns in blocks of WEIGHT_BLOCK, each
@@ -298,25 +297,11 @@ const floatLoopWgsl = (weights: WeightType, input: MatmulInput) => /* wgsl */ `
     at += BLOCK4;
   }`;
 
-/**
- * The k loop over Q8_0 weights (see blockColumnsQ8_0): per group of 32 rows the lane loads its
- * 16 columns' scales, then per row one word of 4 signed bytes per vec4, widened and scaled in
- * registers (q·d is exact in f32, so a row's sums are those of the dequantized f32 weights).
- */
-const q8_0LoopWgsl = (input: MatmulInput) => /* wgsl */ `
-  let groups = k / ${Q8_0_BLOCK}u;
-  for (var g = 0u; g < groups; g++) {
-    let base = (block * groups + g) * ${WEIGHT_BLOCK + Q8_0_BLOCK * (WEIGHT_BLOCK / 4)}u;
-    var scale: array<vec4<f32>, V>;
-    for (var v = 0u; v < V; v++) {
-      let s = base + (v * LANES + lid.x) * 4u;
-      scale[v] = bitcast<vec4<f32>>(vec4<u32>(b[s], b[s + 1u], b[s + 2u], b[s + 3u]));
-    }
-    for (var step = 0u; step < ${Q8_0_BLOCK}u; step++) {
-      let kk = g * ${Q8_0_BLOCK}u + step;
-      var bv: array<vec4<f32>, V>;
-      for (var v = 0u; v < V; v++) {
-        let word = b[base + ${WEIGHT_BLOCK}u + step * BLOCK4 + v * LANES + lid.x];
+/** The WGSL that widens one row's quants for the lane's vec4s into bv (scaled). */
+const widenWgsl = (type: "q8_0" | "q4_0") =>
+  type === "q8_0"
+    ? `for (var v = 0u; v < V; v++) {
+        let word = b[row + v * LANES + lid.x];
         let q = vec4<i32>(
           bitcast<i32>(word << 24u),
           bitcast<i32>(word << 16u),
@@ -324,7 +309,35 @@ const q8_0LoopWgsl = (input: MatmulInput) => /* wgsl */ `
           bitcast<i32>(word),
         ) >> vec4<u32>(24u);
         bv[v] = vec4<f32>(q) * scale[v];
-      }
+      }`
+    : `for (var p = 0u; p < V / 2u; p++) {
+        let word = b[row + p * LANES + lid.x];
+        let nibbles = vec4<u32>(0u, 4u, 8u, 12u);
+        let lo = (vec4<u32>(word) >> nibbles) & vec4<u32>(15u);
+        let hi = (vec4<u32>(word >> 16u) >> nibbles) & vec4<u32>(15u);
+        bv[2u * p] = (vec4<f32>(lo) - 8.0) * scale[2u * p];
+        bv[2u * p + 1u] = (vec4<f32>(hi) - 8.0) * scale[2u * p + 1u];
+      }`;
+
+/**
+ * The k loop over quantized weights (kernels/quantized.ts): per group of 32 rows the lane loads
+ * its 16 columns' scales, then per row its quants, widened and scaled in registers (q·d is exact
+ * in f32, so a row's sums are those of the dequantized f32 weights).
+ */
+const quantizedLoopWgsl = (type: "q8_0" | "q4_0", input: MatmulInput) => /* wgsl */ `
+  let groups = k / ${QUANT_BLOCK}u;
+  for (var g = 0u; g < groups; g++) {
+    let base = (block * groups + g) * ${groupWords(type)}u;
+    var scale: array<vec4<f32>, V>;
+    for (var v = 0u; v < V; v++) {
+      let s = base + (v * LANES + lid.x) * 4u;
+      scale[v] = bitcast<vec4<f32>>(vec4<u32>(b[s], b[s + 1u], b[s + 2u], b[s + 3u]));
+    }
+    for (var step = 0u; step < ${QUANT_BLOCK}u; step++) {
+      let kk = g * ${QUANT_BLOCK}u + step;
+      let row = base + ${WEIGHT_BLOCK}u + step * ${type === "q8_0" ? 32 : 16}u;
+      var bv: array<vec4<f32>, V>;
+      ${widenWgsl(type)}
       for (var r = 0u; r < ROWS; r++) {
         ${gatedInputWgsl(input)}
         for (var v = 0u; v < V; v++) { acc[r * V + v] += av * bv[v]; }
@@ -353,7 +366,7 @@ export const matmulBlockedWgsl = (
 struct Params { m: u32, k: u32, n: u32 }
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<${
-  weights === "f16" ? "vec2<u32>" : weights === "q8_0" ? "u32" : "vec4<f32>"
+  weights === "f16" ? "vec2<u32>" : weights === "f32" ? "vec4<f32>" : "u32"
 }>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;
@@ -375,7 +388,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   input === "plain" ? "k" : "2u * k"
 }; }
   var acc: array<vec4<f32>, ${rows * BLOCKED_VEC4S}>;
-${weights === "q8_0" ? q8_0LoopWgsl(input) : floatLoopWgsl(weights, input)}
+${
+  weights === "q8_0" || weights === "q4_0"
+    ? quantizedLoopWgsl(weights, input)
+    : floatLoopWgsl(weights, input)
+}
   let rows = min(ROWS, m - row0);
   for (var r = 0u; r < rows; r++) {
     for (var v = 0u; v < V; v++) {
@@ -392,8 +409,10 @@ ${weights === "q8_0" ? q8_0LoopWgsl(input) : floatLoopWgsl(weights, input)}
 export const matmulBlocked = (gpu: Gpu, args: MatmulArgs): Dispatch => {
   checkShape(args);
   const { a, b, out, m, k, n } = args;
-  if (args.weights === "q8_0" && k % Q8_0_BLOCK !== 0) {
-    throw new RangeError(`matmul: q8_0 weights need k a multiple of ${Q8_0_BLOCK}, got ${k}`);
+  if ((args.weights === "q8_0" || args.weights === "q4_0") && k % QUANT_BLOCK !== 0) {
+    throw new RangeError(
+      `matmul: ${args.weights} weights need k a multiple of ${QUANT_BLOCK}, got ${k}`,
+    );
   }
   const blocks = Math.ceil(n / WEIGHT_BLOCK);
   const rows = blockedRows(args.input);
@@ -464,8 +483,8 @@ export const matmul = (gpu: Gpu, args: MatmulArgs): Dispatch => {
   if ((args.input ?? "plain") !== "plain" && args.layout !== "blocked") {
     throw new RangeError(`matmul: a ${args.input} input needs blocked weights`);
   }
-  if (args.weights === "q8_0" && args.layout !== "blocked") {
-    throw new RangeError("matmul: q8_0 weights need the blocked layout");
+  if ((args.weights === "q8_0" || args.weights === "q4_0") && args.layout !== "blocked") {
+    throw new RangeError(`matmul: ${args.weights} weights need the blocked layout`);
   }
   return args.layout === "blocked"
     ? matmulBlocked(gpu, args)

@@ -31,9 +31,9 @@ export interface LoadLlamaOptions {
   readonly onReply?: ReplyObserver;
   /**
    * Element type of the matmul weights on the devices: "f32" (default, exact), "f16" (half
-   * the bytes per decode step; packed halves widened in the kernel, so any adapter) or "q8_0"
-   * (llama.cpp's Q8_0 quantizer along each weight's input dimension at load, dequantized in the
-   * kernel's registers; a weight whose input width is not a multiple of 32 is stored as f16).
+   * the bytes per decode step; packed halves widened in the kernel, so any adapter), "q8_0" or
+   * "q4_0" (llama.cpp's quantizers along each weight's input dimension at load, dequantized in
+   * the kernel's registers; a weight whose input width is not a multiple of 32 is stored as f16).
    */
   readonly weights?: WeightType;
 }

@@ -63,7 +63,7 @@ export interface TesseraOptions {
   readonly transport?: TransportOption;
   /**
    * Matmul weights on the devices: `"f32"` (default, exact), `"f16"` (half the bytes) or
-   * `"q8_0"` (llama.cpp's Q8_0 blocks, quantized at load: about a quarter).
+   * `"q8_0"` / `"q4_0"` (llama.cpp's blocks, quantized at load: about a quarter / an eighth).
    */
   readonly weights?: WeightType;
   /** Structured logs on stderr at this level and above. Default `"warning"`. */
@@ -118,8 +118,8 @@ export const checkOptions = (options: TesseraOptions): CheckedOptions => {
   if (!(Number.isSafeInteger(tp) && tp >= 1)) {
     throw configError(`tp must be a positive integer, got ${tp}`);
   }
-  if (weights !== "f32" && weights !== "f16" && weights !== "q8_0") {
-    throw configError(`weights must be "f32", "f16" or "q8_0", got ${weights}`);
+  if (!["f32", "f16", "q8_0", "q4_0"].includes(weights)) {
+    throw configError(`weights must be "f32", "f16", "q8_0" or "q4_0", got ${weights}`);
   }
   if (!(LOG_LEVELS as readonly unknown[]).includes(logLevel)) {
     throw configError(`logLevel must be one of ${LOG_LEVELS.join(", ")}, got ${logLevel}`);

@@ -16,9 +16,9 @@ import {
 } from "../kernels/elementwise.ts";
 import { grid1d } from "../kernels/grid.ts";
 import * as reference from "../kernels/reference.ts";
-import { quantizeColumnsQ8_0 } from "../kernels/q8_0.ts";
+import { quantizeColumns } from "../kernels/quantized.ts";
 import { GGML_TYPES } from "../models/gguf/quants.ts";
-import { quantizeQ8_0 } from "../models/gguf/quantize.ts";
+import { quantizeQ4_0, quantizeQ8_0 } from "../models/gguf/quantize.ts";
 
 const q8Dummy = (gpu: Gpu) => createStorageBuffer(gpu, "dummy", 4096);
 import { assertClose, randomFloats } from "./tolerance.ts";
@@ -249,40 +249,56 @@ Deno.test("kernels", (t) =>
     );
 
     await t.step(
-      "matmul: Q8_0 blocked weights give the bits of their dequantized f32 weights, any m",
+      "matmul: Q8_0 and Q4_0 blocked weights give the bits of their dequantized f32 weights, any m",
       async () => {
-        for (const [m, k, n] of [[1, 32, 1], [1, 96, 130], [5, 64, 300], [20, 128, 256]]) {
-          const a = randomFloats(m * k, m * 11 + k);
-          const b = randomFloats(k * n, k * 13 + n);
-          const packed = quantizeColumnsQ8_0(b, k, n);
-          // What the blocks mean: column c's 32-run of k is one llama.cpp block, x = q·d.
-          const dequantized = new Float32Array(k * n);
-          for (let c = 0; c < n; c++) {
-            for (let g = 0; g < k / 32; g++) {
-              const run = Float32Array.from({ length: 32 }, (_, j) => b[(g * 32 + j) * n + c]);
-              const block = new Float32Array(32);
-              GGML_TYPES.get(8)!.dequantize(quantizeQ8_0(run), block);
-              block.forEach((v, j) => (dequantized[(g * 32 + j) * n + c] = v));
+        const formats = [
+          { type: "q8_0", id: 8, quantize: quantizeQ8_0, share: 0.3 },
+          { type: "q4_0", id: 2, quantize: quantizeQ4_0, share: 0.17 },
+        ] as const;
+        for (const { type, id, quantize, share } of formats) {
+          for (const [m, k, n] of [[1, 32, 1], [1, 96, 130], [5, 64, 300], [20, 128, 256]]) {
+            const a = randomFloats(m * k, m * 11 + k);
+            const b = randomFloats(k * n, k * 13 + n);
+            const packed = quantizeColumns(type, b, k, n);
+            // What the blocks mean: column c's 32-run of k is one llama.cpp block, as GGUF's
+            // dequantization (tests/gguf_test.ts) reads it.
+            const dequantized = new Float32Array(k * n);
+            for (let c = 0; c < n; c++) {
+              for (let g = 0; g < k / 32; g++) {
+                const run = Float32Array.from({ length: 32 }, (_, j) => b[(g * 32 + j) * n + c]);
+                const block = new Float32Array(32);
+                GGML_TYPES.get(id)!.dequantize(quantize(run), block);
+                block.forEach((v, j) => (dequantized[(g * 32 + j) * n + c] = v));
+              }
             }
+            const aBuf = createStorageBuffer(gpu, "a", a);
+            const qBuf = createStorageBuffer(gpu, type, packed);
+            const f32 = createStorageBuffer(gpu, "f32", blockColumns(dequantized, k, n));
+            const [outQ, outF] = [0, 1].map(() => createStorageBuffer(gpu, "out", m * n * 4));
+            await run(gpu, () => [
+              matmul(gpu, {
+                a: aBuf,
+                b: qBuf,
+                out: outQ,
+                m,
+                k,
+                n,
+                weights: type,
+                layout: "blocked",
+              }),
+              matmul(gpu, { a: aBuf, b: f32, out: outF, m, k, n, layout: "blocked" }),
+            ]);
+            const got = await read(gpu, outQ, m * n);
+            assert.deepEqual(got, await read(gpu, outF, m * n), `${type} ${m}×${k}×${n}`);
+            assertClose(got, reference.matmul(a, dequantized, m, k, n), {
+              atol: 2e-6 * Math.sqrt(k) + 1e-6,
+              rtol: 1e-5,
+              what: `${type} matmul ${m}×${k}×${n}`,
+            });
+            // A quarter (an eighth) of f32's bytes, plus the scales.
+            assert.ok(packed.byteLength < share * blockColumns(b, k, n).byteLength);
+            for (const buf of [aBuf, qBuf, f32, outQ, outF]) buf.destroy();
           }
-          const aBuf = createStorageBuffer(gpu, "a", a);
-          const q8 = createStorageBuffer(gpu, "q8", packed);
-          const f32 = createStorageBuffer(gpu, "f32", blockColumns(dequantized, k, n));
-          const [outQ, outF] = [0, 1].map(() => createStorageBuffer(gpu, "out", m * n * 4));
-          await run(gpu, () => [
-            matmul(gpu, { a: aBuf, b: q8, out: outQ, m, k, n, weights: "q8_0", layout: "blocked" }),
-            matmul(gpu, { a: aBuf, b: f32, out: outF, m, k, n, layout: "blocked" }),
-          ]);
-          const got = await read(gpu, outQ, m * n);
-          assert.deepEqual(got, await read(gpu, outF, m * n), `q8_0 ${m}×${k}×${n}`);
-          assertClose(got, reference.matmul(a, dequantized, m, k, n), {
-            atol: 2e-6 * Math.sqrt(k) + 1e-6,
-            rtol: 1e-5,
-            what: `q8_0 matmul ${m}×${k}×${n}`,
-          });
-          // A quarter of f32's bytes, plus the scales.
-          assert.ok(packed.byteLength < 0.3 * blockColumns(b, k, n).byteLength);
-          for (const buf of [aBuf, q8, f32, outQ, outF]) buf.destroy();
         }
         assert.throws(
           () =>

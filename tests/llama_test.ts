@@ -24,7 +24,7 @@ import type { GreedyFixture } from "./fixtures/make_stories260K_greedy.ts";
 import { type HfVariant, withHfModel } from "./fixtures/hf_model.ts";
 import { maxAbsDiff } from "./tolerance.ts";
 import { GGML_TYPES } from "../models/gguf/quants.ts";
-import { quantizeQ8_0 } from "../models/gguf/quantize.ts";
+import { quantizeQ4_0, quantizeQ8_0 } from "../models/gguf/quantize.ts";
 import { STORIES260K_PATH, TOK512_PATH } from "../assets/paths.ts";
 
 const MODEL = STORIES260K_PATH;
@@ -294,22 +294,30 @@ Deno.test("stories260K tp 2 (Workers), f16 weights: logits near the f32 fixture,
 });
 
 /**
- * What `weights: "q8_0"` puts on the device for an [out, in] matmul weight: each row in
- * llama.cpp's Q8_0 blocks along `in` when `inPerRank` is a multiple of 32, else f16.
+ * What `weights: "q8_0"` / `"q4_0"` puts on the device for an [out, in] matmul weight: each row
+ * in llama.cpp's blocks along `in` when `inPerRank` is a multiple of 32, else f16.
  */
-const asDeviceQ8_0 = (w: Float32Array, inFeatures: number, inPerRank: number) => {
+const asDevice = (
+  type: "q8_0" | "q4_0",
+  w: Float32Array,
+  inFeatures: number,
+  inPerRank: number,
+) => {
   if (inPerRank % 32 !== 0) return Float32Array.from(Float16Array.from(w));
   const out = new Float32Array(w.length);
-  GGML_TYPES.get(8)!.dequantize(quantizeQ8_0(w), out);
+  const [id, quantize] = type === "q8_0" ? [8, quantizeQ8_0] : [2, quantizeQ4_0];
+  GGML_TYPES.get(id)!.dequantize(quantize(w), out);
   assert.equal(w.length % inFeatures, 0);
   return out;
 };
 
-Deno.test("stories260K q8_0 weights at tp 1 and 2: logits within 1e-4 of the CPU reference over the same blocks, a third of the bytes", async () => {
+Deno.test("stories260K q8_0 and q4_0 weights at tp 1 and 2: logits within 1e-4 of the CPU reference over the same blocks, fewer bytes", async () => {
   const plain = await Effect.runPromise(ReferenceLlama.load(MODEL));
   const c = plain.config;
   const q = c.nHeads * c.headDim;
-  for (const tp of [1, 2]) {
+  for (const [type, tp] of [["q8_0", 1], ["q8_0", 2], ["q4_0", 1], ["q4_0", 2]] as const) {
+    const asDeviceQ8_0 = (w: Float32Array, inFeatures: number, inPerRank: number) =>
+      asDevice(type, w, inFeatures, inPerRank);
     const weights = {
       ...plain.weights,
       output: asDeviceQ8_0(plain.weights.output, c.dim, c.dim),
@@ -331,7 +339,7 @@ Deno.test("stories260K q8_0 weights at tp 1 and 2: logits within 1e-4 of the CPU
       tp === 1 ? InProcessTransport() : WorkersTransport(),
       Effect.gen(function* () {
         const bytes32 = (yield* stories(tp)).weightBytesPerRank;
-        const model = yield* stories(tp, { weights: "q8_0" });
+        const model = yield* stories(tp, { weights: type });
         const logits: Float32Array[] = [];
         for (const [pos, token] of prompt.entries()) {
           yield* model.forward([token], pos);
@@ -342,7 +350,7 @@ Deno.test("stories260K q8_0 weights at tp 1 and 2: logits within 1e-4 of the CPU
     );
     logits.forEach((l, pos) => {
       const diff = maxAbsDiff(l, want[pos]);
-      assert.ok(diff <= 1e-4, `q8_0 tp ${tp} logits@${pos}: max |diff| ${diff}`);
+      assert.ok(diff <= 1e-4, `${type} tp ${tp} logits@${pos}: max |diff| ${diff}`);
     });
     // The quantization is not a no-op: the f32 model's logits are elsewhere.
     assert.ok(maxAbsDiff(plain.forward(prompt[0], 0), want[0]) > 1e-3);

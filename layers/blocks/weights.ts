@@ -7,7 +7,7 @@ import { Effect } from "effect";
 import { createStorageBuffer } from "../../gpu/buffers.ts";
 import type { Gpu } from "../../gpu/device.ts";
 import { blockColumns, type WeightType } from "../../kernels/matmul.ts";
-import { Q8_0_BLOCK, quantizeColumnsQ8_0 } from "../../kernels/q8_0.ts";
+import { QUANT_BLOCK, quantizeColumns } from "../../kernels/quantized.ts";
 import { InvalidInput } from "../../actors/errors.ts";
 
 /** A contiguous range of heads, units or rows: `count` starting at `start`. */
@@ -142,14 +142,15 @@ export class DeviceWeights {
 
   /**
    * A matmul weight [k, n] in the kernels' blocked layout and the weight type (a block is 128
-   * columns, so an f16 weight is whole 4-byte words), and the type it was stored as: Q8_0 needs k
-   * a multiple of 32, and a weight whose k is not falls back to f16.
+   * columns, so an f16 weight is whole 4-byte words), and the type it was stored as: Q8_0 and
+   * Q4_0 need k a multiple of 32, and a weight whose k is not falls back to f16.
    */
   matrix(label: string, data: Float32Array, k: number): Effect.Effect<DeviceMatrix, InvalidInput> {
     const n = data.length / k;
-    const type = this.weightType === "q8_0" && k % Q8_0_BLOCK !== 0 ? "f16" : this.weightType;
-    const stored = type === "q8_0"
-      ? quantizeColumnsQ8_0(data, k, n)
+    const quantized = this.weightType === "q8_0" || this.weightType === "q4_0";
+    const type = quantized && k % QUANT_BLOCK !== 0 ? "f16" : this.weightType;
+    const stored = type === "q8_0" || type === "q4_0"
+      ? quantizeColumns(type, data, k, n)
       : type === "f16"
       ? Float16Array.from(blockColumns(data, k, n))
       : blockColumns(data, k, n);

@@ -1,0 +1,110 @@
+/**
+ * Quantized weights for the blocked matmul (kernels/matmul.ts): llama.cpp's reference quantizers
+ * applied along k, 32 elements of one column per block, and the device layout the kernel reads.
+ *
+ * - Q8_0 (`quantize_row_q8_0_ref`): d = max|x| / 127 stored as f16, q = round(x / d) with the
+ *   unrounded d; x = q·d.
+ * - Q4_0 (`quantize_row_q4_0_ref`): d = m / −8 where m is the element of largest magnitude (sign
+ *   kept), q = min(15, trunc(x / d + 8.5)); x = (q − 8)·d.
+ *
+ * Layout: per 128-column block and per 32-row group, the 128 columns' scales (f32 bits, the f16
+ * value), then 32 rows of the group's quants: for Q8_0 128 signed bytes (column 4w + i in byte i
+ * of word w), for Q4_0 64 bytes of nibbles (word p·8 + l holds the 4 columns of vec4 (2p)·8 + l in
+ * its low half and of vec4 (2p + 1)·8 + l in its high half, 4 bits each): each of the kernel's 8
+ * lanes reads one word per pair of its vec4s. Every q·d is exact in f32, so the kernel's sums are
+ * those of the dequantized f32 weights, bit for bit.
+ */
+import { f16ToF32, f32ToF16 } from "../util/f16.ts";
+
+/** The quantized types the blocked matmul reads. */
+export type QuantizedType = "q8_0" | "q4_0";
+
+/** Elements along k that share one scale. */
+export const QUANT_BLOCK = 32;
+
+/** Columns per block of the blocked layout (kernels/matmul.ts's WEIGHT_BLOCK). */
+const COLUMNS = 128;
+
+/** u32 words of one 32-row group of a 128-column block: scales, then the rows' quants. */
+export const groupWords = (type: QuantizedType): number =>
+  COLUMNS + QUANT_BLOCK * (type === "q8_0" ? COLUMNS / 4 : COLUMNS / 8);
+
+const f32 = Math.fround;
+
+/** C's roundf: half away from zero. */
+const roundf = (x: number) => Math.sign(x) * Math.round(Math.abs(x));
+
+/**
+ * One Q8_0 block: `get(j)` the 32 values; stores each q with `put(j, q)` and returns the scale's
+ * f16 bits.
+ */
+export const quantizeQ8_0Block = (
+  get: (j: number) => number,
+  put: (j: number, q: number) => void,
+): number => {
+  let amax = 0;
+  for (let j = 0; j < QUANT_BLOCK; j++) amax = Math.max(amax, Math.abs(get(j)));
+  const d = f32(amax / 127);
+  const id = d !== 0 ? f32(1 / d) : 0;
+  for (let j = 0; j < QUANT_BLOCK; j++) put(j, roundf(f32(get(j) * id)));
+  return f32ToF16(d);
+};
+
+/** One Q4_0 block, as {@link quantizeQ8_0Block}; each q is 0..15. */
+export const quantizeQ4_0Block = (
+  get: (j: number) => number,
+  put: (j: number, q: number) => void,
+): number => {
+  let amax = 0, max = 0;
+  for (let j = 0; j < QUANT_BLOCK; j++) {
+    const v = get(j);
+    if (amax < Math.abs(v)) {
+      amax = Math.abs(v);
+      max = v;
+    }
+  }
+  const d = f32(max / -8);
+  const id = d !== 0 ? f32(1 / d) : 0;
+  for (let j = 0; j < QUANT_BLOCK; j++) {
+    put(j, Math.min(15, Math.trunc(f32(f32(get(j) * id) + 8.5))));
+  }
+  return f32ToF16(d);
+};
+
+/**
+ * A [k, n] row-major f32 weight (k a multiple of 32) quantized along k, in the blocked layout:
+ * no f32 copy is made, only the scales and quants.
+ */
+export const quantizeColumns = (
+  type: QuantizedType,
+  b: Float32Array,
+  k: number,
+  n: number,
+): Uint32Array => {
+  const blocks = Math.ceil(n / COLUMNS), groups = k / QUANT_BLOCK, words = groupWords(type);
+  const out = new Uint32Array(blocks * groups * words);
+  const bytes = new Uint8Array(out.buffer);
+  const quantize = type === "q8_0" ? quantizeQ8_0Block : quantizeQ4_0Block;
+  for (let blk = 0; blk < blocks; blk++) {
+    const c0 = blk * COLUMNS, width = Math.min(COLUMNS, n - c0);
+    for (let g = 0; g < groups; g++) {
+      const base = (blk * groups + g) * words;
+      for (let c = 0; c < width; c++) {
+        const col = c0 + c;
+        const put = type === "q8_0"
+          ? (j: number, q: number) => (bytes[(base + COLUMNS + j * 32) * 4 + c] = q & 0xff)
+          : (j: number, q: number) => {
+            // Column c is component c % 4 of vec4 v = c / 4: word ((v / 8) >> 1)·8 + v % 8,
+            // low half for even v / 8, high for odd.
+            const v = c >> 2, lane = v & 7, pair = v >> 3;
+            const word = base + COLUMNS + j * 16 + (pair >> 1) * 8 + lane;
+            const shift = (pair & 1) * 16 + (c & 3) * 4;
+            out[word] = (out[word] | (q << shift)) >>> 0;
+          };
+        const h = quantize((j) => b[(g * QUANT_BLOCK + j) * n + col], put);
+        new Float32Array(out.buffer, (base + c) * 4, 1)[0] = f16ToF32(h);
+      }
+    }
+  }
+  return out;
+};
