@@ -944,7 +944,7 @@ const weightsBench = Effect.gen(function* () {
     "",
     "q8_0 and q4_0 are llama.cpp's blocks (32 elements along k, one scale) quantized at load " +
     "and widened in the matmul's registers; a weight whose k is not a multiple of 32 stays " +
-    "f16, and the embedding table (gathered, not multiplied) stays f32.",
+    "f32, as does the embedding table (gathered, not multiplied).",
   ].join("\n");
   yield* Effect.promise(() =>
     writeSection("weights", markdown, { date: new Date().toISOString(), rows })

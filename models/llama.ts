@@ -33,7 +33,7 @@ export interface LoadLlamaOptions {
    * Element type of the matmul weights on the devices: "f32" (default, exact), "f16" (half
    * the bytes per decode step; packed halves widened in the kernel, so any adapter), "q8_0" or
    * "q4_0" (llama.cpp's quantizers along each weight's input dimension at load, dequantized in
-   * the kernel's registers; a weight whose input width is not a multiple of 32 is stored as f16).
+   * the kernel's registers; a weight whose input width is not a multiple of 32 stays f32).
    */
   readonly weights?: WeightType;
 }
@@ -137,7 +137,8 @@ export class LlamaModel {
     options: LoadLlamaOptions,
   ): Effect.Effect<LlamaModel, LoadLlamaError, Scope.Scope | Transport> {
     return Effect.gen(function* () {
-      const { config } = yield* Effect.scoped(openModelSource(options.source));
+      const { config, defaultWeights } = yield* Effect.scoped(openModelSource(options.source));
+      const weights = options.weights ?? defaultWeights ?? "f32";
       yield* planLlama(config, options.tp);
       const requested = options.maxBatchTokens ?? 64;
       if (!Number.isInteger(requested) || requested < 1) {
@@ -161,7 +162,7 @@ export class LlamaModel {
         source: options.source,
         maxBatchTokens,
         maxSequences,
-        weights: options.weights ?? "f32",
+        weights,
       })).pipe(Effect.flatMap(expectReplies("ModelLoaded")));
       // One line for the group, logged once every rank is done (a rank's own line is debug):
       // lines from ranks in other isolates would land in the middle of the progress bar.
@@ -169,7 +170,7 @@ export class LlamaModel {
         tp: options.tp,
         weightMB: +(loaded.reduce((sum, r) => sum + r.bytes, 0) / 1e6).toFixed(1),
         kvCacheMB: +(loaded.reduce((sum, r) => sum + r.kvCacheBytes, 0) / 1e6).toFixed(1),
-        weights: options.weights ?? "f32",
+        weights,
         seconds: +((performance.now() - started) / 1000).toFixed(2),
       }));
       return new LlamaModel(

@@ -163,6 +163,8 @@ Deno.test("gguf: stories260K written as F32 GGUF generates the .bin's greedy tok
   );
   const { file } = await stories260KGguf("F32");
   await withFile(file, async (path) => {
+    const opened = await Effect.runPromise(Effect.scoped(openGguf(path)));
+    assert.equal(opened.defaultWeights, "f32");
     const fromGguf = await Effect.runPromise(loadTokenizer(path));
     const fromBin = await Effect.runPromise(loadTokenizer(STORIES260K_PATH, TOK512_PATH));
     const text = "Once upon a time, Lily saw a big red ball.";
@@ -248,11 +250,15 @@ const promptLogits = (path: string, tp: number) =>
     }).pipe(Effect.scoped, Effect.provide(tp === 1 ? InProcessTransport() : WorkersTransport())),
   );
 
-Deno.test("gguf: Q8_0 and Q4_0 files run within 1e-4 of their CPU dequantization at tp 1 and 2; tp 4 would cut a block and is refused", async () => {
+Deno.test("gguf: Q8_0 and Q4_0 files stay quantized on the device and run within 1e-4 of their CPU dequantization at tp 1 and 2; tp 4 would cut a block and is refused", async () => {
   for (const quant of ["Q8_0", "Q4_0"] as const) {
     const { file, tensors } = await stories260KGguf(quant);
     assert.ok(tensors.some((t) => t.type === GGML[quant]), `${quant}: some tensors are quantized`);
     await withFile(file, async (path) => {
+      // By default a quantized file stays quantized on the device: its blocks re-quantize to
+      // themselves, so the logits below are still those of the file's own values.
+      const opened = await Effect.runPromise(Effect.scoped(openGguf(path)));
+      assert.equal(opened.defaultWeights, quant.toLowerCase());
       const { config, weights } = await dequantizedWeights(path);
       const reference = await Effect.runPromise(ReferenceLlama.make(config, weights));
       const want = PROMPT.map((token, pos) => reference.forward(token, pos));

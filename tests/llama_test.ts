@@ -295,7 +295,7 @@ Deno.test("stories260K tp 2 (Workers), f16 weights: logits near the f32 fixture,
 
 /**
  * What `weights: "q8_0"` / `"q4_0"` puts on the device for an [out, in] matmul weight: each row
- * in llama.cpp's blocks along `in` when `inPerRank` is a multiple of 32, else f16.
+ * in llama.cpp's blocks along `in` when `inPerRank` is a multiple of 32, else f32 as it is.
  */
 const asDevice = (
   type: "q8_0" | "q4_0",
@@ -303,7 +303,7 @@ const asDevice = (
   inFeatures: number,
   inPerRank: number,
 ) => {
-  if (inPerRank % 32 !== 0) return Float32Array.from(Float16Array.from(w));
+  if (inPerRank % 32 !== 0) return w;
   const out = new Float32Array(w.length);
   const [id, quantize] = type === "q8_0" ? [8, quantizeQ8_0] : [2, quantizeQ4_0];
   GGML_TYPES.get(id)!.dequantize(quantize(w), out);

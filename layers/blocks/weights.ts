@@ -143,12 +143,12 @@ export class DeviceWeights {
   /**
    * A matmul weight [k, n] in the kernels' blocked layout and the weight type (a block is 128
    * columns, so an f16 weight is whole 4-byte words), and the type it was stored as: Q8_0 and
-   * Q4_0 need k a multiple of 32, and a weight whose k is not falls back to f16.
+   * Q4_0 need k a multiple of 32, and a weight whose k is not stays f32 (exact).
    */
   matrix(label: string, data: Float32Array, k: number): Effect.Effect<DeviceMatrix, InvalidInput> {
     const n = data.length / k;
     const quantized = this.weightType === "q8_0" || this.weightType === "q4_0";
-    const type = quantized && k % QUANT_BLOCK !== 0 ? "f16" : this.weightType;
+    const type = quantized && k % QUANT_BLOCK !== 0 ? "f32" : this.weightType;
     const stored = type === "q8_0" || type === "q4_0"
       ? quantizeColumns(type, data, k, n)
       : type === "f16"

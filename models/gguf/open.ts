@@ -13,6 +13,7 @@ import { type LoadError, loadError } from "../errors.ts";
 import type { WeightSource } from "../shards.ts";
 import { checkRange, openForRead, readBytesAt, readSpans } from "../tensor_reader.ts";
 import type { TextTokenizer } from "../tokenizer.ts";
+import type { WeightType } from "../../kernels/matmul.ts";
 import { type GgufFile, type GgufTensor, type GgufValue, readGgufHeader } from "./format.ts";
 import { ggufTokenizer } from "./tokenizer.ts";
 
@@ -192,6 +193,28 @@ const readRopeFactors = (handle: Deno.FsFile, gguf: GgufFile) =>
     return dequantize(tensor, bytes, tensor.rows * tensor.cols);
   });
 
+/**
+ * The device weight type that keeps a GGUF file's precision, by the type that holds most of its
+ * matmul weights (by elements; files keep a few tensors in a wider type): F32 → f32, F16/BF16 → f16, Q4_0 → q4_0 (re-quantizing its values gives its
+ * blocks back), every other block type → q8_0 (near-lossless for their 4-6 bit values).
+ */
+export const deviceWeightsFor = (gguf: GgufFile): WeightType => {
+  const elements = new Map<string, number>();
+  for (const t of gguf.tensors.values()) {
+    if (t.rows > 1 && t.name !== "token_embd.weight") {
+      elements.set(t.type.name, (elements.get(t.type.name) ?? 0) + t.rows * t.cols);
+    }
+  }
+  const [main] = [...elements].sort((a, b) => b[1] - a[1])[0] ?? ["F32"];
+  return main === "F32"
+    ? "f32"
+    : main === "F16" || main === "BF16"
+    ? "f16"
+    : main === "Q4_0"
+    ? "q4_0"
+    : "q8_0";
+};
+
 /** `bytes` of whole blocks of `tensor`'s type, as f32. */
 const dequantize = (tensor: GgufTensor, bytes: Uint8Array, elements: number) => {
   const out = new Float32Array(elements);
@@ -207,7 +230,7 @@ const dequantize = (tensor: GgufTensor, bytes: Uint8Array, elements: number) => 
 export const openGguf = (
   path: string,
 ): Effect.Effect<
-  { config: LlamaConfig; source: WeightSource; gguf: GgufFile },
+  { config: LlamaConfig; source: WeightSource; gguf: GgufFile; defaultWeights: WeightType },
   LoadError,
   Scope.Scope
 > =>
@@ -289,7 +312,7 @@ export const openGguf = (
       columns,
       vector: (name, length) => columns(name, 0, length),
     };
-    return { config, source, gguf };
+    return { config, source, gguf, defaultWeights: deviceWeightsFor(gguf) };
   });
 
 /** Opens a GGUF file just to read its tokenizer. */
