@@ -203,6 +203,33 @@ Deno.test("gguf: rope_freqs (Llama 3.1+ files) divides RoPE's frequencies, at tp
   });
 });
 
+Deno.test("gguf: a phi3 file (fused attn_qkv and gate | up ffn_up, half-split RoPE, sliding window) at tp 1 and 2 equals the CPU reference", async () => {
+  const WINDOW = 4;
+  const { file, reference } = await stories260KGguf("Q8_0", {
+    arch: "phi3",
+    metadata: { "phi3.attention.sliding_window": { u32: WINDOW } },
+  });
+  await withFile(file, async (path) => {
+    const opened = await Effect.runPromise(Effect.scoped(openGguf(path)));
+    assert.equal(opened.config.ropeLayout, "half");
+    assert.equal(opened.config.slidingWindow, WINDOW);
+    const { config, weights } = await dequantizedWeights(path);
+    const phi = await Effect.runPromise(ReferenceLlama.make(config, weights));
+    const want = PROMPT.map((token, pos) => phi.forward(token, pos));
+    const unwindowed = await Effect.runPromise(
+      ReferenceLlama.make({ ...config, slidingWindow: undefined }, weights),
+    );
+    assertChangesGreedy(want, PROMPT.map((t, pos) => unwindowed.forward(t, pos)), "the window");
+    assert.notEqual(reference.config.ropeLayout, config.ropeLayout);
+    for (const tp of [1, 2]) {
+      const got = await promptLogits(path, tp);
+      got.forEach((l, pos) =>
+        assertClose(l, want[pos], { atol: 1e-4, rtol: 0, what: `phi3 tp ${tp} @${pos}` })
+      );
+    }
+  });
+});
+
 /** Every weight of an opened GGUF, dequantized on the CPU, for the reference forward pass. */
 const dequantizedWeights = (path: string) =>
   Effect.runPromise(Effect.scoped(Effect.gen(function* () {

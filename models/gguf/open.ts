@@ -1,6 +1,6 @@
 /**
  * A GGUF file as a model: its metadata read into a `LlamaConfig` (architectures llama — Mistral
- * files say llama too —, qwen2 and qwen3), its tensors as a `WeightSource` under the names
+ * files say llama too —, qwen2, qwen3 and phi3, whose q/k/v and gate/up are fused tensors), its tensors as a `WeightSource` under the names
  * models/shards.ts reads, dequantized to f32 as a rank reads its own slices, and its tokenizer
  * (the SentencePiece-style `llama` vocabulary) from the metadata.
  *
@@ -22,6 +22,7 @@ const ARCHITECTURES: Readonly<Record<string, { layout: "interleaved" | "half" }>
   llama: { layout: "interleaved" },
   qwen2: { layout: "half" },
   qwen3: { layout: "half" },
+  phi3: { layout: "half" },
 };
 
 /** GGUF names of the per-layer tensors, by the name models/shards.ts reads. */
@@ -50,6 +51,29 @@ const ggufName = (name: string, config: LlamaConfig): string | undefined => {
   const match = /^layers\.(\d+)\.(\w+)$/.exec(name);
   const suffix = match && LAYER_TENSORS[match[2]];
   return suffix ? `blk.${match[1]}.${suffix}` : undefined;
+};
+
+/**
+ * Where a fused file keeps a projection: Phi-3's `attn_qkv` (q | k | v rows) and `ffn_up`
+ * (gate | up rows, with no ffn_gate).
+ */
+const fusedRows = (gguf: GgufFile, c: LlamaConfig) => {
+  const q = c.nHeads * c.headDim, kv = c.nKvHeads * c.headDim, h = c.hiddenDim;
+  const qkv = c.family === "phi3", gateUp = c.family === "phi3";
+  const parts: Record<string, [string, number, number] | undefined> = {
+    wq: qkv ? ["attn_qkv.weight", 0, q + 2 * kv] : undefined,
+    wk: qkv ? ["attn_qkv.weight", q, q + 2 * kv] : undefined,
+    wv: qkv ? ["attn_qkv.weight", q + kv, q + 2 * kv] : undefined,
+    w1: gateUp ? ["ffn_up.weight", 0, 2 * h] : undefined,
+    w3: gateUp ? ["ffn_up.weight", h, 2 * h] : undefined,
+  };
+  return (name: string) => {
+    const match = /^layers\.(\d+)\.(\w+)$/.exec(name);
+    const part = match && parts[match[2]];
+    return part
+      ? { tensor: `blk.${match[1]}.${part[0]}`, firstRow: part[1], totalRows: part[2] }
+      : undefined;
+  };
 };
 
 /** The [rows, cols] each tensor the model needs must have. */
@@ -86,6 +110,14 @@ const positive = (gguf: GgufFile, key: string, fallback?: number): number | stri
   return typeof value === "number" && Number.isSafeInteger(value) && value > 0
     ? value
     : `${key} = ${String(value)} must be a positive integer`;
+};
+
+/** `${arch}.attention.sliding_window` (Phi-3's 4k models) where it is below the context. */
+const slidingWindow = (gguf: GgufFile, arch: string, seqLen: number) => {
+  const window = gguf.metadata.get(`${arch}.attention.sliding_window`);
+  return typeof window === "number" && window > 0 && window < seqLen
+    ? { slidingWindow: window }
+    : {};
 };
 
 export const text = (value: GgufValue | undefined): string | undefined =>
@@ -178,6 +210,7 @@ export const configFromGguf = (
         family: arch,
         ...(gguf.tensors.has("blk.0.attn_q.bias") ? { attentionBias: true } : {}),
         ...(arch === "qwen3" ? { qkNorm: true } : {}),
+        ...slidingWindow(gguf, arch, seqLen),
         sharedClassifier: !gguf.tensors.has("output.weight"),
       } satisfies LlamaConfig,
     );
@@ -239,20 +272,29 @@ export const openGguf = (
     const gguf = yield* readGgufHeader(handle, path);
     const config = yield* configFromGguf(gguf, yield* readRopeFactors(handle, gguf));
     const located = new Map<string, GgufTensor>();
+    const fused = fusedRows(gguf, config);
     for (const [name, [rows, cols]] of expectedShapes(config)) {
-      const hf = ggufName(name, config)!;
+      const part = fused(name);
+      const hf = part?.tensor ?? ggufName(name, config)!;
       const tensor = gguf.tensors.get(hf);
       if (tensor === undefined) {
         return yield* Effect.fail(loadError(path, "tensor missing from the GGUF file", hf));
       }
-      if (tensor.rows !== rows || tensor.cols !== cols) {
+      const wantRows = part?.totalRows ?? rows;
+      if (tensor.rows !== wantRows || tensor.cols !== cols) {
         return yield* Effect.fail(loadError(
           path,
-          `shape [${tensor.rows}, ${tensor.cols}] (rows, cols), expected [${rows}, ${cols}]`,
+          `shape [${tensor.rows}, ${tensor.cols}] (rows, cols), expected [${wantRows}, ${cols}]`,
           hf,
         ));
       }
-      located.set(name, tensor);
+      // A fused tensor's part is its own rows: the same tensor from a later first row.
+      located.set(
+        name,
+        part
+          ? { ...tensor, offset: tensor.offset + part.firstRow * tensor.rowBytes, rows }
+          : tensor,
+      );
     }
     const tensorOf = (name: string) => {
       const tensor = located.get(name);
