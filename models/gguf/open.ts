@@ -57,7 +57,7 @@ const ggufName = (name: string, config: LlamaConfig): string | undefined => {
  * Where a fused file keeps a projection: Phi-3's `attn_qkv` (q | k | v rows) and `ffn_up`
  * (gate | up rows, with no ffn_gate).
  */
-const fusedRows = (gguf: GgufFile, c: LlamaConfig) => {
+const fusedRows = (c: LlamaConfig) => {
   const q = c.nHeads * c.headDim, kv = c.nKvHeads * c.headDim, h = c.hiddenDim;
   const qkv = c.family === "phi3", gateUp = c.family === "phi3";
   const parts: Record<string, [string, number, number] | undefined> = {
@@ -272,7 +272,7 @@ export const openGguf = (
     const gguf = yield* readGgufHeader(handle, path);
     const config = yield* configFromGguf(gguf, yield* readRopeFactors(handle, gguf));
     const located = new Map<string, GgufTensor>();
-    const fused = fusedRows(gguf, config);
+    const fused = fusedRows(config);
     for (const [name, [rows, cols]] of expectedShapes(config)) {
       const part = fused(name);
       const hf = part?.tensor ?? ggufName(name, config)!;
