@@ -17,7 +17,7 @@ import { type LlamaWeights, ReferenceLlama } from "../models/reference.ts";
 import { f16ToF32, f32ToF16 } from "../models/safetensors.ts";
 import { InProcessTransport, WorkersTransport } from "../ranks/transports.ts";
 import { encodeGguf, GGML, stories260KGguf } from "./fixtures/gguf.ts";
-import { assertClose } from "./tolerance.ts";
+import { assertClose, randomFloats } from "./tolerance.ts";
 import { assertChangesGreedy } from "./fixtures/hf_family.ts";
 import { STORIES260K_PATH, TOK512_PATH } from "../assets/paths.ts";
 import type { GreedyFixture } from "./fixtures/make_stories260K_greedy.ts";
@@ -230,6 +230,50 @@ Deno.test("gguf: a phi3 file (fused attn_qkv and gate | up ffn_up, half-split Ro
   });
 });
 
+Deno.test("gguf: a gemma2 file (norms stored as 1 + w, post norms, caps, even-layer window) at tp 1 and 2 equals the CPU reference", async () => {
+  const dim = 64, layers = 5;
+  const extra = Array.from(
+    { length: layers },
+    (_, l) =>
+      ["post_attention_norm", "post_ffw_norm"].map((name, i) => ({
+        name: `blk.${l}.${name}.weight`,
+        dims: [dim],
+        type: GGML.F32,
+        data: new Uint8Array(randomFloats(dim, 50 + 2 * l + i, 0.3).map((v) => 1 + v).buffer),
+      })),
+  ).flat();
+  const { file } = await stories260KGguf("Q8_0", {
+    arch: "gemma2",
+    extra,
+    metadata: {
+      "gemma2.attention.sliding_window": { u32: 4 },
+      "gemma2.attn_logit_softcapping": { f32: 2 },
+      "gemma2.final_logit_softcapping": { f32: 5 },
+    },
+  });
+  await withFile(file, async (path) => {
+    const { config, weights } = await dequantizedWeights(path);
+    assert.deepEqual(
+      [config.sandwichNorms, config.normWeightOffset, config.slidingWindowLayers],
+      [true, undefined, "even"],
+    );
+    assert.equal(config.attentionScale, 1 / Math.sqrt(config.headDim));
+    assert.equal(config.embeddingScale, Math.sqrt(dim));
+    assert.deepEqual(
+      [config.attentionSoftcap, config.finalLogitSoftcap, config.slidingWindow, config.ropeLayout],
+      [2, 5, 4, "half"],
+    );
+    const gemma = await Effect.runPromise(ReferenceLlama.make(config, weights));
+    const want = PROMPT.map((token, pos) => gemma.forward(token, pos));
+    for (const tp of [1, 2]) {
+      const got = await promptLogits(path, tp);
+      got.forEach((l, pos) =>
+        assertClose(l, want[pos], { atol: 1e-4, rtol: 0, what: `gemma2 tp ${tp} @${pos}` })
+      );
+    }
+  });
+});
+
 /** Every weight of an opened GGUF, dequantized on the CPU, for the reference forward pass. */
 const dequantizedWeights = (path: string) =>
   Effect.runPromise(Effect.scoped(Effect.gen(function* () {
@@ -249,6 +293,12 @@ const dequantizedWeights = (path: string) =>
         w1: yield* get(`${p}w1`, config.hiddenDim),
         w2: yield* get(`${p}w2`, config.dim),
         w3: yield* get(`${p}w3`, config.hiddenDim),
+        ...(config.sandwichNorms
+          ? {
+            postAttentionNorm: yield* get(`${p}post_attention_norm`, 1),
+            postFfnNorm: yield* get(`${p}post_ffn_norm`, 1),
+          }
+          : {}),
       });
     }
     const tokEmbeddings = yield* get("tok_embeddings", config.vocabSize);

@@ -1,6 +1,7 @@
 /**
  * A GGUF file as a model: its metadata read into a `LlamaConfig` (architectures llama — Mistral
- * files say llama too —, qwen2, qwen3 and phi3, whose q/k/v and gate/up are fused tensors), its tensors as a `WeightSource` under the names
+ * files say llama too —, qwen2, qwen3, phi3, whose q/k/v and gate/up are fused tensors, and
+ * gemma2), its tensors as a `WeightSource` under the names
  * models/shards.ts reads, dequantized to f32 as a rank reads its own slices, and its tokenizer
  * (the SentencePiece-style `llama` vocabulary) from the metadata.
  *
@@ -23,6 +24,7 @@ const ARCHITECTURES: Readonly<Record<string, { layout: "interleaved" | "half" }>
   qwen2: { layout: "half" },
   qwen3: { layout: "half" },
   phi3: { layout: "half" },
+  gemma2: { layout: "half" },
 };
 
 /** GGUF names of the per-layer tensors, by the name models/shards.ts reads. */
@@ -41,6 +43,8 @@ const LAYER_TENSORS: Readonly<Record<string, string>> = {
   bv: "attn_v.bias",
   q_norm: "attn_q_norm.weight",
   k_norm: "attn_k_norm.weight",
+  post_attention_norm: "post_attention_norm.weight",
+  post_ffn_norm: "post_ffw_norm.weight",
 };
 
 /** The GGUF name of a tensor models/shards.ts reads by `name`. */
@@ -97,6 +101,7 @@ const expectedShapes = (c: LlamaConfig): Map<string, [number, number]> => {
       w3: [c.hiddenDim, c.dim],
       ...(c.attentionBias ? { bq: [1, q], bk: [1, kv], bv: [1, kv] } : {}),
       ...(c.qkNorm ? { q_norm: [1, c.headDim], k_norm: [1, c.headDim] } : {}),
+      ...(c.sandwichNorms ? { post_attention_norm: [1, c.dim], post_ffn_norm: [1, c.dim] } : {}),
     };
     for (const [name, shape] of Object.entries(layer)) shapes.set(`layers.${l}.${name}`, shape);
   }
@@ -118,6 +123,37 @@ const slidingWindow = (gguf: GgufFile, arch: string, seqLen: number) => {
   return typeof window === "number" && window > 0 && window < seqLen
     ? { slidingWindow: window }
     : {};
+};
+
+/**
+ * Gemma 2's features as llama.cpp reads them: the norms are stored as 1 + w already (its
+ * converter adds the one), the caps and window are metadata, and the attention scale is not:
+ * llama.cpp uses 1/√(n_embd / n_head) for the 46-layer 27B and 1/√head_dim otherwise, which is
+ * each model's query_pre_attn_scalar.
+ */
+const gemma2Features = (
+  gguf: GgufFile,
+  c: { dim: number; nHeads: number; nLayers: number; headDim: number; seqLen: number },
+): Partial<LlamaConfig> => {
+  const number = (key: string) => {
+    const v = gguf.metadata.get(`gemma2.${key}`);
+    return typeof v === "number" && v > 0 ? v : undefined;
+  };
+  const scalar = c.nLayers === 46 ? c.dim / c.nHeads : c.headDim;
+  const window = slidingWindow(gguf, "gemma2", c.seqLen);
+  return {
+    mlpActivation: "gelu_tanh",
+    embeddingScale: Math.sqrt(c.dim),
+    sandwichNorms: true,
+    attentionScale: 1 / Math.sqrt(scalar),
+    ...(number("attn_logit_softcapping")
+      ? { attentionSoftcap: number("attn_logit_softcapping") }
+      : {}),
+    ...(number("final_logit_softcapping")
+      ? { finalLogitSoftcap: number("final_logit_softcapping") }
+      : {}),
+    ...(window.slidingWindow ? { ...window, slidingWindowLayers: "even" as const } : {}),
+  };
 };
 
 export const text = (value: GgufValue | undefined): string | undefined =>
@@ -210,7 +246,9 @@ export const configFromGguf = (
         family: arch,
         ...(gguf.tensors.has("blk.0.attn_q.bias") ? { attentionBias: true } : {}),
         ...(arch === "qwen3" ? { qkNorm: true } : {}),
-        ...slidingWindow(gguf, arch, seqLen),
+        ...(arch === "gemma2"
+          ? gemma2Features(gguf, { dim, nHeads, nLayers, headDim, seqLen })
+          : slidingWindow(gguf, arch, seqLen)),
         sharedClassifier: !gguf.tensors.has("output.weight"),
       } satisfies LlamaConfig,
     );
