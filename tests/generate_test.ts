@@ -18,6 +18,7 @@ import { BOS_ID, EOS_ID, type TextTokenizer } from "../models/tokenizer.ts";
 import { withHfModel } from "./fixtures/hf_model.ts";
 import type { GreedyFixture } from "./fixtures/make_stories260K_greedy.ts";
 import { STORIES260K_PATH, TOK512_PATH } from "../assets/paths.ts";
+import { stories260KGguf } from "./fixtures/gguf.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const MODEL = STORIES260K_PATH;
@@ -232,6 +233,24 @@ Deno.test("cli: a directory is a Hugging Face model with its own tokenizer.json"
     assert.ok(tokens.every((t: number) => Number.isInteger(t) && t < config.vocabSize));
     assert.equal(typeof text, "string");
   });
+});
+
+Deno.test("cli: a .gguf file needs no other flag: stories260K as GGUF at tp 2 prints the fixture's tokens", async () => {
+  const expected = await fixture();
+  const { file } = await stories260KGguf("F32");
+  const dir = await Deno.makeTempDir({ prefix: "tessera-cli-gguf-" });
+  try {
+    // Named without the extension: the magic, not the name, says GGUF.
+    const path = `${dir}/stories260K`;
+    await Deno.writeFile(path, file);
+    const { code, stdout, stderr } = await cli(
+      ...["--model", path, "--tp", "2", "--prompt", "", "--max-tokens", "24", "--json"],
+    );
+    assert.equal(code, 0, stderr);
+    assert.deepEqual(JSON.parse(stdout).tokens, expected.tokens.slice(0, 24));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("cli: failures print one `error:` line and exit non-zero", async () => {
