@@ -920,27 +920,46 @@ const weightsBench = Effect.gen(function* () {
     prefillBudgetMs: 40_000,
     startBudgetMs: 90_000,
   };
-  const rows: { weights: WeightType; result: ConfigResult }[] = [];
-  for (const weights of ["f32", "f16", "q8_0", "q4_0"] as const) {
-    log(`110M tp 1 (${weights})`);
-    rows.push({ weights, result: yield* measureConfig(mc, { tp: 1, weights }) });
+  // This host's speed drifts by tens of percent over a minute, so one pass per type cannot give
+  // a ratio: ROUNDS passes, each in a rotated order, and the median of each type's figures, with
+  // each round's ratio to the f32 of the same round beside it.
+  const TYPES = ["f32", "f16", "q8_0", "q4_0"] as const;
+  const ROUNDS = 3;
+  const runs = new Map<WeightType, ConfigResult[]>(TYPES.map((t) => [t, []]));
+  for (let round = 0; round < ROUNDS; round++) {
+    for (let i = 0; i < TYPES.length; i++) {
+      const weights = TYPES[(i + round) % TYPES.length];
+      log(`round ${round + 1}: 110M tp 1 (${weights})`);
+      runs.get(weights)!.push(yield* measureConfig(mc, { tp: 1, weights }));
+    }
   }
-  const f32 = rows[0].result;
-  const ratio = (a?: number, b?: number) => (a && b ? `${f(a / b, 2)}×` : "–");
+  const median = (values: number[]) => [...values].sort((x, y) => x - y)[values.length >> 1];
+  const figures = (weights: WeightType, phase: "decode" | "prefill") =>
+    runs.get(weights)!.map((r) => r[phase]?.tokPerS ?? NaN);
+  const ratios = (weights: WeightType, phase: "decode" | "prefill") =>
+    figures(weights, phase).map((v, round) => v / figures("f32", phase)[round]);
+  const cell = (weights: WeightType, phase: "decode" | "prefill") => {
+    const r = ratios(weights, phase);
+    return `${f(median(figures(weights, phase)), 2)} | ${f(median(r), 2)}× (${
+      f(Math.min(...r), 2)
+    }–${f(Math.max(...r), 2)})`;
+  };
+  const rows = TYPES.map((weights) => ({ weights, runs: runs.get(weights)! }));
+  const f32Bytes = runs.get("f32")![0].memory[0]?.weights ?? 0;
   const markdown = [
     `## Weight types (110M shape, tp 1, in-process; ${cpuModel()}, ${navigator.hardwareConcurrency} cores)`,
     "",
-    "| weights | decode tok/s | vs f32 | prefill tok/s | vs f32 | weight MiB | vs f32 |",
-    "| ------- | ------------ | ------ | ------------- | ------ | ---------- | ------ |",
-    ...rows.map(({ weights, result: r }) =>
-      `| ${weights} | ${f(r.decode?.tokPerS ?? NaN, 2)} | ${
-        ratio(r.decode?.tokPerS, f32.decode?.tokPerS)
-      } | ${f(r.prefill?.tokPerS ?? NaN, 2)} | ${
-        ratio(r.prefill?.tokPerS, f32.prefill?.tokPerS)
-      } | ${mb(r.memory[0]?.weights ?? 0)} | ${
-        ratio(r.memory[0]?.weights, f32.memory[0]?.weights)
-      } |`
-    ),
+    `Medians of ${ROUNDS} rounds in rotated order; the ratio is each round's against that round's ` +
+    "f32, median (min–max).",
+    "",
+    "| weights | decode tok/s | decode vs f32 | prefill tok/s | prefill vs f32 | weight MiB | vs f32 |",
+    "| ------- | ------------ | ------------- | ------------- | -------------- | ---------- | ------ |",
+    ...TYPES.map((weights) => {
+      const bytes = runs.get(weights)![0].memory[0]?.weights ?? 0;
+      return `| ${weights} | ${cell(weights, "decode")} | ${cell(weights, "prefill")} | ${
+        mb(bytes)
+      } | ${f(bytes / f32Bytes, 2)}× |`;
+    }),
     "",
     "q8_0 and q4_0 are llama.cpp's blocks (32 elements along k, one scale) quantized at load " +
     "and widened in the matmul's registers; a weight whose k is not a multiple of 32 stays " +
