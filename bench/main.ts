@@ -351,6 +351,16 @@ const UNKNOWN_COUNTERS: GpuCounters = {
   allocatedBytes: NaN,
 };
 
+/** The 110M shape's case: the one the targets are on. */
+const case110M = (path: string): ModelCase => ({
+  name: "110M",
+  path,
+  decodeTokens: 32,
+  decodeBudgetMs: 20_000,
+  prefillBudgetMs: 40_000,
+  startBudgetMs: 90_000,
+});
+
 const measureConfig = (mc: ModelCase, { tp, backend, weights, transport }: Setup) =>
   Effect.gen(function* () {
     const cpuBefore = cpuTicks();
@@ -813,14 +823,7 @@ const program = Effect.gen(function* () {
       prefillBudgetMs: 10_000,
       startBudgetMs: 20_000,
     },
-    {
-      name: "110M",
-      path: m110,
-      decodeTokens: 32,
-      decodeBudgetMs: 20_000,
-      prefillBudgetMs: 40_000,
-      startBudgetMs: 90_000,
-    },
+    case110M(m110),
     {
       name: "15M",
       path: m15,
@@ -912,14 +915,7 @@ const weightsBench = Effect.gen(function* () {
   const m110 = yield* Effect.promise(async () =>
     (await syntheticCheckpoint(STORIES110M, SEED, CACHE_DIR)).path
   );
-  const mc: ModelCase = {
-    name: "110M",
-    path: m110,
-    decodeTokens: 32,
-    decodeBudgetMs: 20_000,
-    prefillBudgetMs: 40_000,
-    startBudgetMs: 90_000,
-  };
+  const mc = case110M(m110);
   // This host's speed drifts by tens of percent over a minute, so one pass per type cannot give
   // a ratio: ROUNDS passes, each in a rotated order, and the median of each type's figures, with
   // each round's ratio to the f32 of the same round beside it.

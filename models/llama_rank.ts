@@ -134,20 +134,18 @@ const ropeTable = (config: LlamaConfig) =>
 const uploadLayer = (
   weights: DeviceWeights,
   config: LlamaConfig,
-  plan: RankPlan,
   l: number,
   s: LayerShards,
   cacheBytes: number,
 ): Effect.Effect<DecoderLayer, InvalidInput> =>
   Effect.gen(function* () {
-    const { dim, headDim, normEps } = config;
+    const { dim, normEps } = config;
     const p = `layers.${l}.`;
     const norm = (name: string, w: Float32Array) =>
       RMSNorm.upload(weights, `${p}${name}`, w, normEps);
-    const split = { heads: plan.heads, kvHeads: plan.kvHeads, headDim };
     return {
       inputNorm: yield* norm("attention_norm", s.inputNorm),
-      qkvProj: yield* QKVParallelLinear.upload(weights, `${p}wqkv`, s.qkv, split, dim),
+      qkvProj: yield* QKVParallelLinear.upload(weights, `${p}wqkv`, s.qkv, dim),
       ...(s.qNorm && s.kNorm
         ? {
           qNorm: yield* weights.vector(`${p}q_norm`, s.qNorm),
@@ -227,7 +225,7 @@ export class RankLlama {
       const layers: DecoderLayer[] = [];
       for (let l = 0; l < config.nLayers; l++) {
         const shards = yield* readLayerShards(reader, config, plan, l);
-        layers.push(yield* uploadLayer(weights, config, plan, l, shards, cacheBytes));
+        layers.push(yield* uploadLayer(weights, config, l, shards, cacheBytes));
       }
       const headShards = yield* readHeadShards(reader, config, plan);
       const norm = yield* RMSNorm.upload(weights, "norm", headShards.norm, normEps);

@@ -20,7 +20,6 @@ import { quantizeColumns } from "../kernels/quantized.ts";
 import { GGML_TYPES } from "../models/gguf/quants.ts";
 import { quantizeQ4_0, quantizeQ8_0 } from "../models/gguf/quantize.ts";
 
-const q8Dummy = (gpu: Gpu) => createStorageBuffer(gpu, "dummy", 4096);
 import { assertClose, randomFloats } from "./tolerance.ts";
 
 /** Runs `body` with one device for the whole file, destroyed when it finishes. */
@@ -300,12 +299,13 @@ Deno.test("kernels", (t) =>
             for (const buf of [aBuf, qBuf, f32, outQ, outF]) buf.destroy();
           }
         }
+        const dummy = createStorageBuffer(gpu, "dummy", 4096);
         assert.throws(
           () =>
             matmul(gpu, {
-              a: q8Dummy(gpu),
-              b: q8Dummy(gpu),
-              out: q8Dummy(gpu),
+              a: dummy,
+              b: dummy,
+              out: dummy,
               m: 1,
               k: 40,
               n: 4,
@@ -314,6 +314,7 @@ Deno.test("kernels", (t) =>
             }),
           /k a multiple of 32/,
         );
+        dummy.destroy();
       },
     );
 

@@ -9,7 +9,7 @@ import type { Communicator } from "../../collectives/communicator.ts";
 import type { Readback } from "../../gpu/buffers.ts";
 import type { Gpu } from "../../gpu/device.ts";
 import type { Dispatch } from "../../gpu/dispatch.ts";
-import { matmul, type MatmulInput } from "../../kernels/matmul.ts";
+import type { MatmulInput } from "../../kernels/matmul.ts";
 import type { Timeline } from "../../observe/timeline.ts";
 import type { InvalidInput } from "../../actors/errors.ts";
 import {
@@ -41,14 +41,12 @@ export interface LinearArgs {
  * [in, Σ span] matmul; the outputs stay local, so no collective follows.
  */
 export class ColumnParallelLinear {
-  private constructor(
-    private readonly weights: DeviceWeights,
-    readonly label: string,
-    readonly inFeatures: number,
-    /** This rank's output width: the parts' spans summed. */
-    readonly outFeatures: number,
-    readonly weight: DeviceMatrix,
-  ) {}
+  private constructor(readonly weight: DeviceMatrix) {}
+
+  /** This rank's output width: the parts' spans summed. */
+  get outFeatures(): number {
+    return this.weight.n;
+  }
 
   /** Rank r's columns of every part, merged: [in, Σ span]. */
   static read<E>(
@@ -71,24 +69,13 @@ export class ColumnParallelLinear {
   ): Effect.Effect<ColumnParallelLinear, InvalidInput> {
     return Effect.map(
       weights.matrix(label, shard, inFeatures),
-      (matrix) =>
-        new ColumnParallelLinear(weights, label, inFeatures, shard.length / inFeatures, matrix),
+      (matrix) => new ColumnParallelLinear(matrix),
     );
   }
 
   /** y = x·W_r for `rows` rows. */
-  dispatch({ input, output, rows }: LinearArgs): Dispatch {
-    return matmul(this.weights.gpu, {
-      a: input,
-      b: this.weight.buffer,
-      out: output,
-      m: rows,
-      k: this.inFeatures,
-      n: this.outFeatures,
-      weights: this.weight.type,
-      layout: "blocked",
-      label: this.label,
-    });
+  dispatch(args: LinearArgs): Dispatch {
+    return this.weight.multiply(args);
   }
 }
 
@@ -122,11 +109,7 @@ export interface QkvShard {
  * bias, if any, is added by the kernel that next reads the row (RoPE and the cache write).
  */
 export class QKVParallelLinear {
-  private constructor(
-    readonly projection: ColumnParallelLinear,
-    readonly split: HeadSplit,
-    readonly bias?: GPUBuffer,
-  ) {}
+  private constructor(readonly projection: ColumnParallelLinear, readonly bias?: GPUBuffer) {}
 
   /** Output spans of q, k and v for `split`, in features (heads × head width). */
   static parts(names: Omit<QkvNames, "bias">, { heads, kvHeads, headDim }: HeadSplit) {
@@ -163,7 +146,6 @@ export class QKVParallelLinear {
     weights: DeviceWeights,
     label: string,
     shard: QkvShard,
-    split: HeadSplit,
     inFeatures: number,
   ): Effect.Effect<QKVParallelLinear, InvalidInput> {
     return Effect.gen(function* () {
@@ -174,7 +156,7 @@ export class QKVParallelLinear {
         inFeatures,
       );
       const bias = shard.bias ? yield* weights.vector(`${label}.bias`, shard.bias) : undefined;
-      return new QKVParallelLinear(projection, split, bias);
+      return new QKVParallelLinear(projection, bias);
     });
   }
 
@@ -224,14 +206,12 @@ export const allReduceInPlace = (
  * partial sum of the whole output and an all-reduce adds them.
  */
 export class RowParallelLinear {
-  private constructor(
-    private readonly weights: DeviceWeights,
-    readonly label: string,
-    /** This rank's input features. */
-    readonly inFeatures: number,
-    readonly outFeatures: number,
-    readonly weight: DeviceMatrix,
-  ) {}
+  private constructor(private readonly gpu: Gpu, readonly weight: DeviceMatrix) {}
+
+  /** Output features: the whole output, of which each rank computes a partial sum. */
+  get outFeatures(): number {
+    return this.weight.n;
+  }
 
   /** Rank r's rows [span.count, out] of the weight as the kernels store it. */
   static read<E>(
@@ -250,10 +230,9 @@ export class RowParallelLinear {
     shard: Float32Array,
     outFeatures: number,
   ): Effect.Effect<RowParallelLinear, InvalidInput> {
-    const inFeatures = shard.length / outFeatures;
     return Effect.map(
-      weights.matrix(label, shard, inFeatures),
-      (buffer) => new RowParallelLinear(weights, label, inFeatures, outFeatures, buffer),
+      weights.matrix(label, shard, shard.length / outFeatures),
+      (matrix) => new RowParallelLinear(weights.gpu, matrix),
     );
   }
 
@@ -261,23 +240,12 @@ export class RowParallelLinear {
    * partial = x_r·W_r; `activation` computes the input as it is read from gate | up rows (the
    * MLP's act(gate)·up), so no kernel runs between the merged gate/up and this one.
    */
-  dispatch({ activation, ...args }: LinearArgs & { readonly activation?: MatmulInput }): Dispatch {
-    return matmul(this.weights.gpu, {
-      a: args.input,
-      b: this.weight.buffer,
-      out: args.output,
-      m: args.rows,
-      k: this.inFeatures,
-      n: this.outFeatures,
-      weights: this.weight.type,
-      layout: "blocked",
-      input: activation ?? "plain",
-      label: this.label,
-    });
+  dispatch(args: LinearArgs & { readonly activation?: MatmulInput }): Dispatch {
+    return this.weight.multiply(args);
   }
 
   /** The collective that ends the block: output = Σ_ranks partial, in place. */
   allReduce(comm: Communicator, args: ReduceArgs) {
-    return allReduceInPlace(this.weights.gpu, comm, this.outFeatures, args);
+    return allReduceInPlace(this.gpu, comm, this.outFeatures, args);
   }
 }

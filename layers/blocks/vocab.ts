@@ -8,7 +8,6 @@ import type { Communicator } from "../../collectives/communicator.ts";
 import type { Dispatch } from "../../gpu/dispatch.ts";
 import { embedding } from "../../kernels/embedding.ts";
 import { softcapInPlace } from "../../kernels/elementwise.ts";
-import { matmul } from "../../kernels/matmul.ts";
 import { topk } from "../../kernels/topk.ts";
 import type { InvalidInput } from "../../actors/errors.ts";
 import { allReduceInPlace, type ReduceArgs } from "./linear.ts";
@@ -96,7 +95,6 @@ export class ParallelLMHead {
   private constructor(
     private readonly weights: DeviceWeights,
     readonly vocab: Span,
-    readonly dim: number,
     readonly weight: DeviceMatrix,
   ) {}
 
@@ -112,10 +110,9 @@ export class ParallelLMHead {
     shard: Float32Array,
     vocab: Span,
   ): Effect.Effect<ParallelLMHead, InvalidInput> {
-    const dim = shard.length / vocab.count;
     return Effect.map(
-      weights.matrix(label, shard, dim),
-      (weight) => new ParallelLMHead(weights, vocab, dim, weight),
+      weights.matrix(label, shard, shard.length / vocab.count),
+      (weight) => new ParallelLMHead(weights, vocab, weight),
     );
   }
 
@@ -124,17 +121,7 @@ export class ParallelLMHead {
     const { gpu } = this.weights;
     const n = this.vocab.count;
     return [
-      matmul(gpu, {
-        a: input,
-        b: this.weight.buffer,
-        out: logits,
-        m: rows,
-        k: this.dim,
-        n,
-        weights: this.weight.type,
-        layout: "blocked",
-        label: "output",
-      }),
+      this.weight.multiply({ input, output: logits, rows }),
       ...(softcap ? [softcapInPlace(gpu, { target: logits, length: rows * n, cap: softcap })] : []),
       ...(k > 0
         ? [topk(gpu, { logits, out: candidates, rows, n, k, indexOffset: this.vocab.start })]

@@ -6,7 +6,8 @@
 import { Effect } from "effect";
 import { createStorageBuffer } from "../../gpu/buffers.ts";
 import type { Gpu } from "../../gpu/device.ts";
-import { blockColumns, type WeightType } from "../../kernels/matmul.ts";
+import type { Dispatch } from "../../gpu/dispatch.ts";
+import { blockColumns, matmul, type MatmulInput, type WeightType } from "../../kernels/matmul.ts";
 import { QUANT_BLOCK, quantizeColumns } from "../../kernels/quantized.ts";
 import { InvalidInput } from "../../actors/errors.ts";
 
@@ -99,10 +100,44 @@ export class ShardReader<E> {
   }
 }
 
-/** A matmul weight on the device and the element type it is stored in. */
-export interface DeviceMatrix {
-  readonly buffer: GPUBuffer;
-  readonly type: WeightType;
+/** A matmul weight [k, n] on the device, in the element type it is stored in. */
+export class DeviceMatrix {
+  constructor(
+    private readonly gpu: Gpu,
+    readonly label: string,
+    readonly buffer: GPUBuffer,
+    readonly type: WeightType,
+    /** Input features (rows of the [in, out] weight). */
+    readonly k: number,
+    /** Output features. */
+    readonly n: number,
+  ) {}
+
+  /**
+   * y[rows, n] = x[rows, k]·W with the blocked kernel; `activation` reads each input row as
+   * act(gate)·up from gate | up rows (kernels/matmul.ts `MatmulInput`).
+   */
+  multiply(
+    { input, output, rows, activation = "plain" }: {
+      readonly input: GPUBuffer;
+      readonly output: GPUBuffer;
+      readonly rows: number;
+      readonly activation?: MatmulInput;
+    },
+  ): Dispatch {
+    return matmul(this.gpu, {
+      a: input,
+      b: this.buffer,
+      out: output,
+      m: rows,
+      k: this.k,
+      n: this.n,
+      weights: this.type,
+      layout: "blocked",
+      input: activation,
+      label: this.label,
+    });
+  }
 }
 
 /**
@@ -156,7 +191,7 @@ export class DeviceWeights {
       : blockColumns(data, k, n);
     return Effect.map(
       this.vector(label, stored as unknown as Float32Array),
-      (buffer) => ({ buffer, type }),
+      (buffer) => new DeviceMatrix(this.gpu, label, buffer, type, k, n),
     );
   }
 }

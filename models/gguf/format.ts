@@ -50,6 +50,9 @@ const MAX_HEADER_BYTES = 512 * 2 ** 20;
 const MAX_COUNT = 2 ** 24;
 const MAX_DIMS = 4;
 
+/** One decoder for every string of a header (a vocabulary has 100k+ of them). */
+const UTF8 = new TextDecoder();
+
 class Cursor {
   private readonly view: DataView;
   at = 0;
@@ -80,9 +83,7 @@ class Cursor {
     const length = this.u64();
     if (length > MAX_HEADER_BYTES) throw new Malformed(`a string of ${length} bytes`);
     this.need(length);
-    const s = new TextDecoder("utf-8", { fatal: false }).decode(
-      this.bytes.subarray(this.at, this.at + length),
-    );
+    const s = UTF8.decode(this.bytes.subarray(this.at, this.at + length));
     this.at += length;
     return s;
   }

@@ -156,7 +156,7 @@ const gemma2Features = (
   };
 };
 
-export const text = (value: GgufValue | undefined): string | undefined =>
+const text = (value: GgufValue | undefined): string | undefined =>
   typeof value === "string" ? value : undefined;
 
 /**
@@ -340,17 +340,21 @@ export const openGguf = (
         ? Effect.succeed(tensor)
         : Effect.fail(loadError(path, "no such tensor in this model", name));
     };
+    const inRange = (t: GgufTensor, what: "rows" | "columns", start: number, count: number) =>
+      checkRange(
+        path,
+        { name: t.name, shape: [t.rows, t.cols] },
+        what,
+        start,
+        count,
+        t[
+          what === "rows" ? "rows" : "cols"
+        ],
+      );
     const rows = (name: string, start: number, count: number) =>
       Effect.gen(function* () {
         const t = yield* tensorOf(name);
-        yield* checkRange(
-          path,
-          { name: t.name, shape: [t.rows, t.cols] },
-          "rows",
-          start,
-          count,
-          t.rows,
-        );
+        yield* inRange(t, "rows", start, count);
         const bytes = new Uint8Array(count * t.rowBytes);
         yield* readBytesAt(handle, path, t.offset + start * t.rowBytes, bytes, t.name);
         return dequantize(t, bytes, count * t.cols);
@@ -358,14 +362,7 @@ export const openGguf = (
     const columns = (name: string, start: number, count: number) =>
       Effect.gen(function* () {
         const t = yield* tensorOf(name);
-        yield* checkRange(
-          path,
-          { name: t.name, shape: [t.rows, t.cols] },
-          "columns",
-          start,
-          count,
-          t.cols,
-        );
+        yield* inRange(t, "columns", start, count);
         if (count === t.cols) return yield* rows(name, 0, t.rows);
         const { blockElements: b, blockBytes, name: type } = t.type;
         if (start % b !== 0 || count % b !== 0) {
