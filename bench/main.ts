@@ -22,6 +22,7 @@ import { WorkersTransport } from "../ranks/transports.ts";
 import { LlamaModel } from "../models/llama.ts";
 import { readLlama2cHeader } from "../models/llama2c.ts";
 import { collectivesBench } from "./collectives.ts";
+import { type DecodeProfile, profileDecode } from "./decode_profile.ts";
 import { matmulVariantsBench } from "./matmul_variants.ts";
 import { nativeDecode, type NativeResult } from "./native_reference.ts";
 import { UsageError } from "../cli/flags.ts";
@@ -49,6 +50,8 @@ const PROMPT_TOKENS = 128;
 /** Prompt chunk per prefill step (LlamaModel's default maxBatchTokens). */
 const PREFILL_CHUNK = 64;
 const DECODE_WARMUP = 2;
+/** Decode steps profiled per configuration that asks for it, after the timed ones. */
+const PROFILED_STEPS = 8;
 /**
  * Issue 6's native reference, measured on its machine kind (AMD Zen 5, 2 cores): a C Llama
  * (OpenMP, 2 threads, f32) on the 110M shape. The bench measures its own (bench/native/) and
@@ -265,7 +268,13 @@ const adapterBench = (backend: Backend, gemm: boolean) =>
       });
       [a, out, ...bs].forEach((x) => x.destroy());
     }
-    return { adapter: gpu.adapterName, backend: gpu.backend, hasF16: gpu.hasF16, overheads, rows };
+    return {
+      adapter: gpu.adapterName,
+      backend: gpu.backend,
+      hasF16: gpu.features.shaderF16,
+      overheads,
+      rows,
+    };
   }));
 
 type AdapterFigures = Effect.Effect.Success<ReturnType<typeof adapterBench>>;
@@ -304,6 +313,8 @@ interface ConfigResult {
   readonly peakRss: number;
   readonly vocabRowsPerRank: number;
   readonly dim: number;
+  /** Rank 0's decode kernels by GPU timestamps, where profiled and the adapter has them. */
+  readonly kernels?: DecodeProfile;
   readonly error?: string;
   readonly skipped?: string;
 }
@@ -317,6 +328,8 @@ interface Setup {
   readonly backend?: Backend;
   readonly weights?: WeightType;
   readonly transport?: "workers";
+  /** Also profile decode steps' kernels with GPU timestamps (bench/decode_profile.ts). */
+  readonly profile?: boolean;
 }
 
 /**
@@ -361,7 +374,7 @@ const case110M = (path: string): ModelCase => ({
   startBudgetMs: 90_000,
 });
 
-const measureConfig = (mc: ModelCase, { tp, backend, weights, transport }: Setup) =>
+const measureConfig = (mc: ModelCase, { tp, backend, weights, transport, profile }: Setup) =>
   Effect.gen(function* () {
     const cpuBefore = cpuTicks();
     const collective = new Array<number>(tp).fill(0);
@@ -458,6 +471,10 @@ const measureConfig = (mc: ModelCase, { tp, backend, weights, transport }: Setup
       ...phase(before, collectiveBefore),
     };
     sampleRss();
+    const gpu0 = model.supervisor.localGpu(0);
+    const kernels = profile && gpu0
+      ? yield* profileDecode(model, gpu0, token, pos, PROFILED_STEPS)
+      : undefined;
     return {
       model: mc.name,
       tp,
@@ -477,6 +494,7 @@ const measureConfig = (mc: ModelCase, { tp, backend, weights, transport }: Setup
       peakRss,
       vocabRowsPerRank: Math.ceil(vocabSize / tp),
       dim,
+      kernels,
     } satisfies ConfigResult;
   }).pipe(
     Effect.scoped,
@@ -908,6 +926,42 @@ const program = Effect.gen(function* () {
 });
 
 /**
+ * What bounds each weight type's decode, from rank 0's GPU timestamps (medians over the rounds):
+ * the matmuls' time and the weight bytes they stream per ms, and the time of every other kernel,
+ * which no weight type changes.
+ */
+const profileTable = (
+  types: readonly WeightType[],
+  runs: ReadonlyMap<WeightType, readonly ConfigResult[]>,
+): string[] => {
+  const med = (xs: number[]) => [...xs].sort((x, y) => x - y)[xs.length >> 1];
+  const pick = (weights: WeightType, of: (p: DecodeProfile, r: ConfigResult) => number) =>
+    med(runs.get(weights)!.flatMap((r) => (r.kernels ? [of(r.kernels, r)] : [])));
+  if (runs.get("f32")!.every((r) => !r.kernels)) {
+    return ["(This adapter has no timestamp-query: no kernel profile.)"];
+  }
+  const streamed = (r: ConfigResult) => r.memory[0].weights - r.vocabRowsPerRank * r.dim * 4;
+  const f32Matmul = pick("f32", (p) => p.matmulMs);
+  return [
+    `Decode kernels by the GPU's own timestamps (rank 0, ${PROFILED_STEPS} profiled steps after ` +
+    "the timed ones, each dispatch in a pass of its own, so the sums exceed the timed steps): " +
+    "the weight matmuls (QKV, o, gate | up, down, LM head), the weight bytes they stream per " +
+    "second, and every other kernel (norms, RoPE, KV write, attention, embedding, top-k).",
+    "",
+    "| weights | matmul GPU ms/token | matmul vs f32 | matmul weights GB/s | other GPU ms/token | dispatches/token (matmuls) |",
+    "| ------- | ------------------- | ------------- | ------------------- | ------------------ | -------------------------- |",
+    ...types.map((weights) => {
+      const matmul = pick(weights, (p) => p.matmulMs);
+      return `| ${weights} | ${f(matmul, 1)} | ${f(f32Matmul / matmul, 2)}× | ${
+        f(pick(weights, (p, r) => streamed(r) / (p.matmulMs / 1000) / 1e9), 2)
+      } | ${f(pick(weights, (p) => p.otherMs), 1)} | ${f(pick(weights, (p) => p.dispatches), 0)} (${
+        f(pick(weights, (p) => p.matmulDispatches), 0)
+      }) |`;
+    }),
+  ];
+};
+
+/**
  * The weight types on the 110M shape at tp 1, in one run: decode and prefill tok/s and device
  * weight bytes for f32, f16, q8_0 and q4_0 (quantized at load), each as a ratio to f32.
  */
@@ -926,7 +980,7 @@ const weightsBench = Effect.gen(function* () {
     for (let i = 0; i < TYPES.length; i++) {
       const weights = TYPES[(i + round) % TYPES.length];
       log(`round ${round + 1}: 110M tp 1 (${weights})`);
-      runs.get(weights)!.push(yield* measureConfig(mc, { tp: 1, weights }));
+      runs.get(weights)!.push(yield* measureConfig(mc, { tp: 1, weights, profile: true }));
     }
   }
   const median = (values: number[]) => [...values].sort((x, y) => x - y)[values.length >> 1];
@@ -956,6 +1010,8 @@ const weightsBench = Effect.gen(function* () {
         mb(bytes)
       } | ${f(bytes / f32Bytes, 2)}× |`;
     }),
+    "",
+    ...profileTable(TYPES, runs),
     "",
     "q8_0 and q4_0 are llama.cpp's blocks (32 elements along k, one scale) quantized at load " +
     "and widened in the matmul's registers; a weight whose k is not a multiple of 32 stays " +

@@ -79,11 +79,17 @@ export const instrumentDevice = (device: GPUDevice): void => {
   ) {
     const encoder = createCommandEncoder.call(this, descriptor);
     encoderCounters.set(encoder, c);
+    encoderDevices.set(encoder, device);
     return encoder;
   };
 };
 
 const encoderCounters = new WeakMap<GPUCommandEncoder, GpuCounters>();
+const encoderDevices = new WeakMap<GPUCommandEncoder, GPUDevice>();
+
+/** The device that created `encoder` (if it is instrumented). */
+export const deviceOf = (encoder: GPUCommandEncoder): GPUDevice | undefined =>
+  encoderDevices.get(encoder);
 
 /** Notes `count` dispatches encoded into `encoder` (gpu/dispatch.ts). */
 export const countEncoded = (encoder: GPUCommandEncoder, count: number): void => {

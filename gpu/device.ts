@@ -30,8 +30,8 @@ export interface Gpu {
   readonly backend: Backend;
   /** The adapter's description, e.g. `llvmpipe`. */
   readonly adapterName: string;
-  /** Whether the device has the `shader-f16` feature. */
-  readonly hasF16: boolean;
+  /** The optional features the device was created with (what the kernels may use). */
+  readonly features: GpuFeatures;
   /** The device limits the kernels size their buffers and dispatches by. */
   readonly limits: {
     readonly maxStorageBufferBindingSize: number;
@@ -56,6 +56,31 @@ export interface Gpu {
    */
   readonly uncapturedError: () => string | undefined;
 }
+
+/**
+ * Optional adapter features, probed when a device is created and enabled on it when present.
+ * `packedIntegerDot` is WGSL's `packed_4x8_integer_dot_product` language feature (dot4I8Packed,
+ * unpack4xI8), which needs no device feature.
+ */
+export interface GpuFeatures {
+  /** `shader-f16`: f16 arithmetic and storage in WGSL. */
+  readonly shaderF16: boolean;
+  /** `subgroups`: subgroup operations in WGSL. */
+  readonly subgroups: boolean;
+  /** WGSL's packed_4x8_integer_dot_product. */
+  readonly packedIntegerDot: boolean;
+  /** `timestamp-query`: GPU timestamps at pass boundaries (gpu/kernel_profile.ts). */
+  readonly timestampQuery: boolean;
+}
+
+/** The features as one log line: each name with + (present) or − (absent). */
+export const describeFeatures = (features: GpuFeatures): string =>
+  ([
+    ["shader-f16", features.shaderF16],
+    ["subgroups", features.subgroups],
+    ["packed_4x8_integer_dot_product", features.packedIntegerDot],
+    ["timestamp-query", features.timestampQuery],
+  ] as const).map(([name, has]) => `${has ? "+" : "-"}${name}`).join(" ");
 
 export interface AcquireOptions {
   readonly backend?: BackendChoice;
@@ -153,7 +178,7 @@ const findAdapter = (choice: BackendChoice) =>
       const adapter = dawn ? yield* requestDawnAdapter(dawn) : null;
       if (adapter) {
         trackUntilFinalized(adapter, "adaptersAndDevices");
-        return { adapter, backend: "dawn" as const };
+        return { adapter, backend: "dawn" as const, instance: dawn! };
       }
       if (choice === "dawn") {
         return yield* new NoAdapterError({ message: `Dawn (webgpu package): ${INSTALL_HINT}` });
@@ -161,7 +186,7 @@ const findAdapter = (choice: BackendChoice) =>
     }
     const builtin = typeof navigator !== "undefined" ? navigator.gpu : undefined;
     const adapter = builtin ? yield* requestAdapter(builtin) : null;
-    if (adapter) return { adapter, backend: "deno" as const };
+    if (adapter) return { adapter, backend: "deno" as const, instance: builtin! };
     return yield* new NoAdapterError({ message: INSTALL_HINT });
   });
 
@@ -180,13 +205,27 @@ export const acquireGpu = (
 ): Effect.Effect<Gpu, NoAdapterError | GpuOperationError, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.gen(function* () {
-      const { adapter, backend } = yield* findAdapter(options.backend ?? backendFromEnv());
-      const hasF16 = adapter.features.has("shader-f16");
+      const { adapter, backend, instance } = yield* findAdapter(
+        options.backend ?? backendFromEnv(),
+      );
+      // Deno's GPU type lacks the (standard) wgslLanguageFeatures; Dawn and Deno both have it.
+      const wgsl: ReadonlySet<string> =
+        (instance as { wgslLanguageFeatures?: ReadonlySet<string> }).wgslLanguageFeatures ??
+          new Set();
+      const features: GpuFeatures = {
+        shaderF16: adapter.features.has("shader-f16"),
+        subgroups: adapter.features.has("subgroups"),
+        packedIntegerDot: wgsl.has("packed_4x8_integer_dot_product"),
+        timestampQuery: adapter.features.has("timestamp-query"),
+      };
+      const requiredFeatures = (["shader-f16", "subgroups", "timestamp-query"] as const).filter(
+        (name) => adapter.features.has(name),
+      );
       const device = yield* Effect.tryPromise({
         try: () =>
           adapter.requestDevice({
             label: options.label,
-            requiredFeatures: hasF16 ? ["shader-f16"] : [],
+            requiredFeatures,
             requiredLimits: {
               maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
               maxBufferSize: adapter.limits.maxBufferSize,
@@ -244,7 +283,7 @@ export const acquireGpu = (
         device,
         backend,
         adapterName: info?.description || info?.vendor || backend,
-        hasF16,
+        features,
         limits: {
           maxStorageBufferBindingSize: device.limits.maxStorageBufferBindingSize,
           maxBufferSize: device.limits.maxBufferSize,

@@ -2,7 +2,8 @@
 import type { Gpu } from "./device.ts";
 import { bindBuffers, computePipeline } from "./pipelines.ts";
 import { createUniformBuffer } from "./buffers.ts";
-import { countEncoded } from "./counters.ts";
+import { countEncoded, deviceOf } from "./counters.ts";
+import { activeProfile } from "./kernel_profile.ts";
 
 export interface Dispatch {
   readonly label: string;
@@ -38,11 +39,26 @@ export const prepareDispatch = (
   };
 };
 
-/** Encodes dispatches in order into one compute pass. */
+/**
+ * Encodes dispatches in order into one compute pass (one pass each, stamped, while a kernel
+ * profile runs on the encoder's device: gpu/kernel_profile.ts).
+ */
 export const encodeDispatches = (
   encoder: GPUCommandEncoder,
   dispatches: readonly Dispatch[],
 ): void => {
+  const profile = activeProfile(deviceOf(encoder));
+  if (profile) {
+    for (const d of dispatches) {
+      const pass = encoder.beginComputePass(profile.passFor(d.label));
+      pass.setPipeline(d.pipeline);
+      pass.setBindGroup(0, d.bindGroup);
+      pass.dispatchWorkgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+      pass.end();
+    }
+    countEncoded(encoder, dispatches.length);
+    return;
+  }
   const pass = encoder.beginComputePass();
   for (const d of dispatches) {
     pass.setPipeline(d.pipeline);

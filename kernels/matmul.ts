@@ -297,11 +297,27 @@ const floatLoopWgsl = (weights: WeightType, input: MatmulInput) => /* wgsl */ `
     at += BLOCK4;
   }`;
 
-/** The WGSL that widens one row's quants for the lane's vec4s into bv (scaled). */
-const widenWgsl = (type: "q8_0" | "q4_0") =>
-  type === "q8_0"
-    ? `for (var v = 0u; v < V; v++) {
-        let word = b[row + v * LANES + lid.x];
+/**
+ * The k loop over quantized weights (kernels/quantized.ts): per group of 32 rows the lane loads
+ * its 16 columns' scales, then its quants, one vec4<u32> per row (Q8_0) or per pair of rows
+ * (Q4_0), widened and scaled in registers (q·d is exact in f32, so a row's sums are those of the
+ * dequantized f32 weights). On lavapipe every load instruction costs a per-lane bounds check and
+ * a scalar load, so loading 16 bytes at once rather than 4 made the decode GEMVs 20-30% faster.
+ */
+const quantizedLoopWgsl = (type: "q8_0" | "q4_0", input: MatmulInput) => {
+  const accumulate = (kk: string) => `
+        for (var r = 0u; r < ROWS; r++) {
+          let kk = ${kk};
+          ${gatedInputWgsl(input)}
+          for (var v = 0u; v < V; v++) { acc[r * V + v] += av * bv[v]; }
+        }`;
+  const steps = type === "q8_0"
+    ? /* wgsl */ `
+    for (var step = 0u; step < ${QUANT_BLOCK}u; step++) {
+      let words = b[base + BLOCK4 + step * LANES + lid.x];
+      var bv: array<vec4<f32>, V>;
+      for (var v = 0u; v < V; v++) {
+        let word = words[v];
         let q = vec4<i32>(
           bitcast<i32>(word << 24u),
           bitcast<i32>(word << 16u),
@@ -309,41 +325,31 @@ const widenWgsl = (type: "q8_0" | "q4_0") =>
           bitcast<i32>(word),
         ) >> vec4<u32>(24u);
         bv[v] = vec4<f32>(q) * scale[v];
-      }`
-    : `for (var p = 0u; p < V / 2u; p++) {
-        let word = b[row + p * LANES + lid.x];
-        let nibbles = vec4<u32>(0u, 4u, 8u, 12u);
-        let lo = (vec4<u32>(word) >> nibbles) & vec4<u32>(15u);
-        let hi = (vec4<u32>(word >> 16u) >> nibbles) & vec4<u32>(15u);
-        bv[2u * p] = (vec4<f32>(lo) - 8.0) * scale[2u * p];
-        bv[2u * p + 1u] = (vec4<f32>(hi) - 8.0) * scale[2u * p + 1u];
-      }`;
-
-/**
- * The k loop over quantized weights (kernels/quantized.ts): per group of 32 rows the lane loads
- * its 16 columns' scales, then per row its quants, widened and scaled in registers (q·d is exact
- * in f32, so a row's sums are those of the dequantized f32 weights).
- */
-const quantizedLoopWgsl = (type: "q8_0" | "q4_0", input: MatmulInput) => /* wgsl */ `
+      }${accumulate(`g * ${QUANT_BLOCK}u + step`)}
+    }`
+    : /* wgsl */ `
+    for (var pair = 0u; pair < ${QUANT_BLOCK / 2}u; pair++) {
+      let words = b[base + BLOCK4 + pair * LANES + lid.x];
+      for (var half = 0u; half < 2u; half++) {
+        var bv: array<vec4<f32>, V>;
+        for (var p = 0u; p < V / 2u; p++) {
+          let word = words[2u * half + p];
+          let nibbles = vec4<u32>(0u, 4u, 8u, 12u);
+          let lo = (vec4<u32>(word) >> nibbles) & vec4<u32>(15u);
+          let hi = (vec4<u32>(word >> 16u) >> nibbles) & vec4<u32>(15u);
+          bv[2u * p] = (vec4<f32>(lo) - 8.0) * scale[2u * p];
+          bv[2u * p + 1u] = (vec4<f32>(hi) - 8.0) * scale[2u * p + 1u];
+        }${accumulate(`g * ${QUANT_BLOCK}u + 2u * pair + half`)}
+      }
+    }`;
+  return /* wgsl */ `
   let groups = k / ${QUANT_BLOCK}u;
   for (var g = 0u; g < groups; g++) {
-    let base = (block * groups + g) * ${groupWords(type)}u;
+    let base = (block * groups + g) * ${groupWords(type) / 4}u;
     var scale: array<vec4<f32>, V>;
-    for (var v = 0u; v < V; v++) {
-      let s = base + (v * LANES + lid.x) * 4u;
-      scale[v] = bitcast<vec4<f32>>(vec4<u32>(b[s], b[s + 1u], b[s + 2u], b[s + 3u]));
-    }
-    for (var step = 0u; step < ${QUANT_BLOCK}u; step++) {
-      let kk = g * ${QUANT_BLOCK}u + step;
-      let row = base + ${WEIGHT_BLOCK}u + step * ${type === "q8_0" ? 32 : 16}u;
-      var bv: array<vec4<f32>, V>;
-      ${widenWgsl(type)}
-      for (var r = 0u; r < ROWS; r++) {
-        ${gatedInputWgsl(input)}
-        for (var v = 0u; v < V; v++) { acc[r * V + v] += av * bv[v]; }
-      }
-    }
+    for (var v = 0u; v < V; v++) { scale[v] = bitcast<vec4<f32>>(b[base + v * LANES + lid.x]); }${steps}
   }`;
+};
 
 /**
  * Matmul over blocked weights, for any m: a workgroup owns one block of 128 columns and up to
@@ -366,7 +372,7 @@ export const matmulBlockedWgsl = (
 struct Params { m: u32, k: u32, n: u32 }
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<${
-  weights === "f16" ? "vec2<u32>" : weights === "f32" ? "vec4<f32>" : "u32"
+  weights === "f16" ? "vec2<u32>" : weights === "f32" ? "vec4<f32>" : "vec4<u32>"
 }>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;

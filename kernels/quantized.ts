@@ -8,11 +8,13 @@
  *   kept), q = min(15, trunc(x / d + 8.5)); x = (q − 8)·d.
  *
  * Layout: per 128-column block and per 32-row group, the 128 columns' scales (f32 bits, the f16
- * value), then 32 rows of the group's quants: for Q8_0 128 signed bytes (column 4w + i in byte i
- * of word w), for Q4_0 64 bytes of nibbles (word p·8 + l holds the 4 columns of vec4 (2p)·8 + l in
- * its low half and of vec4 (2p + 1)·8 + l in its high half, 4 bits each): each of the kernel's 8
- * lanes reads one word per pair of its vec4s. Every q·d is exact in f32, so the kernel's sums are
- * those of the dequantized f32 weights, bit for bit.
+ * value), then the group's quants, arranged so that each of the kernel's 8 lanes reads its 16
+ * columns (vec4s l, 8 + l, 16 + l, 24 + l for lane l) with one 16-byte load:
+ * - Q8_0: 32 words per row; word 4l + v holds vec4 8v + l's 4 columns, one signed byte each.
+ * - Q4_0: 32 words per pair of rows; word 4l + 2h + p, for row 2·pair + h, holds vec4 16p + l's
+ *   4 columns in its low half and vec4 16p + 8 + l's in its high half, 4 bits each.
+ * Every q·d is exact in f32, so the kernel's sums are those of the dequantized f32 weights, bit
+ * for bit.
  */
 import { f16ToF32, f32ToF16 } from "../util/f16.ts";
 
@@ -91,14 +93,16 @@ export const quantizeColumns = (
       const base = (blk * groups + g) * words;
       for (let c = 0; c < width; c++) {
         const col = c0 + c;
+        // Column c is component c % 4 of vec4 u = c / 4, which lane u % 8 reads.
+        const u = c >> 2, lane = u & 7, v = u >> 3;
         const put = type === "q8_0"
-          ? (j: number, q: number) => (bytes[(base + COLUMNS + j * 32) * 4 + c] = q & 0xff)
+          ? (
+            j: number,
+            q: number,
+          ) => (bytes[(base + COLUMNS + j * 32 + lane * 4 + v) * 4 + (c & 3)] = q & 0xff)
           : (j: number, q: number) => {
-            // Column c is component c % 4 of vec4 v = c / 4: word ((v / 8) >> 1)·8 + v % 8,
-            // low half for even v / 8, high for odd.
-            const v = c >> 2, lane = v & 7, pair = v >> 3;
-            const word = base + COLUMNS + j * 16 + (pair >> 1) * 8 + lane;
-            const shift = (pair & 1) * 16 + (c & 3) * 4;
+            const word = base + COLUMNS + (j >> 1) * 32 + lane * 4 + (j & 1) * 2 + (v >> 1);
+            const shift = (v & 1) * 16 + (c & 3) * 4;
             out[word] = (out[word] | (q << shift)) >>> 0;
           };
         const h = quantize((j) => b[(g * QUANT_BLOCK + j) * n + col], put);
