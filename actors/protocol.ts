@@ -209,6 +209,7 @@ export const RankReply: Schema.Union<[
     rank: NonNegativeInt;
     bytes: NonNegativeInt;
     kvCacheBytes: NonNegativeInt;
+    device: typeof Schema.String;
   }>,
   Schema.TaggedStruct<"Done", {
     rank: NonNegativeInt;
@@ -248,6 +249,8 @@ export const RankReply: Schema.Union<[
     rank: Schema.NonNegativeInt,
     bytes: Schema.NonNegativeInt,
     kvCacheBytes: Schema.NonNegativeInt,
+    /** The rank's adapter, its optional features and the kernel forms they chose. */
+    device: Schema.String,
   }),
   Schema.TaggedStruct("Done", {
     rank: Schema.NonNegativeInt,

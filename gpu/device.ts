@@ -65,7 +65,7 @@ export interface Gpu {
 export interface GpuFeatures {
   /** `shader-f16`: f16 arithmetic and storage in WGSL. */
   readonly shaderF16: boolean;
-  /** `subgroups`: subgroup operations in WGSL. */
+  /** `subgroups`: subgroup operations in WGSL, with WGSL's subgroup_id builtin. */
   readonly subgroups: boolean;
   /** WGSL's packed_4x8_integer_dot_product. */
   readonly packedIntegerDot: boolean;
@@ -214,7 +214,7 @@ export const acquireGpu = (
           new Set();
       const features: GpuFeatures = {
         shaderF16: adapter.features.has("shader-f16"),
-        subgroups: adapter.features.has("subgroups"),
+        subgroups: adapter.features.has("subgroups") && wgsl.has("subgroup_id"),
         packedIntegerDot: wgsl.has("packed_4x8_integer_dot_product"),
         timestampQuery: adapter.features.has("timestamp-query"),
       };

@@ -6,11 +6,12 @@
  */
 import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, prepareDispatch } from "../gpu/dispatch.ts";
-import { f32Bits, grid1d, LINEAR_WORKGROUP_WGSL, u32Param, WORKGROUP_SUM_WGSL } from "./grid.ts";
+import { f32Bits, grid1d, LINEAR_WORKGROUP_WGSL, u32Param, workgroupSum } from "./grid.ts";
 
 const WORKGROUP = 64;
 
-export const headNormWgsl = (): string => /* wgsl */ `
+export const headNormWgsl = (subgroups = false): string => /* wgsl */ `
+${workgroupSum(subgroups).enable}
 struct Params { heads: u32, nHeads: u32, nKvHeads: u32, headDim: u32, epsBits: u32 }
 @group(0) @binding(0) var<storage, read_write> qkv: array<f32>;
 @group(0) @binding(1) var<storage, read> qWeight: array<f32>;
@@ -24,7 +25,7 @@ var<workgroup> partial: array<f32, WORKGROUP>;
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,
   @builtin(num_workgroups) groups: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
+  @builtin(local_invocation_index) lid: u32,${workgroupSum(subgroups).builtins}
 ) {
   let index = ${LINEAR_WORKGROUP_WGSL};
   if (index >= params.heads) { return; }
@@ -38,7 +39,7 @@ fn main(
     let x = qkv[base + i];
     sum += x * x;
   }
-  ${WORKGROUP_SUM_WGSL}
+  ${workgroupSum(subgroups).code}
   let scale = inverseSqrt(partial[0] / f32(headDim) + bitcast<f32>(params.epsBits));
   for (var i = lid; i < headDim; i += WORKGROUP) {
     let w = select(kWeight[i], qWeight[i], head < params.nHeads);
@@ -65,7 +66,7 @@ export const headNorm = (
   const heads = u32Param("heads", rows * (nHeads + nKvHeads));
   return prepareDispatch(gpu, {
     label: label ?? "headNorm",
-    code: headNormWgsl(),
+    code: headNormWgsl(gpu.features.subgroups),
     buffers: [qkv, qWeight, kWeight],
     params: [
       heads,

@@ -26,6 +26,11 @@ export interface MatmulArgs {
   readonly layout?: WeightLayout;
   /** How the input row is read (default "plain"); see {@link MatmulInput}. */
   readonly input?: MatmulInput;
+  /**
+   * Q8_0: widen the bytes with WGSL's unpack4xI8 (packed_4x8_integer_dot_product) rather than
+   * shifts; default: where the device has it. Either gives the same bits.
+   */
+  readonly unpack4xI8?: boolean;
   readonly label?: string;
 }
 
@@ -304,7 +309,7 @@ const floatLoopWgsl = (weights: WeightType, input: MatmulInput) => /* wgsl */ `
  * dequantized f32 weights). On lavapipe every load instruction costs a per-lane bounds check and
  * a scalar load, so loading 16 bytes at once rather than 4 made the decode GEMVs 20-30% faster.
  */
-const quantizedLoopWgsl = (type: "q8_0" | "q4_0", input: MatmulInput) => {
+const quantizedLoopWgsl = (type: "q8_0" | "q4_0", input: MatmulInput, unpack4xI8: boolean) => {
   const accumulate = (kk: string) => `
         for (var r = 0u; r < ROWS; r++) {
           let kk = ${kk};
@@ -317,13 +322,15 @@ const quantizedLoopWgsl = (type: "q8_0" | "q4_0", input: MatmulInput) => {
       let words = b[base + BLOCK4 + step * LANES + lid.x];
       var bv: array<vec4<f32>, V>;
       for (var v = 0u; v < V; v++) {
-        let word = words[v];
+        ${
+      unpack4xI8 ? "let q = unpack4xI8(words[v]);" : `let word = words[v];
         let q = vec4<i32>(
           bitcast<i32>(word << 24u),
           bitcast<i32>(word << 16u),
           bitcast<i32>(word << 8u),
           bitcast<i32>(word),
-        ) >> vec4<u32>(24u);
+        ) >> vec4<u32>(24u);`
+    }
         bv[v] = vec4<f32>(q) * scale[v];
       }${accumulate(`g * ${QUANT_BLOCK}u + step`)}
     }`
@@ -368,6 +375,7 @@ export const matmulBlockedWgsl = (
   rows: number,
   weights: WeightType = "f32",
   input: MatmulInput = "plain",
+  unpack4xI8 = false,
 ): string => /* wgsl */ `
 struct Params { m: u32, k: u32, n: u32 }
 @group(0) @binding(0) var<storage, read> a: array<f32>;
@@ -396,7 +404,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   var acc: array<vec4<f32>, ${rows * BLOCKED_VEC4S}>;
 ${
   weights === "q8_0" || weights === "q4_0"
-    ? quantizedLoopWgsl(weights, input)
+    ? quantizedLoopWgsl(weights, input, unpack4xI8)
     : floatLoopWgsl(weights, input)
 }
   let rows = min(ROWS, m - row0);
@@ -429,7 +437,12 @@ export const matmulBlocked = (gpu: Gpu, args: MatmulArgs): Dispatch => {
   }
   return prepareDispatch(gpu, {
     label: args.label ?? "matmul.blocked",
-    code: matmulBlockedWgsl(Math.min(m, rows), args.weights, args.input),
+    code: matmulBlockedWgsl(
+      Math.min(m, rows),
+      args.weights,
+      args.input,
+      args.unpack4xI8 ?? gpu.features.packedIntegerDot,
+    ),
     buffers: [a, b, out],
     params: [m, k, n],
     workgroups: [blocks, groups],

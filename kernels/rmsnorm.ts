@@ -5,7 +5,7 @@
  */
 import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, prepareDispatch } from "../gpu/dispatch.ts";
-import { f32Bits, grid1d, LINEAR_WORKGROUP_WGSL, u32Param, WORKGROUP_SUM_WGSL } from "./grid.ts";
+import { f32Bits, grid1d, LINEAR_WORKGROUP_WGSL, u32Param, workgroupSum } from "./grid.ts";
 
 const WORKGROUP = 256;
 
@@ -14,7 +14,8 @@ const WORKGROUP = 256;
  * `addResidual`, each invocation first adds residual into input (the same indices it later
  * reads, so no other invocation's write is involved).
  */
-export const rmsnormWgsl = (addResidual: boolean): string => /* wgsl */ `
+export const rmsnormWgsl = (addResidual: boolean, subgroups = false): string => /* wgsl */ `
+${workgroupSum(subgroups).enable}
 struct Params { rows: u32, dim: u32, epsBits: u32 }
 ${
   addResidual
@@ -36,7 +37,7 @@ var<workgroup> partial: array<f32, WORKGROUP>;
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,
   @builtin(num_workgroups) groups: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
+  @builtin(local_invocation_index) lid: u32,${workgroupSum(subgroups).builtins}
 ) {
   let row = ${LINEAR_WORKGROUP_WGSL};
   if (row >= params.rows) { return; }
@@ -51,7 +52,7 @@ fn main(
 }
     sum += x * x;
   }
-  ${WORKGROUP_SUM_WGSL}
+  ${workgroupSum(subgroups).code}
   let scale = inverseSqrt(partial[0] / f32(dim) + bitcast<f32>(params.epsBits));
   for (var i = lid; i < dim; i += WORKGROUP) {
     out[base + i] = input[base + i] * scale * weight[i];
@@ -59,10 +60,13 @@ fn main(
 }
 `;
 
-/** out[rows×dim] = rmsnorm(input[rows×dim]) · weight[dim]; `out` must not alias `input`. */
+/**
+ * out[rows×dim] = rmsnorm(input[rows×dim]) · weight[dim]; `out` must not alias `input`. The sum
+ * uses subgroups where the device has them (`subgroups: false` forces the shared-memory sum).
+ */
 export const rmsnorm = (
   gpu: Gpu,
-  { input, residual, weight, out, rows, dim, eps = 1e-5, label }: {
+  { input, residual, weight, out, rows, dim, eps = 1e-5, label, subgroups }: {
     /** Read, or with `residual` updated in place to input + residual first. */
     readonly input: GPUBuffer;
     /** Added into `input` before the norm (must alias neither input nor out). */
@@ -73,11 +77,12 @@ export const rmsnorm = (
     readonly dim: number;
     readonly eps?: number;
     readonly label?: string;
+    readonly subgroups?: boolean;
   },
 ): Dispatch =>
   prepareDispatch(gpu, {
     label: label ?? (residual ? "rmsnorm.addResidual" : "rmsnorm"),
-    code: rmsnormWgsl(residual !== undefined),
+    code: rmsnormWgsl(residual !== undefined, subgroups ?? gpu.features.subgroups),
     buffers: residual ? [input, residual, weight, out] : [input, weight, out],
     params: [u32Param("rows", rows), u32Param("dim", dim), f32Bits(eps)],
     workgroups: grid1d(gpu, rows),

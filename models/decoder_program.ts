@@ -15,6 +15,7 @@ import { planLlama } from "./plan.ts";
 import { type CandidateList, shardCandidates } from "./sampler.ts";
 import { plannedShardBytes } from "./shards.ts";
 import { openModelSource } from "./source.ts";
+import { describeKernelPaths } from "../kernels/paths.ts";
 
 const concatFloats = (parts: readonly Float32Array[]) => {
   const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
@@ -67,6 +68,7 @@ export const decoderModelProgram: RankProgramFactory = (
             rank,
             bytes: loaded.weightBytes,
             kvCacheBytes: loaded.kvCacheBytes,
+            device: describeKernelPaths(gpu),
           } as const;
         }
         case "Embed": {

@@ -17,6 +17,15 @@ import { planLlama } from "./plan.ts";
 import { type CandidateList, mergeCandidates } from "./sampler.ts";
 import { openModelSource } from "./source.ts";
 
+/** Ranks with the same device line share an entry: `ranks 0,1: llvmpipe (dawn): …`. */
+const describeRankDevices = (lines: readonly string[]): string => {
+  const byLine = new Map<string, number[]>();
+  lines.forEach((line, rank) => byLine.set(line, [...(byLine.get(line) ?? []), rank]));
+  return [...byLine].map(([line, ranks]) =>
+    `${ranks.length > 1 ? "ranks" : "rank"} ${ranks.join(",")}: ${line}`
+  ).join("; ");
+};
+
 /** Options of {@link LlamaModel.load}. */
 export interface LoadLlamaOptions {
   /** Where the weights come from (see `modelSourceOf`). */
@@ -172,6 +181,8 @@ export class LlamaModel {
         kvCacheMB: +(loaded.reduce((sum, r) => sum + r.kvCacheBytes, 0) / 1e6).toFixed(1),
         weights,
         seconds: +((performance.now() - started) / 1000).toFixed(2),
+        // One entry per distinct device line: "rank 0-1: llvmpipe (dawn): +shader-f16 …".
+        devices: describeRankDevices(loaded.map((r) => r.device)),
       }));
       return new LlamaModel(
         config,

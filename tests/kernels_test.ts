@@ -273,22 +273,29 @@ Deno.test("kernels", (t) =>
             const aBuf = createStorageBuffer(gpu, "a", a);
             const qBuf = createStorageBuffer(gpu, type, packed);
             const f32 = createStorageBuffer(gpu, "f32", blockColumns(dequantized, k, n));
-            const [outQ, outF] = [0, 1].map(() => createStorageBuffer(gpu, "out", m * n * 4));
-            await run(gpu, () => [
+            const [outQ, outF, outShift] = [0, 1, 2].map(() =>
+              createStorageBuffer(gpu, "out", m * n * 4)
+            );
+            const quantized = (out: GPUBuffer, unpack4xI8?: boolean) =>
               matmul(gpu, {
                 a: aBuf,
                 b: qBuf,
-                out: outQ,
+                out,
                 m,
                 k,
                 n,
                 weights: type,
                 layout: "blocked",
-              }),
+                unpack4xI8,
+              });
+            await run(gpu, () => [
+              quantized(outQ),
+              quantized(outShift, false), // the fallback where unpack4xI8 is the default
               matmul(gpu, { a: aBuf, b: f32, out: outF, m, k, n, layout: "blocked" }),
             ]);
             const got = await read(gpu, outQ, m * n);
             assert.deepEqual(got, await read(gpu, outF, m * n), `${type} ${m}×${k}×${n}`);
+            assert.deepEqual(await read(gpu, outShift, m * n), got, `${type} by shifts`);
             assertClose(got, reference.matmul(a, dequantized, m, k, n), {
               atol: 2e-6 * Math.sqrt(k) + 1e-6,
               rtol: 1e-5,
@@ -296,7 +303,7 @@ Deno.test("kernels", (t) =>
             });
             // A quarter (an eighth) of f32's bytes, plus the scales.
             assert.ok(packed.byteLength < share * blockColumns(b, k, n).byteLength);
-            for (const buf of [aBuf, qBuf, f32, outQ, outF]) buf.destroy();
+            for (const buf of [aBuf, qBuf, f32, outQ, outF, outShift]) buf.destroy();
           }
         }
         const dummy = createStorageBuffer(gpu, "dummy", 4096);

@@ -49,23 +49,27 @@ const upload = (gpu: Gpu, data: ArrayBufferView) => createStorageBuffer(gpu, "da
 
 Deno.test("model kernels", (t) =>
   withGpu(async (gpu) => {
-    await t.step("rmsnorm", async () => {
+    // Both sums where the device has subgroups: subgroupAdd, and the shared-memory fallback.
+    const sums = gpu.features.subgroups ? [true, false] : [false];
+    await t.step("rmsnorm, with each workgroup sum the device has", async () => {
       const cases = [[1, 1], [1, 4097], [3, 64], [33, 300], [7, 256], [2, 5000]];
       for (const [rows, dim] of cases) {
-        for (const eps of [1e-5, 1e-6]) {
+        for (
+          const [eps, subgroups] of [1e-5, 1e-6].flatMap((e) => sums.map((s) => [e, s] as const))
+        ) {
           const x = randomFloats(rows * dim, rows * 31 + dim, 3);
           const w = randomFloats(dim, dim + 5, 2);
           const [xBuf, wBuf] = [upload(gpu, x), upload(gpu, w)];
           const out = createStorageBuffer(gpu, "out", rows * dim * 4);
           const d = await prepare(
             gpu,
-            () => rmsnorm(gpu, { input: xBuf, weight: wBuf, out, rows, dim, eps }),
+            () => rmsnorm(gpu, { input: xBuf, weight: wBuf, out, rows, dim, eps, subgroups }),
           );
           await run(gpu, [d]);
           assertClose(await read(gpu, out, rows * dim), reference.rmsnorm(x, w, rows, dim, eps), {
             atol: 1e-5,
             rtol: 1e-5,
-            what: `rmsnorm ${rows}×${dim}`,
+            what: `rmsnorm ${rows}×${dim}${subgroups ? " (subgroups)" : ""}`,
           });
           for (const b of [xBuf, wBuf, out]) b.destroy();
         }
@@ -75,7 +79,11 @@ Deno.test("model kernels", (t) =>
     await t.step(
       "rmsnorm fused with the residual add: x += r in place, then the norm",
       async () => {
-        for (const [rows, dim] of [[1, 288], [5, 768], [3, 1000]]) {
+        for (
+          const [rows, dim, subgroups] of [[1, 288], [5, 768], [3, 1000]].flatMap(([r, d]) =>
+            sums.map((s) => [r, d, s] as const)
+          )
+        ) {
           const x = randomFloats(rows * dim, rows + dim, 3);
           const r = randomFloats(rows * dim, rows + dim + 1, 3);
           const w = randomFloats(dim, dim + 7, 2);
@@ -83,11 +91,17 @@ Deno.test("model kernels", (t) =>
           const out = createStorageBuffer(gpu, "out", rows * dim * 4);
           await run(gpu, [
             await prepare(gpu, () =>
-              rmsnorm(gpu, { input: xBuf, residual: rBuf, weight: wBuf, out, rows, dim })),
+              rmsnorm(gpu, {
+                input: xBuf,
+                residual: rBuf,
+                weight: wBuf,
+                out,
+                rows,
+                dim,
+                subgroups,
+              })),
           ]);
-          const sum = x.map((v, i) =>
-            v + r[i]
-          );
+          const sum = x.map((v, i) => v + r[i]);
           assert.deepEqual(await read(gpu, xBuf, sum.length), sum, "x holds x + r exactly");
           assertClose(
             await read(gpu, out, sum.length),
