@@ -112,7 +112,13 @@ export {
   splitSizes,
   tensor,
 } from "./collectives/tensor.ts";
-export { acquireGpu, type Backend, type BackendChoice, type Gpu } from "./gpu/device.ts";
+export {
+  acquireGpu,
+  type Backend,
+  type BackendChoice,
+  type Gpu,
+  type GpuFeatures,
+} from "./gpu/device.ts";
 export type { WeightType } from "./kernels/matmul.ts";
 export { DeviceLostError, GpuOperationError, NoAdapterError } from "./gpu/errors.ts";
 export {

@@ -275,11 +275,11 @@ fn main(
  * Rows per workgroup of the blocked kernel; more rows take more workgroups along y. 16 rows make
  * each weight load feed twice the rows: on lavapipe plain GEMMs gain 10-15% (`deno task bench
  * matmul`) and 110M prefill went from 78 to 87 tok/s. The SwiGLU input recomputes silu per row
- * on every lane, and at 16 rows it made prefill a third slower, so it keeps 8.
+ * on every lane, and at 16 rows it made prefill a third slower, so it keeps 8. Quantized weights
+ * keep 8 too: their widened vec4s beside 16 rows of accumulators made a 64-row GEMM 6× slower.
  */
-const blockedRows = (
-  input: MatmulArgs["input"],
-) => (input === "swiglu" || input === "geglu" ? 8 : 16);
+const blockedRows = (input: MatmulArgs["input"], weights?: WeightType) =>
+  input === "swiglu" || input === "geglu" || weights === "q8_0" || weights === "q4_0" ? 8 : 16;
 /** vec4 columns per invocation of the blocked kernel. */
 const BLOCKED_VEC4S = 4;
 
@@ -316,38 +316,43 @@ const quantizedLoopWgsl = (type: "q8_0" | "q4_0", input: MatmulInput, unpack4xI8
           ${gatedInputWgsl(input)}
           for (var v = 0u; v < V; v++) { acc[r * V + v] += av * bv[v]; }
         }`;
+  // The vector components are unrolled by hand: indexing `words` at run time kept lavapipe from
+  // unrolling the prefill kernel's 16-row accumulation, which then ran at a third of the speed.
+  const lane = ["x", "y", "z", "w"];
+  const widenQ8 = (word: string) =>
+    unpack4xI8 ? `unpack4xI8(${word})` : `vec4<i32>(bitcast<i32>(${word} << 24u), ` +
+      `bitcast<i32>(${word} << 16u), bitcast<i32>(${word} << 8u), bitcast<i32>(${word})) ` +
+      `>> vec4<u32>(24u)`;
+  const nibbles = (word: string, high: boolean) =>
+    `(vec4<f32>((vec4<u32>(${word}${high ? " >> 16u" : ""}) >> vec4<u32>(0u, 4u, 8u, 12u)) & ` +
+    `vec4<u32>(15u)) - 8.0)`;
   const steps = type === "q8_0"
     ? /* wgsl */ `
     for (var step = 0u; step < ${QUANT_BLOCK}u; step++) {
       let words = b[base + BLOCK4 + step * LANES + lid.x];
       var bv: array<vec4<f32>, V>;
-      for (var v = 0u; v < V; v++) {
-        ${
-      unpack4xI8 ? "let q = unpack4xI8(words[v]);" : `let word = words[v];
-        let q = vec4<i32>(
-          bitcast<i32>(word << 24u),
-          bitcast<i32>(word << 16u),
-          bitcast<i32>(word << 8u),
-          bitcast<i32>(word),
-        ) >> vec4<u32>(24u);`
-    }
-        bv[v] = vec4<f32>(q) * scale[v];
-      }${accumulate(`g * ${QUANT_BLOCK}u + step`)}
+      ${
+      lane.map((c, v) => `bv[${v}u] = vec4<f32>(${widenQ8(`words.${c}`)}) * scale[${v}u];`)
+        .join("\n      ")
+    }${accumulate(`g * ${QUANT_BLOCK}u + step`)}
     }`
     : /* wgsl */ `
     for (var pair = 0u; pair < ${QUANT_BLOCK / 2}u; pair++) {
-      let words = b[base + BLOCK4 + pair * LANES + lid.x];
-      for (var half = 0u; half < 2u; half++) {
+      let words = b[base + BLOCK4 + pair * LANES + lid.x];${
+      [0, 1].map((half) => `
+      {
         var bv: array<vec4<f32>, V>;
-        for (var p = 0u; p < V / 2u; p++) {
-          let word = words[2u * half + p];
-          let nibbles = vec4<u32>(0u, 4u, 8u, 12u);
-          let lo = (vec4<u32>(word) >> nibbles) & vec4<u32>(15u);
-          let hi = (vec4<u32>(word >> 16u) >> nibbles) & vec4<u32>(15u);
-          bv[2u * p] = (vec4<f32>(lo) - 8.0) * scale[2u * p];
-          bv[2u * p + 1u] = (vec4<f32>(hi) - 8.0) * scale[2u * p + 1u];
-        }${accumulate(`g * ${QUANT_BLOCK}u + 2u * pair + half`)}
-      }
+        ${
+        [0, 1].flatMap((p) => {
+          const word = `words.${lane[2 * half + p]}`;
+          return [
+            `bv[${2 * p}u] = ${nibbles(word, false)} * scale[${2 * p}u];`,
+            `bv[${2 * p + 1}u] = ${nibbles(word, true)} * scale[${2 * p + 1}u];`,
+          ];
+        }).join("\n        ")
+      }${accumulate(`g * ${QUANT_BLOCK}u + 2u * pair + ${half}u`)}
+      }`).join("")
+    }
     }`;
   return /* wgsl */ `
   let groups = k / ${QUANT_BLOCK}u;
@@ -429,7 +434,7 @@ export const matmulBlocked = (gpu: Gpu, args: MatmulArgs): Dispatch => {
     );
   }
   const blocks = Math.ceil(n / WEIGHT_BLOCK);
-  const rows = blockedRows(args.input);
+  const rows = blockedRows(args.input, args.weights);
   const groups = Math.ceil(m / rows);
   const max = gpu.limits.maxComputeWorkgroupsPerDimension;
   if (blocks > max || groups > max) {
