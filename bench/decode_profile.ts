@@ -3,7 +3,7 @@
  * the matmuls (whose time falls with the weight type's bytes and widening work) apart from
  * everything else (norms, RoPE, attention, embedding, top-k), which is the same for every
  * weight type and so bounds the ratio a lighter type can reach. Run after the timed steps: a
- * profiled step gives each dispatch a pass of its own, which lavapipe pays ~60 µs for.
+ * profiled step gives each dispatch a pass of its own, which costs time of its own.
  */
 import { Effect } from "effect";
 import type { Gpu } from "../gpu/device.ts";
@@ -40,13 +40,14 @@ export const profileDecode = (
   Effect.gen(function* () {
     if (!gpu.features.timestampQuery) return undefined;
     const kinds = new Map<string, number>();
-    let matmulMs = 0, otherMs = 0, dispatches = 0, matmulDispatches = 0;
+    let matmulMs = 0, otherMs = 0, dispatches = 0, matmulDispatches = 0, profiled = 0;
     yield* Effect.acquireUseRelease(
       KernelProfile.start(gpu),
       (profile) =>
         Effect.gen(function* () {
           for (let i = 0; i < steps && pos < model.config.seqLen; i++) {
             token = (yield* model.forwardWithCandidates([token], pos++, 0, 1, 0)).indices[0];
+            profiled++;
             for (const k of (yield* profile.collect()).kernels) {
               const isMatmul = MATMUL.test(k.label);
               if (isMatmul) matmulMs += k.millis;
@@ -60,11 +61,15 @@ export const profileDecode = (
         }),
       (profile) => Effect.sync(() => profile.stop()),
     );
+    // The context may end before `steps`: average over the steps that ran.
+    if (profiled === 0) return undefined;
     return {
-      matmulMs: matmulMs / steps,
-      otherMs: otherMs / steps,
-      dispatches: dispatches / steps,
-      matmulDispatches: matmulDispatches / steps,
-      kinds: [...kinds].map(([kind, ms]) => ({ kind, ms: ms / steps })).sort((a, b) => b.ms - a.ms),
+      matmulMs: matmulMs / profiled,
+      otherMs: otherMs / profiled,
+      dispatches: dispatches / profiled,
+      matmulDispatches: matmulDispatches / profiled,
+      kinds: [...kinds].map(([kind, ms]) => ({ kind, ms: ms / profiled })).sort((a, b) =>
+        b.ms - a.ms
+      ),
     } satisfies DecodeProfile;
   });

@@ -39,6 +39,12 @@ export const prepareDispatch = (
   };
 };
 
+const encode = (pass: GPUComputePassEncoder, d: Dispatch) => {
+  pass.setPipeline(d.pipeline);
+  pass.setBindGroup(0, d.bindGroup);
+  pass.dispatchWorkgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+};
+
 /**
  * Encodes dispatches in order into one compute pass (one pass each, stamped, while a kernel
  * profile runs on the encoder's device: gpu/kernel_profile.ts).
@@ -51,20 +57,13 @@ export const encodeDispatches = (
   if (profile) {
     for (const d of dispatches) {
       const pass = encoder.beginComputePass(profile.passFor(d.label));
-      pass.setPipeline(d.pipeline);
-      pass.setBindGroup(0, d.bindGroup);
-      pass.dispatchWorkgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+      encode(pass, d);
       pass.end();
     }
-    countEncoded(encoder, dispatches.length);
-    return;
+  } else {
+    const pass = encoder.beginComputePass();
+    for (const d of dispatches) encode(pass, d);
+    pass.end();
   }
-  const pass = encoder.beginComputePass();
-  for (const d of dispatches) {
-    pass.setPipeline(d.pipeline);
-    pass.setBindGroup(0, d.bindGroup);
-    pass.dispatchWorkgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
-  }
-  pass.end();
   countEncoded(encoder, dispatches.length);
 };
