@@ -75,17 +75,18 @@ export const quantizeQ4_0Block = (
 
 /**
  * A [k, n] row-major f32 weight (k a multiple of 32) quantized along k, in the blocked layout:
- * no f32 copy is made, only the scales and quants.
+ * no f32 copy is made, only the scales and quants, into `out` if given (zeroed, of the size).
  */
 export const quantizeColumns = (
   type: QuantizedType,
   b: Float32Array,
   k: number,
   n: number,
+  into?: Uint32Array,
 ): Uint32Array => {
   const blocks = Math.ceil(n / COLUMNS), groups = k / QUANT_BLOCK, words = groupWords(type);
-  const out = new Uint32Array(blocks * groups * words);
-  const bytes = new Uint8Array(out.buffer);
+  const out = into ?? new Uint32Array(blocks * groups * words);
+  const bytes = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
   const quantize = type === "q8_0" ? quantizeQ8_0Block : quantizeQ4_0Block;
   for (let blk = 0; blk < blocks; blk++) {
     const c0 = blk * COLUMNS, width = Math.min(COLUMNS, n - c0);
@@ -106,7 +107,7 @@ export const quantizeColumns = (
             out[word] = (out[word] | (q << shift)) >>> 0;
           };
         const h = quantize((j) => b[(g * QUANT_BLOCK + j) * n + col], put);
-        new Float32Array(out.buffer, (base + c) * 4, 1)[0] = f16ToF32(h);
+        new Float32Array(out.buffer, out.byteOffset + (base + c) * 4, 1)[0] = f16ToF32(h);
       }
     }
   }

@@ -16,7 +16,7 @@ import {
   type LinearArgs,
   RowParallelLinear as RowParallelBlock,
 } from "./blocks/linear.ts";
-import { DeviceWeights } from "./blocks/weights.ts";
+import { DeviceWeights, matrixShardOf } from "./blocks/weights.ts";
 import type { ColumnParallelSpec, RowParallelSpec } from "../actors/protocol.ts";
 import {
   expectRows,
@@ -93,8 +93,7 @@ export const ColumnParallelLinear: ParallelLayerKind<ColumnSpec> = {
       const block = yield* ColumnParallelBlock.upload(
         weights,
         `${spec.name}.weight`,
-        shard.data,
-        spec.inFeatures,
+        matrixShardOf(shard.data, spec.inFeatures),
       );
       const batches = new PerBatch(
         matmulBatch(gpu, spec.name, spec.inFeatures, outLocal, (args) => block.dispatch(args)),
@@ -147,8 +146,7 @@ export const RowParallelLinear: ParallelLayerKind<RowSpec> = {
       const block = yield* RowParallelBlock.upload(
         weights,
         `${spec.name}.weight`,
-        shard.data,
-        spec.outFeatures,
+        matrixShardOf(shard.data, inLocal),
       );
       const batches = new PerBatch(
         matmulBatch(gpu, spec.name, inLocal, spec.outFeatures, (args) => block.dispatch(args)),

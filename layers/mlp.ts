@@ -13,7 +13,7 @@ import type { Gpu } from "../gpu/device.ts";
 import { encodeDispatches } from "../gpu/dispatch.ts";
 import { geluInPlace, siluInPlace } from "../kernels/elementwise.ts";
 import { ColumnParallelLinear, RowParallelLinear } from "./blocks/linear.ts";
-import { DeviceWeights } from "./blocks/weights.ts";
+import { DeviceWeights, matrixShardOf } from "./blocks/weights.ts";
 import {
   expectRows,
   expectShape,
@@ -45,8 +45,16 @@ export const ParallelMlp: ParallelLayerKind<MlpSpec> = {
       yield* expectShape(`${spec.name} A shard`, a, [spec.dim, local]);
       yield* expectShape(`${spec.name} B shard`, b, [local, spec.dim]);
       const weights = new DeviceWeights(gpu, "f32");
-      const up = yield* ColumnParallelLinear.upload(weights, `${spec.name}.A`, a.data, spec.dim);
-      const down = yield* RowParallelLinear.upload(weights, `${spec.name}.B`, b.data, spec.dim);
+      const up = yield* ColumnParallelLinear.upload(
+        weights,
+        `${spec.name}.A`,
+        matrixShardOf(a.data, spec.dim),
+      );
+      const down = yield* RowParallelLinear.upload(
+        weights,
+        `${spec.name}.B`,
+        matrixShardOf(b.data, local),
+      );
       const batches = new PerBatch((rows) => mlpBatch(gpu, spec, rows, local, up, down));
       return {
         weightBytes: weights.bytes,

@@ -421,12 +421,12 @@ export const openHuggingFace = (
           find(name),
           (t) => readSafetensorsRows(t.handle, t.file, t.entry, (t.rowOffset ?? 0) + start, count),
         ),
-      columns: (name, start, count) =>
+      columns: (name, start, count, rows) =>
         Effect.flatMap(
           find(name),
           (t) =>
             t.rowOffset === undefined
-              ? readSafetensorsColumns(t.handle, t.file, t.entry, start, count)
+              ? readSafetensorsColumns(t.handle, t.file, t.entry, start, count, rows)
               // Only column-parallel tensors are fused, and those are read by rows.
               : Effect.fail(loadError(t.file, "columns of a fused tensor are not readable", name)),
         ),

@@ -261,10 +261,10 @@ export const openLlama2c = (
           tensorEntry(layout, name),
           (e) => readRowsFrom(handle, layout.file, e, start, count),
         ),
-      columns: (name, start, count) =>
+      columns: (name, start, count, rows) =>
         Effect.flatMap(
           tensorEntry(layout, name),
-          (e) => readColumnsFrom(handle, layout.file, e, start, count),
+          (e) => readColumnsFrom(handle, layout.file, e, start, count, rows),
         ),
       vector: (name, length) =>
         Effect.flatMap(

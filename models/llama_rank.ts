@@ -137,28 +137,28 @@ const uploadLayer = (
   l: number,
   s: LayerShards,
   cacheBytes: number,
-): Effect.Effect<DecoderLayer, InvalidInput> =>
+): Effect.Effect<DecoderLayer, InvalidInput | LoadError> =>
   Effect.gen(function* () {
-    const { dim, normEps } = config;
+    const { normEps } = config;
     const p = `layers.${l}.`;
     const norm = (name: string, w: Float32Array) =>
       RMSNorm.upload(weights, `${p}${name}`, w, normEps);
     return {
       inputNorm: yield* norm("attention_norm", s.inputNorm),
-      qkvProj: yield* QKVParallelLinear.upload(weights, `${p}wqkv`, s.qkv, dim),
+      qkvProj: yield* QKVParallelLinear.upload(weights, `${p}wqkv`, s.qkv),
       ...(s.qNorm && s.kNorm
         ? {
           qNorm: yield* weights.vector(`${p}q_norm`, s.qNorm),
           kNorm: yield* weights.vector(`${p}k_norm`, s.kNorm),
         }
         : {}),
-      oProj: yield* RowParallelLinear.upload(weights, `${p}wo`, s.o, dim),
+      oProj: yield* RowParallelLinear.upload(weights, `${p}wo`, s.o),
       ...(s.postAttentionNorm
         ? { postAttentionNorm: yield* norm("post_attention_norm", s.postAttentionNorm) }
         : {}),
       ffnNorm: yield* norm("ffn_norm", s.ffnNorm),
-      gateUpProj: yield* ColumnParallelLinear.upload(weights, `${p}w13`, s.gateUp, dim),
-      downProj: yield* RowParallelLinear.upload(weights, `${p}w2`, s.down, dim),
+      gateUpProj: yield* ColumnParallelLinear.upload(weights, `${p}w13`, s.gateUp),
+      downProj: yield* RowParallelLinear.upload(weights, `${p}w2`, s.down),
       ...(s.postFfnNorm ? { postFfnNorm: yield* norm("post_ffn_norm", s.postFfnNorm) } : {}),
       kCache: createStorageBuffer(weights.gpu, `${p}kCache`, cacheBytes),
       vCache: createStorageBuffer(weights.gpu, `${p}vCache`, cacheBytes),
@@ -219,7 +219,7 @@ export class RankLlama {
       const embedding = yield* VocabParallelEmbedding.upload(
         weights,
         "tok_embeddings",
-        yield* readEmbeddingShard(reader, plan),
+        readEmbeddingShard(reader, config, plan),
         vocab,
       );
       const layers: DecoderLayer[] = [];
@@ -229,7 +229,10 @@ export class RankLlama {
       }
       const headShards = yield* readHeadShards(reader, config, plan);
       const norm = yield* RMSNorm.upload(weights, "norm", headShards.norm, normEps);
-      const lmHead = yield* ParallelLMHead.upload(weights, "output", headShards.output, vocab);
+      // A tied head multiplies by the embedding's matrix: the rank holds the table once.
+      const lmHead = config.sharedClassifier
+        ? ParallelLMHead.tiedTo(weights, embedding)
+        : yield* ParallelLMHead.upload(weights, "output", headShards.output, vocab);
       const T = maxTokens;
       const B = Math.min(maxSequences, T); // rows the head can serve in one step
       const f32 = (label: string, elements: number) =>

@@ -283,8 +283,8 @@ export const readSafetensorsRows = (
   });
 
 /**
- * Columns `[start, start + count)` of every row as f32 `[rows, count]`: one read of that span
- * per row (a single read when the span is the whole row).
+ * Columns `[start, start + count)` of every row (or of the rows `rowSpan`) as f32
+ * `[rows, count]`: one read of that span per row (a single read when the span is the whole row).
  */
 export const readSafetensorsColumns = (
   handle: Deno.FsFile,
@@ -292,16 +292,19 @@ export const readSafetensorsColumns = (
   entry: SafetensorsEntry,
   start: number,
   count: number,
+  rowSpan?: { readonly start: number; readonly count: number },
 ): Effect.Effect<Float32Array, LoadError> =>
   Effect.gen(function* () {
     const { rows, cols, dtype } = yield* readable(file, entry);
     yield* checkRange(file, entry, "columns", start, count, cols);
-    if (count === cols) return yield* readSafetensorsRows(handle, file, entry, 0, rows);
+    const { start: r0, count: rowCount } = rowSpan ?? { start: 0, count: rows };
+    yield* checkRange(file, entry, "rows", r0, rowCount, rows);
+    if (count === cols) return yield* readSafetensorsRows(handle, file, entry, r0, rowCount);
     const size = DTYPE_BYTES[dtype];
     const span = count * size;
-    const bytes = new Uint8Array(rows * span);
-    for (let r = 0; r < rows; r++) {
-      const position = entry.offset + (r * cols + start) * size;
+    const bytes = new Uint8Array(rowCount * span);
+    for (let r = 0; r < rowCount; r++) {
+      const position = entry.offset + ((r0 + r) * cols + start) * size;
       yield* readBytesAt(
         handle,
         file,

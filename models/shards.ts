@@ -12,7 +12,11 @@ import {
 } from "../layers/blocks/linear.ts";
 import { RMSNorm } from "../layers/blocks/norm.ts";
 import { ParallelLMHead, VocabParallelEmbedding } from "../layers/blocks/vocab.ts";
-import type { ShardReader, WeightSource as BlockWeightSource } from "../layers/blocks/weights.ts";
+import type {
+  MatrixShard,
+  ShardReader,
+  WeightSource as BlockWeightSource,
+} from "../layers/blocks/weights.ts";
 import type { LlamaConfig } from "./config.ts";
 import type { LoadError } from "./errors.ts";
 import type { RankPlan } from "./plan.ts";
@@ -22,19 +26,22 @@ export { concatColumns, transpose } from "../layers/blocks/weights.ts";
 /** Ranged reads of named [out, in] tensors, whatever the file format. */
 export type WeightSource = BlockWeightSource<LoadError>;
 
-/** One layer's shards as read, before upload. */
+/**
+ * One layer's shards: vectors as read, matrices as readers that the upload pulls a device block
+ * at a time.
+ */
 export interface LayerShards {
   readonly inputNorm: Float32Array; // [dim], replicated
-  readonly qkv: QkvShard; // [dim, (heads_r + 2·kvHeads_r)·hd]: q by heads, k/v by kv heads
+  readonly qkv: QkvShard<LoadError>; // [dim, (heads_r + 2·kvHeads_r)·hd]: q by heads, k/v by kv heads
   /** Per-head q/k norms (Qwen3), replicated: every head of every rank uses them. */
   readonly qNorm?: Float32Array; // [hd]
   readonly kNorm?: Float32Array; // [hd]
-  readonly o: Float32Array; // [heads_r·hd, dim]: rows of the local heads
+  readonly o: MatrixShard<LoadError>; // [heads_r·hd, dim]: rows of the local heads
   /** Gemma 2's norm of the attention output, after its all-reduce. */
   readonly postAttentionNorm?: Float32Array; // [dim]
   readonly ffnNorm: Float32Array; // [dim], replicated
-  readonly gateUp: Float32Array; // [dim, 2·hidden_r]: gate | up, split over hidden
-  readonly down: Float32Array; // [hidden_r, dim]: rows over hidden
+  readonly gateUp: MatrixShard<LoadError>; // [dim, 2·hidden_r]: gate | up, split over hidden
+  readonly down: MatrixShard<LoadError>; // [hidden_r, dim]: rows over hidden
   /** Gemma 2's norm of the MLP output, after its all-reduce. */
   readonly postFfnNorm?: Float32Array; // [dim]
 }
@@ -69,33 +76,42 @@ export const readLayerShards = (
           kNorm: yield* RMSNorm.read(reader, `${p}k_norm`, headDim, offset),
         }
         : {}),
-      o: yield* RowParallelLinear.read(reader, `${p}wo`, rowsOfHeads, dim),
+      o: RowParallelLinear.read(reader, `${p}wo`, rowsOfHeads, dim),
       ...(config.sandwichNorms ? { postAttentionNorm: yield* norm("post_attention_norm") } : {}),
       ffnNorm: yield* norm("ffn_norm"),
-      gateUp: yield* ColumnParallelLinear.read(
+      gateUp: ColumnParallelLinear.read(
         reader,
         [{ name: `${p}w1`, span: hidden }, { name: `${p}w3`, span: hidden }],
         dim,
       ),
-      down: yield* RowParallelLinear.read(reader, `${p}w2`, hidden, dim),
+      down: RowParallelLinear.read(reader, `${p}w2`, hidden, dim),
       ...(config.sandwichNorms ? { postFfnNorm: yield* norm("post_ffn_norm") } : {}),
     };
   });
 
-/** Reads rank `plan.rank`'s vocabulary rows of the embedding (VocabParallelEmbedding). */
-export const readEmbeddingShard = (reader: ShardReader<LoadError>, plan: RankPlan) =>
-  VocabParallelEmbedding.read(reader, "tok_embeddings", plan.vocab);
+/**
+ * Rank `plan.rank`'s vocabulary rows of the embedding (VocabParallelEmbedding), as a [dim,
+ * vocab_r] reader.
+ */
+export const readEmbeddingShard = (
+  reader: ShardReader<LoadError>,
+  config: LlamaConfig,
+  plan: RankPlan,
+) => VocabParallelEmbedding.read(reader, "tok_embeddings", plan.vocab, config.dim);
 
-/** Reads the final norm and rank `plan.rank`'s vocabulary columns of the LM head. */
+/**
+ * Reads the final norm and rank `plan.rank`'s vocabulary columns of the LM head (a tied head
+ * reads the embedding's rows).
+ */
 export const readHeadShards = (
   reader: ShardReader<LoadError>,
   config: LlamaConfig,
   plan: RankPlan,
 ) =>
-  Effect.all({
-    norm: RMSNorm.read(reader, "norm", config.dim, config.normWeightOffset ? 1 : 0),
-    output: ParallelLMHead.read(reader, "output", plan.vocab, config.dim),
-  });
+  Effect.map(
+    RMSNorm.read(reader, "norm", config.dim, config.normWeightOffset ? 1 : 0),
+    (norm) => ({ norm, output: ParallelLMHead.read(reader, "output", plan.vocab, config.dim) }),
+  );
 
 /** Bytes (as f32) of every shard rank `plan.rank` holds: what loading it reads. */
 export const plannedShardBytes = (config: LlamaConfig, plan: RankPlan): number => {

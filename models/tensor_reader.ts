@@ -170,8 +170,9 @@ export const readRowsFrom = (
   });
 
 /**
- * Columns `[colStart, colStart + colCount)` of every row of an open file's tensor, returned
- * row-major as `[rows, colCount]`: one seek and one read of that span per row.
+ * Columns `[colStart, colStart + colCount)` of every row of an open file's tensor (or of the
+ * rows `rowSpan`), returned row-major as `[rows, colCount]`: one seek and one read of that span
+ * per row.
  */
 export const readColumnsFrom = (
   handle: Deno.FsFile,
@@ -179,16 +180,19 @@ export const readColumnsFrom = (
   entry: TensorEntry,
   colStart: number,
   colCount: number,
+  rowSpan?: { readonly start: number; readonly count: number },
 ): Effect.Effect<Float32Array, LoadError> =>
   Effect.gen(function* () {
     const { rows, cols } = matrixShape(entry);
     yield* checkRange(file, entry, "columns", colStart, colCount, cols);
-    if (colCount === cols) return yield* readRowsFrom(handle, file, entry, 0, rows);
-    const bytes = new Uint8Array(rows * colCount * 4);
+    const { start: r0, count: rowCount } = rowSpan ?? { start: 0, count: rows };
+    yield* checkRange(file, entry, "rows", r0, rowCount, rows);
+    if (colCount === cols) return yield* readRowsFrom(handle, file, entry, r0, rowCount);
+    const bytes = new Uint8Array(rowCount * colCount * 4);
     const span = colCount * 4;
     yield* readSpans(handle, file, entry.name, async (read) => {
-      for (let r = 0; r < rows; r++) {
-        const position = entry.offset + (r * cols + colStart) * 4;
+      for (let r = 0; r < rowCount; r++) {
+        const position = entry.offset + ((r0 + r) * cols + colStart) * 4;
         await read(position, bytes.subarray(r * span, (r + 1) * span));
       }
     });

@@ -13,6 +13,11 @@ import { loadTokenizer } from "../models/files.ts";
 import { GGML_TYPES } from "../models/gguf/quants.ts";
 import { loadGgufTokenizer, openGguf } from "../models/gguf/open.ts";
 import { LlamaModel } from "../models/llama.ts";
+import { RankLlama } from "../models/llama_rank.ts";
+import { planLlama } from "../models/plan.ts";
+import type { WeightSource } from "../models/shards.ts";
+import { acquireGpu } from "../gpu/device.ts";
+import { WEIGHT_BLOCK } from "../kernels/matmul.ts";
 import { type LlamaWeights, ReferenceLlama } from "../models/reference.ts";
 import { f16ToF32, f32ToF16 } from "../models/safetensors.ts";
 import { InProcessTransport, WorkersTransport } from "../ranks/transports.ts";
@@ -364,6 +369,63 @@ Deno.test("gguf: Q8_0 and Q4_0 files stay quantized on the device and run within
       );
     });
   }
+});
+
+Deno.test("gguf: a rank loads a Q4_0 file a device block at a time (no whole tensor read), rows of a column span read alone agree with the whole, the tied table uploaded once", async () => {
+  const { file } = await stories260KGguf("Q4_0");
+  await withFile(file, (path) =>
+    Effect.runPromise(Effect.scoped(Effect.gen(function* () {
+      const { config, source } = yield* openGguf(path);
+      // A row span of a column read is those rows of the whole column read.
+      const whole = yield* source.columns("layers.0.w2", 32, 32); // [dim, 32] of [dim, hidden]
+      const part = yield* source.columns("layers.0.w2", 32, 32, { start: 5, count: 7 });
+      assert.deepEqual(part, whole.slice(5 * 32, 12 * 32));
+      const outside = yield* Effect.flip(
+        source.columns("layers.0.w2", 0, 32, { start: config.dim - 1, count: 2 }),
+      );
+      assert.match(outside.message, /rows .* out of range/);
+
+      const reads: Array<{ name: string; elements: number }> = [];
+      const recorded: WeightSource = {
+        rows: (name, start, count) =>
+          Effect.tap(source.rows(name, start, count), (d) =>
+            reads.push({ name, elements: d.length })),
+        columns: (name, start, count, rows) =>
+          Effect.tap(
+            source.columns(name, start, count, rows),
+            (d) =>
+              reads.push({ name, elements: d.length }),
+          ),
+        vector: (name, length) =>
+          Effect.tap(source.vector(name, length), (d) => reads.push({ name, elements: d.length })),
+      };
+      const gpu = yield* acquireGpu({ label: "block reads" });
+      const [plan] = yield* planLlama(config, 1);
+      const model = yield* RankLlama.load(gpu, config, plan, recorded, {
+        maxTokens: 1,
+        weights: "q4_0",
+      });
+      const widest = Math.max(config.dim, config.hiddenDim);
+      for (const { name, elements } of reads) {
+        assert.ok(elements <= WEIGHT_BLOCK * widest, `${name}: ${elements} elements in one read`);
+      }
+      // The vocab (512) is four device blocks: read once, for the embedding, never as "output".
+      const table = reads.filter((r) => r.name === "tok_embeddings");
+      assert.equal(table.length, Math.ceil(config.vocabSize / WEIGHT_BLOCK));
+      assert.ok(!reads.some((r) => r.name === "output"));
+      // The tied table is on the device once: an f32 load holds exactly each matrix in whole
+      // 128-column blocks, the table counted once, and the Q4_0 load (f32 where k is not whole
+      // blocks of 32) well under half that.
+      const f32Model = yield* RankLlama.load(gpu, config, plan, source, { maxTokens: 1 });
+      const blocked = (k: number, n: number) => 4 * k * Math.ceil(n / WEIGHT_BLOCK) * WEIGHT_BLOCK;
+      const { dim, hiddenDim, headDim } = config;
+      const [q, kv] = [config.nHeads * headDim, config.nKvHeads * headDim];
+      const layer = 8 * dim + blocked(dim, q + 2 * kv) + blocked(q, dim) +
+        blocked(dim, 2 * hiddenDim) + blocked(hiddenDim, dim);
+      const expected = blocked(dim, config.vocabSize) + config.nLayers * layer + 4 * dim;
+      assert.equal(f32Model.weightBytes, expected);
+      assert.ok(model.weightBytes < 0.5 * f32Model.weightBytes, `${model.weightBytes} bytes`);
+    }))));
 });
 
 // ---------------------------------------------------------------------------------------------

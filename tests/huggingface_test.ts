@@ -37,7 +37,7 @@ import {
   transpose,
   type WeightSource,
 } from "../models/shards.ts";
-import { ShardReader } from "../layers/blocks/weights.ts";
+import { readWhole, ShardReader } from "../layers/blocks/weights.ts";
 import type { RankPlan } from "../models/plan.ts";
 import { openForRead } from "../models/tensor_reader.ts";
 import {
@@ -60,12 +60,20 @@ const failureOf = <A, E>(effect: Effect.Effect<A, E>): Promise<E> =>
 const readRankShards = (source: WeightSource, config: LlamaConfig, plan: RankPlan) =>
   Effect.gen(function* () {
     const reader = new ShardReader(source);
-    const embedding = yield* readEmbeddingShard(reader, plan);
+    const embedding = yield* readWhole(readEmbeddingShard(reader, config, plan));
     const layers = [];
     for (let l = 0; l < config.nLayers; l++) {
-      layers.push(yield* readLayerShards(reader, config, plan, l));
+      const s = yield* readLayerShards(reader, config, plan, l);
+      layers.push({
+        ...s,
+        qkv: { ...s.qkv, weight: yield* readWhole(s.qkv.weight) },
+        o: yield* readWhole(s.o),
+        gateUp: yield* readWhole(s.gateUp),
+        down: yield* readWhole(s.down),
+      });
     }
-    return { embedding, layers, ...(yield* readHeadShards(reader, config, plan)) };
+    const head = yield* readHeadShards(reader, config, plan);
+    return { embedding, layers, norm: head.norm, output: yield* readWhole(head.output) };
   });
 
 /** Columns [start, start + count) of a [rows, width] matrix. */

@@ -311,9 +311,12 @@ Deno.test("stories260K q8_0 and q4_0 weights at tp 1 and 2: logits within 1e-4 o
   const q = c.nHeads * c.headDim;
   for (const [type, tp] of [["q8_0", 1], ["q8_0", 2], ["q4_0", 1], ["q4_0", 2]] as const) {
     const device = (w: Float32Array, inPerRank: number) => asDevice(type, w, inPerRank);
+    // The tied table is one quantized matrix on the device: the embedding gathers its columns.
+    const table = device(plain.weights.output, c.dim);
     const weights = {
       ...plain.weights,
-      output: device(plain.weights.output, c.dim),
+      tokEmbeddings: table,
+      output: table,
       layers: plain.weights.layers.map((l) => ({
         ...l,
         wq: device(l.wq, c.dim),

@@ -6,6 +6,11 @@ import { createStorageBuffer, readF32, submitAndWait, writeBuffer } from "../gpu
 import { type Dispatch, encodeDispatches } from "../gpu/dispatch.ts";
 import { rmsnorm } from "../kernels/rmsnorm.ts";
 import { blockColumns, matmul } from "../kernels/matmul.ts";
+import { quantizeColumns } from "../kernels/quantized.ts";
+import { transpose } from "../layers/blocks/weights.ts";
+import { GGML_TYPES } from "../models/gguf/quants.ts";
+import { quantizeQ4_0, quantizeQ8_0 } from "../models/gguf/quantize.ts";
+import { f16ToF32, f32ToF16 } from "../util/f16.ts";
 import { rope, type RopeLayout } from "../kernels/rope.ts";
 import { ropeKvCache } from "../kernels/rope_kv_cache.ts";
 import { attention, writeKvCache } from "../kernels/attention.ts";
@@ -565,39 +570,73 @@ Deno.test("model kernels", (t) =>
       b.destroy();
     });
 
-    await t.step("embedding, vocab-parallel", async () => {
-      const [vocab, dim] = [50, 37];
-      const ids = Uint32Array.from([0, 49, 10, 19, 20, 39, 40, 5, 0xffffffff, 25]);
-      const table = randomFloats(vocab * dim, 77);
-      const idsBuf = upload(gpu, ids);
-      const out = createStorageBuffer(gpu, "out", ids.length * dim * 4);
-      const sum = new Float32Array(ids.length * dim);
-      for (const [vocabStart, vocabCount] of [[0, 20], [20, 20], [40, 10], [0, vocab]]) {
-        const shard = table.slice(vocabStart * dim, (vocabStart + vocabCount) * dim);
-        const tableBuf = upload(gpu, shard);
-        await run(gpu, [
-          await prepare(gpu, () =>
-            embedding(gpu, {
-              table: tableBuf,
-              ids: idsBuf,
-              out,
-              rows: ids.length,
-              dim,
-              vocabStart,
+    await t.step(
+      "embedding, vocab-parallel, from the blocked table of every weight type",
+      async () => {
+        const vocab = 150; // two 128-column blocks, the second partial
+        const ids = Uint32Array.from([0, 149, 10, 127, 128, 99, 100, 5, 0xffffffff, 25]);
+        for (const [type, dim] of [["f32", 37], ["f16", 37], ["q8_0", 64], ["q4_0", 64]] as const) {
+          const table = randomFloats(vocab * dim, 77); // [vocab, dim] as stored in a file
+          // What the device holds, per row, from the file format's own specification: a row is
+          // quantized along dim in 32-element blocks, as a GGUF token_embd row is.
+          const ggml = type === "q8_0" ? GGML_TYPES.get(8)! : GGML_TYPES.get(2)!;
+          const values = type === "f32"
+            ? table
+            : type === "f16"
+            ? table.map((x) => f16ToF32(f32ToF16(x)))
+            : (() => {
+              const out = new Float32Array(table.length);
+              ggml.dequantize(type === "q8_0" ? quantizeQ8_0(table) : quantizeQ4_0(table), out);
+              return out;
+            })();
+          const idsBuf = upload(gpu, ids);
+          const out = createStorageBuffer(gpu, "out", ids.length * dim * 4);
+          const sum = new Float32Array(ids.length * dim);
+          for (const [vocabStart, vocabCount] of [[0, 100], [100, 50], [0, vocab]]) {
+            const shard = transpose(
+              table.slice(vocabStart * dim, (vocabStart + vocabCount) * dim),
               vocabCount,
-            })),
-        ]);
-        const actual = await read(gpu, out, ids.length * dim);
-        const expected = reference.embedding(shard, ids, dim, vocabStart, vocabCount);
-        assertClose(actual, expected, { atol: 0, rtol: 0, what: `embedding @${vocabStart}` });
-        if (vocabCount < vocab) actual.forEach((x, i) => sum[i] += x);
-        tableBuf.destroy();
-      }
-      // Summing the three shards' outputs (the all-reduce) gives the full lookup.
-      assertClose(sum, reference.embedding(table, ids, dim, 0, vocab), { what: "shard sum" });
-      idsBuf.destroy();
-      out.destroy();
-    });
+              dim,
+            ); // [dim, vocab_r]
+            const stored = type === "q8_0" || type === "q4_0"
+              ? quantizeColumns(type, shard, dim, vocabCount)
+              : type === "f16"
+              ? Float16Array.from(blockColumns(shard, dim, vocabCount))
+              : blockColumns(shard, dim, vocabCount);
+            const tableBuf = upload(gpu, stored);
+            await run(gpu, [
+              await prepare(gpu, () =>
+                embedding(gpu, {
+                  table: tableBuf,
+                  type,
+                  ids: idsBuf,
+                  out,
+                  rows: ids.length,
+                  dim,
+                  vocabStart,
+                  vocabCount,
+                })),
+            ]);
+            const actual = await read(gpu, out, ids.length * dim);
+            const owned = values.slice(vocabStart * dim, (vocabStart + vocabCount) * dim);
+            const expected = reference.embedding(owned, ids, dim, vocabStart, vocabCount);
+            assertClose(actual, expected, {
+              atol: 0,
+              rtol: 0,
+              what: `${type} embedding @${vocabStart}`,
+            });
+            if (vocabCount < vocab) actual.forEach((x, i) => sum[i] += x);
+            tableBuf.destroy();
+          }
+          // Summing the two shards' outputs (the all-reduce) gives the full lookup.
+          assertClose(sum, reference.embedding(values, ids, dim, 0, vocab), {
+            what: `${type} shard sum`,
+          });
+          idsBuf.destroy();
+          out.destroy();
+        }
+      },
+    );
 
     await t.step("topk and argmax", async () => {
       const cases = [

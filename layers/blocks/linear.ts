@@ -16,6 +16,8 @@ import {
   concatColumns,
   type DeviceMatrix,
   type DeviceWeights,
+  joinColumns,
+  type MatrixShard,
   type ShardReader,
   type Span,
 } from "./weights.ts";
@@ -48,29 +50,22 @@ export class ColumnParallelLinear {
     return this.weight.n;
   }
 
-  /** Rank r's columns of every part, merged: [in, Σ span]. */
+  /** Rank r's columns of every part, merged: [in, Σ span], read as it is uploaded. */
   static read<E>(
     reader: ShardReader<E>,
     parts: readonly OutputPart[],
     inFeatures: number,
-  ): Effect.Effect<Float32Array, E> {
-    return Effect.map(
-      Effect.forEach(parts, (p) => reader.outputSlice(p.name, p.span, inFeatures)),
-      (slices) => concatColumns(inFeatures, slices),
-    );
+  ): MatrixShard<E> {
+    return joinColumns(parts.map((p) => reader.outputSlice(p.name, p.span, inFeatures)));
   }
 
   /** Uploads a merged shard [in, out_r]. */
-  static upload(
+  static upload<E>(
     weights: DeviceWeights,
     label: string,
-    shard: Float32Array,
-    inFeatures: number,
-  ): Effect.Effect<ColumnParallelLinear, InvalidInput> {
-    return Effect.map(
-      weights.matrix(label, shard, inFeatures),
-      (matrix) => new ColumnParallelLinear(matrix),
-    );
+    shard: MatrixShard<E>,
+  ): Effect.Effect<ColumnParallelLinear, InvalidInput | E> {
+    return Effect.map(weights.matrix(label, shard), (matrix) => new ColumnParallelLinear(matrix));
   }
 
   /** y = x·W_r for `rows` rows. */
@@ -96,9 +91,9 @@ export interface HeadSplit {
   readonly headDim: number;
 }
 
-/** Rank r's q | k | v columns and bias, as read. */
-export interface QkvShard {
-  readonly weight: Float32Array;
+/** Rank r's q | k | v columns (read as they are uploaded) and bias. */
+export interface QkvShard<E> {
+  readonly weight: MatrixShard<E>;
   readonly bias?: Float32Array;
 }
 
@@ -127,9 +122,9 @@ export class QKVParallelLinear {
     names: QkvNames,
     split: HeadSplit,
     inFeatures: number,
-  ): Effect.Effect<QkvShard, E> {
+  ): Effect.Effect<QkvShard<E>, E> {
     return Effect.gen(function* () {
-      const weight = yield* ColumnParallelLinear.read(
+      const weight = ColumnParallelLinear.read(
         reader,
         QKVParallelLinear.parts(names, split),
         inFeatures,
@@ -142,19 +137,13 @@ export class QKVParallelLinear {
   }
 
   /** Uploads a shard read by {@link QKVParallelLinear.read}. */
-  static upload(
+  static upload<E>(
     weights: DeviceWeights,
     label: string,
-    shard: QkvShard,
-    inFeatures: number,
-  ): Effect.Effect<QKVParallelLinear, InvalidInput> {
+    shard: QkvShard<E>,
+  ): Effect.Effect<QKVParallelLinear, InvalidInput | E> {
     return Effect.gen(function* () {
-      const projection = yield* ColumnParallelLinear.upload(
-        weights,
-        label,
-        shard.weight,
-        inFeatures,
-      );
+      const projection = yield* ColumnParallelLinear.upload(weights, label, shard.weight);
       const bias = shard.bias ? yield* weights.vector(`${label}.bias`, shard.bias) : undefined;
       return new QKVParallelLinear(projection, bias);
     });
@@ -213,25 +202,24 @@ export class RowParallelLinear {
     return this.weight.n;
   }
 
-  /** Rank r's rows [span.count, out] of the weight as the kernels store it. */
+  /** Rank r's rows [span.count, out] of the weight as the kernels store it, read as uploaded. */
   static read<E>(
     reader: ShardReader<E>,
     name: string,
     span: Span,
     outFeatures: number,
-  ): Effect.Effect<Float32Array, E> {
+  ): MatrixShard<E> {
     return reader.inputSlice(name, span, outFeatures);
   }
 
   /** Uploads a shard [in_r, out]. */
-  static upload(
+  static upload<E>(
     weights: DeviceWeights,
     label: string,
-    shard: Float32Array,
-    outFeatures: number,
-  ): Effect.Effect<RowParallelLinear, InvalidInput> {
+    shard: MatrixShard<E>,
+  ): Effect.Effect<RowParallelLinear, InvalidInput | E> {
     return Effect.map(
-      weights.matrix(label, shard, shard.length / outFeatures),
+      weights.matrix(label, shard),
       (matrix) => new RowParallelLinear(weights.gpu, matrix),
     );
   }

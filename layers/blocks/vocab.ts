@@ -11,36 +11,41 @@ import { softcapInPlace } from "../../kernels/elementwise.ts";
 import { topk } from "../../kernels/topk.ts";
 import type { InvalidInput } from "../../actors/errors.ts";
 import { allReduceInPlace, type ReduceArgs } from "./linear.ts";
-import type { DeviceMatrix, DeviceWeights, ShardReader, Span } from "./weights.ts";
+import type { DeviceMatrix, DeviceWeights, MatrixShard, ShardReader, Span } from "./weights.ts";
 
 /**
  * VocabParallelEmbedding: the [vocab, dim] table is split along vocab; rank r gathers the rows
  * of the ids in its span and zero rows for every other id, so an all-reduce of the ranks'
- * outputs is the embedding.
+ * outputs is the embedding. The shard is kept as the LM head keeps its weight ([dim, vocab_r],
+ * blocked, in the weight type), so a tied head multiplies by the same device matrix.
  */
 export class VocabParallelEmbedding {
   private constructor(
     private readonly weights: DeviceWeights,
     readonly vocab: Span,
-    readonly dim: number,
-    readonly table: GPUBuffer,
+    readonly table: DeviceMatrix,
   ) {}
 
-  /** Rank r's rows of the table, [vocab_r, dim] as stored. */
-  static read<E>(reader: ShardReader<E>, name: string, vocab: Span) {
-    return reader.tableRows(name, vocab);
+  /** Embedding width. */
+  get dim(): number {
+    return this.table.k;
   }
 
-  /** Uploads a shard [vocab_r, dim]. */
-  static upload(
+  /** Rank r's rows of the table as [dim, vocab_r], read as it is uploaded. */
+  static read<E>(reader: ShardReader<E>, name: string, vocab: Span, dim: number) {
+    return reader.outputSlice(name, vocab, dim);
+  }
+
+  /** Uploads a shard [dim, vocab_r]. */
+  static upload<E>(
     weights: DeviceWeights,
     label: string,
-    shard: Float32Array,
+    shard: MatrixShard<E>,
     vocab: Span,
-  ): Effect.Effect<VocabParallelEmbedding, InvalidInput> {
+  ): Effect.Effect<VocabParallelEmbedding, InvalidInput | E> {
     return Effect.map(
-      weights.vector(label, shard),
-      (table) => new VocabParallelEmbedding(weights, vocab, shard.length / vocab.count, table),
+      weights.matrix(label, shard),
+      (table) => new VocabParallelEmbedding(weights, vocab, table),
     );
   }
 
@@ -54,7 +59,8 @@ export class VocabParallelEmbedding {
     },
   ): Dispatch {
     return embedding(this.weights.gpu, {
-      table: this.table,
+      table: this.table.buffer,
+      type: this.table.type,
       ids,
       out: output,
       rows,
@@ -104,16 +110,21 @@ export class ParallelLMHead {
   }
 
   /** Uploads a shard [dim, vocab_r]. */
-  static upload(
+  static upload<E>(
     weights: DeviceWeights,
     label: string,
-    shard: Float32Array,
+    shard: MatrixShard<E>,
     vocab: Span,
-  ): Effect.Effect<ParallelLMHead, InvalidInput> {
+  ): Effect.Effect<ParallelLMHead, InvalidInput | E> {
     return Effect.map(
-      weights.matrix(label, shard, shard.length / vocab.count),
+      weights.matrix(label, shard),
       (weight) => new ParallelLMHead(weights, vocab, weight),
     );
+  }
+
+  /** A tied head: the embedding's own device matrix, not a second copy. */
+  static tiedTo(weights: DeviceWeights, embedding: VocabParallelEmbedding): ParallelLMHead {
+    return new ParallelLMHead(weights, embedding.vocab, embedding.table);
   }
 
   /** logits = x·W_r (soft-capped if asked), then the local top-k with global ids. */

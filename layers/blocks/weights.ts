@@ -4,11 +4,21 @@
  * adapter's binding limit and counted.
  */
 import { Effect } from "effect";
-import { createStorageBuffer } from "../../gpu/buffers.ts";
+import { createStorageBuffer, writeBuffer } from "../../gpu/buffers.ts";
 import type { Gpu } from "../../gpu/device.ts";
 import type { Dispatch } from "../../gpu/dispatch.ts";
-import { blockColumns, matmul, type MatmulInput, type WeightType } from "../../kernels/matmul.ts";
-import { QUANT_BLOCK, quantizeColumns } from "../../kernels/quantized.ts";
+import { matmul, type MatmulInput, WEIGHT_BLOCK, type WeightType } from "../../kernels/matmul.ts";
+import { groupWords, QUANT_BLOCK, quantizeColumns } from "../../kernels/quantized.ts";
+
+/** Pending upload bytes after which a load waits for the queue to drain (staging stays small). */
+const FLUSH_BYTES = 8 << 20;
+
+/**
+ * A full collection where V8 exposes one (every deno task starts with --expose-gc): a matrix's
+ * reads leave blocks of garbage that V8 would otherwise keep for seconds, and the allocator
+ * keeps the pages after. Once per matrix holds a load's host memory to about the weights.
+ */
+const collectGarbage = (globalThis as { gc?: () => void }).gc ?? (() => {});
 import { InvalidInput } from "../../actors/errors.ts";
 
 /** A contiguous range of heads, units or rows: `count` starting at `start`. */
@@ -23,8 +33,16 @@ export interface Span {
 export interface WeightSource<E> {
   /** Rows [start, start + count) as [count, cols]. */
   rows(name: string, start: number, count: number): Effect.Effect<Float32Array, E>;
-  /** Columns [start, start + count) of every row as [rows, count]. */
-  columns(name: string, start: number, count: number): Effect.Effect<Float32Array, E>;
+  /**
+   * Columns [start, start + count) as [rows, count]: of every row, or of `rows` only (a
+   * row-parallel shard is read a device block of output rows at a time).
+   */
+  columns(
+    name: string,
+    start: number,
+    count: number,
+    rows?: Span,
+  ): Effect.Effect<Float32Array, E>;
   /** A whole vector (norm weights). */
   vector(name: string, length: number): Effect.Effect<Float32Array, E>;
 }
@@ -54,6 +72,64 @@ export const concatColumns = (rows: number, parts: readonly Float32Array[]): Flo
 };
 
 /**
+ * A [k, n] weight shard as the kernels store it ([in, out]), read a range of its columns at a
+ * time: the device takes it one 128-column block after another, so no whole shard (or f32 copy
+ * of a quantized tensor) is ever built on the host.
+ */
+export interface MatrixShard<E> {
+  /** Input features (rows). */
+  readonly k: number;
+  /** Output features (columns). */
+  readonly n: number;
+  /** Columns [start, start + count) as [k, count], row-major. */
+  read(start: number, count: number): Effect.Effect<Float32Array, E>;
+}
+
+/** A shard already on the host (a stand-alone layer's, sent over the wire), [k, n] row-major. */
+export const matrixShardOf = (data: Float32Array, k: number): MatrixShard<never> => {
+  const n = data.length / k;
+  return {
+    k,
+    n,
+    read: (start, count) =>
+      Effect.sync(() => {
+        if (start === 0 && count === n) return data;
+        const out = new Float32Array(k * count);
+        for (let r = 0; r < k; r++) {
+          out.set(data.subarray(r * n + start, r * n + start + count), r * count);
+        }
+        return out;
+      }),
+  };
+};
+
+/** Shards with the same k side by side, [k, Σ n] (a merged projection: gate | up, q | k | v). */
+export const joinColumns = <E>(parts: readonly MatrixShard<E>[]): MatrixShard<E> => {
+  const k = parts[0].k;
+  const firsts = parts.map((_, i) => parts.slice(0, i).reduce((n, p) => n + p.n, 0));
+  return {
+    k,
+    n: parts.reduce((n, p) => n + p.n, 0),
+    read: (start, count) =>
+      Effect.map(
+        Effect.forEach(
+          parts.flatMap((part, i) => {
+            const from = Math.max(start, firsts[i]),
+              to = Math.min(start + count, firsts[i] + part.n);
+            return to > from ? [part.read(from - firsts[i], to - from)] : [];
+          }),
+          (read) => read,
+        ),
+        (pieces) => concatColumns(k, pieces),
+      ),
+  };
+};
+
+/** The whole shard on the host, [k, n] (tests that compare what ranks read). */
+export const readWhole = <E>(shard: MatrixShard<E>): Effect.Effect<Float32Array, E> =>
+  shard.read(0, shard.n);
+
+/**
  * A source's reads in the two shapes the parallel layers use, as [in, out] for the kernels,
  * each counted for load progress.
  */
@@ -68,20 +144,36 @@ export class ShardReader<E> {
     return Effect.tap(read, (data) => this.onRead(this.bytesRead += data.byteLength));
   }
 
-  /** Output features `span` of an [out, in] weight (a column-parallel shard), as [in, count]. */
-  outputSlice(name: string, span: Span, inFeatures: number): Effect.Effect<Float32Array, E> {
-    return Effect.map(
-      this.counted(this.source.rows(name, span.start, span.count)),
-      (d) => transpose(d, span.count, inFeatures),
-    );
+  /**
+   * Output features `span` of an [out, in] weight (a column-parallel shard), as [in, count]:
+   * a range of its columns is a range of the file's rows.
+   */
+  outputSlice(name: string, span: Span, inFeatures: number): MatrixShard<E> {
+    return {
+      k: inFeatures,
+      n: span.count,
+      read: (start, count) =>
+        Effect.map(
+          this.counted(this.source.rows(name, span.start + start, count)),
+          (d) => transpose(d, count, inFeatures),
+        ),
+    };
   }
 
-  /** Input features `span` of an [out, in] weight (a row-parallel shard), as [count, out]. */
-  inputSlice(name: string, span: Span, outFeatures: number): Effect.Effect<Float32Array, E> {
-    return Effect.map(
-      this.counted(this.source.columns(name, span.start, span.count)),
-      (d) => transpose(d, outFeatures, span.count),
-    );
+  /**
+   * Input features `span` of an [out, in] weight (a row-parallel shard), as [count, out]: a
+   * range of its columns is the span of a range of the file's rows.
+   */
+  inputSlice(name: string, span: Span, outFeatures: number): MatrixShard<E> {
+    return {
+      k: span.count,
+      n: outFeatures,
+      read: (start, count) =>
+        Effect.map(
+          this.counted(this.source.columns(name, span.start, span.count, { start, count })),
+          (d) => transpose(d, count, span.count),
+        ),
+    };
   }
 
   /** Rows `span` of a table, as stored (an embedding shard: gathered, not multiplied). */
@@ -141,6 +233,36 @@ export class DeviceMatrix {
 }
 
 /**
+ * Columns [k, width] of a weight (width ≤ 128) as one device block of `type` in `staging`
+ * (the block's bytes, zero-padded past `width`); a whole f32 block is its input as it is.
+ */
+const stageBlock = (
+  type: WeightType,
+  data: Float32Array,
+  k: number,
+  width: number,
+  staging: Uint8Array,
+): ArrayBufferView => {
+  if (type === "f32" && width === WEIGHT_BLOCK) return data;
+  staging.fill(0);
+  const { buffer, byteOffset } = staging;
+  if (type === "q8_0" || type === "q4_0") {
+    return quantizeColumns(
+      type,
+      data,
+      k,
+      width,
+      new Uint32Array(buffer, byteOffset, staging.length / 4),
+    );
+  }
+  const out = type === "f16"
+    ? new Float16Array(buffer, byteOffset, k * WEIGHT_BLOCK)
+    : new Float32Array(buffer, byteOffset, k * WEIGHT_BLOCK);
+  for (let r = 0; r < k; r++) out.set(data.subarray(r * width, (r + 1) * width), r * WEIGHT_BLOCK);
+  return staging;
+};
+
+/**
  * The device side of loading: uploads each shard once, refusing one over the adapter's
  * `maxStorageBufferBindingSize`, and counts the bytes the rank's weights take.
  */
@@ -158,40 +280,84 @@ export class DeviceWeights {
 
   /** A buffer holding `data` as it is (vectors, tables). */
   vector(label: string, data: Float32Array): Effect.Effect<GPUBuffer, InvalidInput> {
+    return Effect.tap(this.allocate(label, data.byteLength), (buffer) => {
+      writeBuffer(this.gpu, buffer, data);
+      return this.flushEvery(data.byteLength);
+    });
+  }
+
+  /**
+   * A matmul weight [k, n] in the kernels' blocked layout and the weight type, uploaded one
+   * 128-column block at a time as it is read (a block is contiguous on the device; an f16
+   * block is whole 4-byte words). Q8_0 and Q4_0 need k a multiple of 32: a weight whose k is
+   * not stays f32 (exact).
+   */
+  matrix<E>(label: string, shard: MatrixShard<E>): Effect.Effect<DeviceMatrix, InvalidInput | E> {
+    const { k, n } = shard;
+    const quantized = this.weightType === "q8_0" || this.weightType === "q4_0";
+    const type = quantized && k % QUANT_BLOCK !== 0 ? "f32" : this.weightType;
+    const blockBytes = type === "q8_0" || type === "q4_0"
+      ? (k / QUANT_BLOCK) * groupWords(type) * 4
+      : k * WEIGHT_BLOCK * (type === "f16" ? 2 : 4);
+    const blocks = Math.ceil(n / WEIGHT_BLOCK);
+    const gpu = this.gpu;
+    return Effect.gen(this, function* () {
+      const buffer = yield* this.allocate(label, blocks * blockBytes);
+      const staging = this.stagingOf(blockBytes);
+      for (let b = 0; b < blocks; b++) {
+        const start = b * WEIGHT_BLOCK, width = Math.min(WEIGHT_BLOCK, n - start);
+        const data = yield* shard.read(start, width);
+        writeBuffer(gpu, buffer, stageBlock(type, data, k, width, staging), b * blockBytes);
+        yield* this.flushEvery(data.byteLength + blockBytes);
+      }
+      collectGarbage();
+      return new DeviceMatrix(gpu, label, buffer, type, k, n);
+    });
+  }
+
+  private staging = new ArrayBuffer(0);
+
+  /**
+   * One block's host staging, reused for every block of every matrix: the write copies it out,
+   * and a fresh array per block is garbage the allocator keeps long after the load.
+   */
+  private stagingOf(bytes: number): Uint8Array {
+    if (this.staging.byteLength < bytes) this.staging = new ArrayBuffer(bytes);
+    return new Uint8Array(this.staging, 0, bytes);
+  }
+
+  /** Host bytes queued for upload since the queue last drained. */
+  private queuedBytes = 0;
+
+  /**
+   * Lets the queue drain once `FLUSH_BYTES` of writes are pending: each write is staged in host
+   * memory until the device has copied it, so a load that never waited would hold a staged copy
+   * of every weight at once.
+   */
+  private flushEvery(bytes: number): Effect.Effect<void> {
+    this.queuedBytes += bytes;
+    if (this.queuedBytes < FLUSH_BYTES) return Effect.void;
+    this.queuedBytes = 0;
+    const queue = this.gpu.device.queue;
+    return Effect.promise(() => queue.onSubmittedWorkDone());
+  }
+
+  /** An empty buffer of `bytes`, refused over the binding limit, counted. */
+  private allocate(label: string, bytes: number): Effect.Effect<GPUBuffer, InvalidInput> {
     const limit = this.gpu.limits.maxStorageBufferBindingSize;
-    if (data.byteLength > limit) {
+    if (bytes > limit) {
       return Effect.fail(
         new InvalidInput({
-          message: `${label}: shard of ${data.byteLength} bytes exceeds this adapter's ` +
+          message: `${label}: shard of ${bytes} bytes exceeds this adapter's ` +
             `maxStorageBufferBindingSize ${limit}; use a larger tp`,
         }),
       );
     }
     return Effect.sync(() => {
-      this.bytes += data.byteLength;
-      const buffer = createStorageBuffer(this.gpu, label, data);
+      this.bytes += bytes;
+      const buffer = createStorageBuffer(this.gpu, label, bytes);
       this.buffers.push(buffer);
       return buffer;
     });
-  }
-
-  /**
-   * A matmul weight [k, n] in the kernels' blocked layout and the weight type (a block is 128
-   * columns, so an f16 weight is whole 4-byte words), and the type it was stored as: Q8_0 and
-   * Q4_0 need k a multiple of 32, and a weight whose k is not stays f32 (exact).
-   */
-  matrix(label: string, data: Float32Array, k: number): Effect.Effect<DeviceMatrix, InvalidInput> {
-    const n = data.length / k;
-    const quantized = this.weightType === "q8_0" || this.weightType === "q4_0";
-    const type = quantized && k % QUANT_BLOCK !== 0 ? "f32" : this.weightType;
-    const stored = type === "q8_0" || type === "q4_0"
-      ? quantizeColumns(type, data, k, n)
-      : type === "f16"
-      ? Float16Array.from(blockColumns(data, k, n))
-      : blockColumns(data, k, n);
-    return Effect.map(
-      this.vector(label, stored as unknown as Float32Array),
-      (buffer) => new DeviceMatrix(this.gpu, label, buffer, type, k, n),
-    );
   }
 }

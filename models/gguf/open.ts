@@ -11,6 +11,7 @@
 import { Effect, type Scope } from "effect";
 import type { LlamaConfig } from "../config.ts";
 import { type LoadError, loadError } from "../errors.ts";
+import type { Span } from "../plan.ts";
 import type { WeightSource } from "../shards.ts";
 import { checkRange, openForRead, readBytesAt, readSpans } from "../tensor_reader.ts";
 import type { TextTokenizer } from "../tokenizer.ts";
@@ -55,6 +56,16 @@ const ggufName = (name: string, config: LlamaConfig): string | undefined => {
   const match = /^layers\.(\d+)\.(\w+)$/.exec(name);
   const suffix = match && LAYER_TENSORS[match[2]];
   return suffix ? `blk.${match[1]}.${suffix}` : undefined;
+};
+
+/** The file's tensor that holds `name` (a fused projection's whole tensor), if any. */
+export const ggufTensorOf = (
+  gguf: GgufFile,
+  name: string,
+  config: LlamaConfig,
+): GgufTensor | undefined => {
+  const hf = fusedRows(config)(name)?.tensor ?? ggufName(name, config);
+  return hf === undefined ? undefined : gguf.tensors.get(hf);
 };
 
 /**
@@ -359,11 +370,13 @@ export const openGguf = (
         yield* readBytesAt(handle, path, t.offset + start * t.rowBytes, bytes, t.name);
         return dequantize(t, bytes, count * t.cols);
       });
-    const columns = (name: string, start: number, count: number) =>
+    const columns = (name: string, start: number, count: number, rowSpan?: Span) =>
       Effect.gen(function* () {
         const t = yield* tensorOf(name);
         yield* inRange(t, "columns", start, count);
-        if (count === t.cols) return yield* rows(name, 0, t.rows);
+        const { start: r0, count: rowCount } = rowSpan ?? { start: 0, count: t.rows };
+        yield* inRange(t, "rows", r0, rowCount);
+        if (count === t.cols) return yield* rows(name, r0, rowCount);
         const { blockElements: b, blockBytes, name: type } = t.type;
         if (start % b !== 0 || count % b !== 0) {
           return yield* Effect.fail(loadError(
@@ -375,14 +388,14 @@ export const openGguf = (
           ));
         }
         const span = (count / b) * blockBytes;
-        const bytes = new Uint8Array(t.rows * span);
+        const bytes = new Uint8Array(rowCount * span);
         yield* readSpans(handle, path, t.name, async (read) => {
-          for (let r = 0; r < t.rows; r++) {
-            const at = t.offset + r * t.rowBytes + (start / b) * blockBytes;
+          for (let r = 0; r < rowCount; r++) {
+            const at = t.offset + (r0 + r) * t.rowBytes + (start / b) * blockBytes;
             await read(at, bytes.subarray(r * span, (r + 1) * span));
           }
         });
-        return dequantize(t, bytes, t.rows * count);
+        return dequantize(t, bytes, rowCount * count);
       });
     const source: WeightSource = {
       rows,
