@@ -39,6 +39,8 @@ import {
   STORIES15M,
   syntheticCheckpoint,
 } from "./synthetic_model.ts";
+import { syntheticGguf } from "./synthetic_gguf.ts";
+import type { LoadMemory } from "./load_memory.ts";
 import { STORIES260K_PATH } from "../assets/paths.ts";
 
 const SEED = 42;
@@ -521,12 +523,16 @@ const split = (r: ConfigResult) => {
 };
 
 /**
- * Weight bytes one token streams on rank 0 over its GPU wait: every weight but the embedding
- * table (only its rows are gathered), i.e. what bounds decode if it were bandwidth-bound.
+ * Weight bytes one token streams on rank 0: every weight the rank holds, since the bench's models
+ * are tied and the table is on the device once, as the head's matrix (the embedding gathers a
+ * column of it).
  */
+const streamedBytes = (r: ConfigResult) => r.memory[0].weights;
+
+/** {@link streamedBytes} over the token's GPU wait: what bounds decode if bandwidth-bound. */
 const streamedGBs = (r: ConfigResult) => {
   const d = r.decode!;
-  const streamed = r.memory[0].weights - r.vocabRowsPerRank * r.dim * 4;
+  const streamed = streamedBytes(r);
   return streamed / (perToken(d, (c) => c.gpuWaitMillis) / 1000) / 1e9;
 };
 
@@ -758,9 +764,9 @@ const render = (
       const a = on(r.backends[0]);
       const d = r.decode!, sp = split(r);
       const gemv = a?.rows.find((k) => k.kind === "GEMV" && k.n === 2048);
-      const streamedBytes = r.memory[0].weights - r.vocabRowsPerRank * r.dim * 4;
+      const streamed = streamedBytes(r);
       const parts = {
-        "weights": gemv ? streamedBytes / (gemv.weightGBs * 1e6) : NaN,
+        "weights": gemv ? streamed / (gemv.weightGBs * 1e6) : NaN,
         "dispatches": a ? perToken(d, (c) => c.dispatches) * a.overheads.dispatchUs / 1000 : NaN,
         "readbacks": a ? perToken(d, (c) => c.readbacks) * a.overheads.readback4kMs : NaN,
         "collectives": sp.coll,
@@ -940,7 +946,7 @@ const profileTable = (
   if (runs.get("f32")!.every((r) => !r.kernels)) {
     return ["(This adapter has no timestamp-query: no kernel profile.)"];
   }
-  const streamed = (r: ConfigResult) => r.memory[0].weights - r.vocabRowsPerRank * r.dim * 4;
+  const streamed = streamedBytes;
   const f32Matmul = pick("f32", (p) => p.matmulMs);
   return [
     `Decode kernels by the GPU's own timestamps (rank 0, ${PROFILED_STEPS} profiled steps after ` +
@@ -1015,10 +1021,79 @@ const weightsBench = Effect.gen(function* () {
     "",
     "q8_0 and q4_0 are llama.cpp's blocks (32 elements along k, one scale) quantized at load " +
     "and widened in the matmul's registers; a weight whose k is not a multiple of 32 stays " +
-    "f32, as does the embedding table (gathered, not multiplied).",
+    "f32. The tied embedding table is the head's matrix, in the same type, on the device once.",
   ].join("\n");
   yield* Effect.promise(() =>
     writeSection("weights", markdown, { date: new Date().toISOString(), rows })
+  );
+  console.log(markdown);
+});
+
+/**
+ * What loading a rank's weights costs in host memory, per GGUF type and tp (bench/load_memory.ts,
+ * a process per case): the 110M shape written as F16, Q8_0 and Q4_0 files, and the f32
+ * checkpoint quantized to q4_0 at load.
+ */
+const loadingBench = Effect.gen(function* () {
+  const files = yield* Effect.promise(async () => ({
+    f32: (await syntheticCheckpoint(STORIES110M, SEED, CACHE_DIR)).path,
+    F16: await syntheticGguf(STORIES110M, SEED, CACHE_DIR, "F16"),
+    Q8_0: await syntheticGguf(STORIES110M, SEED, CACHE_DIR, "Q8_0"),
+    Q4_0: await syntheticGguf(STORIES110M, SEED, CACHE_DIR, "Q4_0"),
+  }));
+  const cases = [
+    ...(["F16", "Q8_0", "Q4_0"] as const).flatMap((type) =>
+      [1, 2, 4].map((tp) => ({ file: `${type} GGUF`, path: files[type], tp, weights: undefined }))
+    ),
+    { file: "f32 llama2.c", path: files.f32, tp: 1, weights: "q4_0" as const },
+  ];
+  const rows: Array<(typeof cases)[number] & LoadMemory> = [];
+  for (const c of cases) {
+    log(`loading: ${c.file} tp ${c.tp}${c.weights ? ` as ${c.weights}` : ""}`);
+    const output = yield* Effect.promise(() =>
+      new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          "--v8-flags=--expose-gc",
+          new URL("./load_memory.ts", import.meta.url).pathname,
+          c.path,
+          String(c.tp),
+          "0",
+          ...(c.weights ? [c.weights] : []),
+        ],
+        stdout: "piped",
+        stderr: "null",
+      }).output()
+    );
+    const line = new TextDecoder().decode(output.stdout).trim().split("\n").at(-1) ?? "";
+    if (!output.success || !line.startsWith("{")) {
+      return yield* new UsageError({ message: `load_memory failed on ${c.file} tp ${c.tp}` });
+    }
+    rows.push({ ...c, ...(JSON.parse(line) as LoadMemory) });
+  }
+  const ratio = (bytes: number, share: number) => `${f(bytes / share, 2)}×`;
+  const markdown = [
+    `## Loading: host memory against the rank's share of the file (110M shape, rank 0; ${cpuModel()})`,
+    "",
+    "A process per case (`bench/load_memory.ts`). Share: the file bytes of the slices rank 0 " +
+    "reads. Growth: the peak of the process's anonymous + shared resident pages while " +
+    "`RankLlama.load` ran, over the start (sampled every 2 ms; the runtime's own file-backed " +
+    "code pages left out). On lavapipe device buffers are that shared memory, so the growth " +
+    "includes the device copy; on a discrete GPU the host keeps only growth − device.",
+    "",
+    "| file | tp | device weights | share MiB | device MiB | growth MiB | growth / share | (growth − device) / share | load s |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ...rows.map((r) =>
+      `| ${r.file} | ${r.tp} | ${r.weightType} | ${mb(r.shareBytes)} | ${mb(r.deviceBytes)} | ${
+        mb(r.peakGrowthBytes)
+      } | ${ratio(r.peakGrowthBytes, r.shareBytes)} | ${
+        ratio(r.peakGrowthBytes - r.deviceBytes, r.shareBytes)
+      } | ${f(r.loadMs / 1000, 1)} |`
+    ),
+  ].join("\n");
+  yield* Effect.promise(() =>
+    writeSection("loading", markdown, { date: new Date().toISOString(), rows })
   );
   console.log(markdown);
 });
@@ -1027,12 +1102,13 @@ const BENCHES: Record<string, Effect.Effect<void, CliFailure>> = {
   collectives: collectivesBench,
   matmul: matmulVariantsBench,
   weights: weightsBench,
+  loading: loadingBench,
 };
 
 const HELP = helpText(
-  "deno task bench [collectives | matmul | weights]",
+  "deno task bench [collectives | matmul | weights | loading]",
   "Measures decode/prefill speed, memory and kernels and writes docs/BENCHMARKS.md; " +
-    "`collectives`, `matmul` and `weights` run one part alone.",
+    "`collectives`, `matmul`, `weights` and `loading` run one part alone.",
   observeFlagTable,
 );
 

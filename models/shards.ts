@@ -121,5 +121,7 @@ export const plannedShardBytes = (config: LlamaConfig, plan: RankPlan): number =
     (config.qkNorm ? 2 * hd : 0) + (config.sandwichNorms ? 2 * dim : 0);
   const perLayer = 2 * dim + dim * (heads.count + 2 * kvHeads.count) * hd +
     heads.count * hd * dim + 3 * dim * hidden.count + biases;
-  return 4 * (config.nLayers * perLayer + 2 * vocab.count * dim + dim);
+  // A tied head is the embedding's matrix: its rows are read once.
+  const vocabTables = config.sharedClassifier ? 1 : 2;
+  return 4 * (config.nLayers * perLayer + vocabTables * vocab.count * dim + dim);
 };
