@@ -9,7 +9,7 @@ import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, prepareDispatch } from "../gpu/dispatch.ts";
 import { f32Bits, grid1d, LINEAR_WORKGROUP_WGSL, u32Param } from "./grid.ts";
 import type { WeightType } from "./matmul.ts";
-import { groupWords } from "./quantized.ts";
+import { groupWords, SCALE_WORDS } from "./quantized.ts";
 
 const WORKGROUP = 256;
 
@@ -27,9 +27,9 @@ const elementWgsl = (type: WeightType): string => {
     case "q4_0": {
       // Lane u % 8 of vec4 u = c / 4 holds column c (kernels/quantized.ts's layout).
       const quant = type === "q8_0"
-        ? `let word = table[base + 128u + j * 32u + lane * 4u + v];
+        ? `let word = table[base + ${SCALE_WORDS}u + j * 32u + lane * 4u + v];
   let q = f32((i32(word << (24u - (c & 3u) * 8u))) >> 24u);`
-        : `let word = table[base + 128u + (j >> 1u) * 32u + lane * 4u + (j & 1u) * 2u + (v >> 1u)];
+        : `let word = table[base + ${SCALE_WORDS}u + (j >> 1u) * 32u + lane * 4u + (j & 1u) * 2u + (v >> 1u)];
   let q = f32((word >> ((v & 1u) * 16u + (c & 3u) * 4u)) & 15u) - 8.0;`;
       return `let groups = params.dim / 32u;
   let base = (blk * groups + kk / 32u) * ${groupWords(type)}u;
@@ -38,7 +38,9 @@ const elementWgsl = (type: WeightType): string => {
   let lane = u & 7u;
   let v = u >> 3u;
   ${quant}
-  return q * bitcast<f32>(table[base + c]);`;
+  let half = ((v >> 1u) * 8u + lane) * 4u + (v & 1u) * 2u + ((c & 3u) >> 1u);
+  let scales = unpack2x16float(table[base + half]);
+  return q * select(scales.x, scales.y, (c & 1u) == 1u);`;
     }
   }
 };

@@ -8,7 +8,7 @@
 import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, prepareDispatch } from "../gpu/dispatch.ts";
 import { grid1d, LINEAR_WORKGROUP_WGSL, u32Param } from "./grid.ts";
-import { groupWords, QUANT_BLOCK } from "./quantized.ts";
+import { groupWords, QUANT_BLOCK, SCALE_WORDS } from "./quantized.ts";
 
 export interface MatmulArgs {
   /** [m, k] row-major. */
@@ -329,7 +329,7 @@ const quantizedLoopWgsl = (type: "q8_0" | "q4_0", input: MatmulInput, unpack4xI8
   const steps = type === "q8_0"
     ? /* wgsl */ `
     for (var step = 0u; step < ${QUANT_BLOCK}u; step++) {
-      let words = b[base + BLOCK4 + step * LANES + lid.x];
+      let words = b[base + SCALE4 + step * LANES + lid.x];
       var bv: array<vec4<f32>, V>;
       ${
       lane.map((c, v) => `bv[${v}u] = vec4<f32>(${widenQ8(`words.${c}`)}) * scale[${v}u];`)
@@ -338,7 +338,7 @@ const quantizedLoopWgsl = (type: "q8_0" | "q4_0", input: MatmulInput, unpack4xI8
     }`
     : /* wgsl */ `
     for (var pair = 0u; pair < ${QUANT_BLOCK / 2}u; pair++) {
-      let words = b[base + BLOCK4 + pair * LANES + lid.x];${
+      let words = b[base + SCALE4 + pair * LANES + lid.x];${
       [0, 1].map((half) => `
       {
         var bv: array<vec4<f32>, V>;
@@ -358,8 +358,13 @@ const quantizedLoopWgsl = (type: "q8_0" | "q4_0", input: MatmulInput, unpack4xI8
   let groups = k / ${QUANT_BLOCK}u;
   for (var g = 0u; g < groups; g++) {
     let base = (block * groups + g) * ${groupWords(type) / 4}u;
+    const SCALE4 = ${SCALE_WORDS / 4}u;
     var scale: array<vec4<f32>, V>;
-    for (var v = 0u; v < V; v++) { scale[v] = bitcast<vec4<f32>>(b[base + v * LANES + lid.x]); }${steps}
+    for (var s = 0u; s < V / 2u; s++) {
+      let halves = b[base + s * LANES + lid.x];
+      scale[2u * s] = vec4<f32>(unpack2x16float(halves.x), unpack2x16float(halves.y));
+      scale[2u * s + 1u] = vec4<f32>(unpack2x16float(halves.z), unpack2x16float(halves.w));
+    }${steps}
   }`;
 };
 
