@@ -9,6 +9,7 @@ import type { Gpu } from "../../gpu/device.ts";
 import type { Dispatch } from "../../gpu/dispatch.ts";
 import { matmul, type MatmulInput, WEIGHT_BLOCK, type WeightType } from "../../kernels/matmul.ts";
 import { groupWords, QUANT_BLOCK, quantizeColumns } from "../../kernels/quantized.ts";
+import { InvalidInput } from "../../actors/errors.ts";
 
 /** Pending upload bytes after which a load waits for the queue to drain (staging stays small). */
 const FLUSH_BYTES = 8 << 20;
@@ -19,7 +20,6 @@ const FLUSH_BYTES = 8 << 20;
  * keeps the pages after. Once per matrix holds a load's host memory to about the weights.
  */
 const collectGarbage = (globalThis as { gc?: () => void }).gc ?? (() => {});
-import { InvalidInput } from "../../actors/errors.ts";
 
 /** A contiguous range of heads, units or rows: `count` starting at `start`. */
 export interface Span {
@@ -174,11 +174,6 @@ export class ShardReader<E> {
           (d) => transpose(d, count, span.count),
         ),
     };
-  }
-
-  /** Rows `span` of a table, as stored (an embedding shard: gathered, not multiplied). */
-  tableRows(name: string, span: Span): Effect.Effect<Float32Array, E> {
-    return this.counted(this.source.rows(name, span.start, span.count));
   }
 
   /** `span` of a vector (a bias, split as its projection's outputs). */
