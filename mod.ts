@@ -120,7 +120,21 @@ export {
   type GpuFeatures,
 } from "./gpu/device.ts";
 export type { WeightType } from "./kernels/matmul.ts";
-export { DeviceLostError, GpuOperationError, NoAdapterError } from "./gpu/errors.ts";
+export {
+  AdapterSelectionError,
+  DeviceLostError,
+  GpuOperationError,
+  NoAdapterError,
+} from "./gpu/errors.ts";
+export {
+  type AdapterListing,
+  type DeviceRequest,
+  type DriverFiles,
+  driverFilesFromEnv,
+  listAdapters,
+  placeRanks,
+  type RankPlacement,
+} from "./gpu/adapters.ts";
 export {
   ColumnParallelLinear,
   type ColumnSpec,

@@ -11,12 +11,13 @@
 import { Deferred, type Duration, Effect, Exit, Fiber, FiberId, Layer, Queue } from "effect";
 import { RankDied } from "../collectives/errors.ts";
 import { InProcessGroup } from "../collectives/inprocess.ts";
+import type { RankPlacement } from "../gpu/adapters.ts";
 import { acquireGpu, type BackendChoice, backendFromEnv } from "../gpu/device.ts";
 import type { RankCommand, RankReply } from "./protocol.ts";
 import { currentTelemetry } from "../observe/telemetry.ts";
 import type { RankProgramSet } from "./rank_program.ts";
 import { makeRankRuntime } from "./rank_runtime.ts";
-import { failedReply, Transport } from "./transport.ts";
+import { checkPlacements, failedReply, Transport } from "./transport.ts";
 
 /** Options of {@link InProcessTransport}. */
 export interface InProcessOptions {
@@ -24,6 +25,11 @@ export interface InProcessOptions {
   readonly backend?: BackendChoice;
   /** How long a collective waits for the slowest rank before failing. */
   readonly collectiveTimeout?: Duration.DurationInput;
+  /**
+   * Each rank's adapter (gpu/adapters.ts `placeRanks`); default: every rank on the first one.
+   * A placement that needs a process of its own is refused at spawn.
+   */
+  readonly placements?: readonly RankPlacement[];
 }
 
 interface Envelope {
@@ -44,7 +50,13 @@ const spawnRank = (
 ) =>
   Effect.gen(function* () {
     const backend = inProcessBackend(options.backend);
-    const gpu = yield* acquireGpu({ label: `rank ${rank}`, backend });
+    const placement = options.placements?.[rank];
+    const gpu = yield* acquireGpu({
+      label: `rank ${rank}`,
+      backend,
+      adapterName: placement?.dawnName,
+      placementNote: placement?.description,
+    });
     const telemetry = yield* currentTelemetry;
     const runtime = makeRankRuntime(rank, tp, gpu, group, programs.factories, {
       tracing: telemetry.tracing,
@@ -114,6 +126,7 @@ export const InProcessTransport = (
     name: "inprocess",
     spawn: (tp) =>
       Effect.gen(function* () {
+        yield* checkPlacements(tp, options.placements, { name: "inprocess", oneProcess: true });
         const group = new InProcessGroup(tp, { timeout: options.collectiveTimeout });
         const ranks = yield* Effect.forEach(
           Array.from({ length: tp }, (_, r) => r),

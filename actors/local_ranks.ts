@@ -30,7 +30,13 @@ const listeningAddress = async (stdout: ReadableStream<Uint8Array>) => {
   }
 };
 
-const spawnRankProcess = (rank: number, tp: number, secret: string, backend: BackendChoice) =>
+const spawnRankProcess = (
+  rank: number,
+  tp: number,
+  secret: string,
+  backend: BackendChoice,
+  placementEnv: Readonly<Record<string, string>>,
+) =>
   Effect.acquireRelease(
     Effect.promise(async () => {
       const threads = Math.max(1, Math.floor(navigator.hardwareConcurrency / tp));
@@ -52,7 +58,11 @@ const spawnRankProcess = (rank: number, tp: number, secret: string, backend: Bac
         stdout: "piped",
         stderr: "inherit",
         // On a CPU renderer each device starts one thread per core; share the cores out.
-        env: Deno.env.get("LP_NUM_THREADS") ? {} : { LP_NUM_THREADS: String(threads) },
+        env: {
+          ...(Deno.env.get("LP_NUM_THREADS") ? {} : { LP_NUM_THREADS: String(threads) }),
+          // What shows the Vulkan loader only this rank's adapter (gpu/adapters.ts).
+          ...placementEnv,
+        },
       }).spawn();
       // The pipe stays open while this process lives: its end is the rank's cue to exit.
       const stdin = child.stdin.getWriter();
@@ -83,7 +93,14 @@ const spawnRankProcess = (rank: number, tp: number, secret: string, backend: Bac
     ),
   );
 
-export const startLocalRanks = (tp: number, options: { backend?: BackendChoice } = {}) =>
+export const startLocalRanks = (
+  tp: number,
+  options: {
+    backend?: BackendChoice;
+    /** Each rank process's extra environment: its adapter placement's. */
+    env?: ReadonlyArray<Readonly<Record<string, string>>>;
+  } = {},
+) =>
   Effect.gen(function* () {
     const secret = Array.from(crypto.getRandomValues(new Uint8Array(32)))
       .map((b) => b.toString(16).padStart(2, "0")).join("");
@@ -92,7 +109,7 @@ export const startLocalRanks = (tp: number, options: { backend?: BackendChoice }
     );
     const ranks = yield* Effect.forEach(
       Array.from({ length: tp }, (_, r) => r),
-      (r) => spawnRankProcess(r, tp, secret, options.backend ?? "auto"),
+      (r) => spawnRankProcess(r, tp, secret, options.backend ?? "auto", options.env?.[r] ?? {}),
       { concurrency: "unbounded" },
     );
     return {

@@ -56,7 +56,12 @@ export const makeRankEndpoint = (
   const serve = (start: Extract<ToRank, { _tag: "Start" }>) =>
     Effect.scoped(Effect.gen(function* () {
       const { rank, tp } = start;
-      const gpu = yield* acquireGpu({ label: `rank ${rank}`, backend: start.backend });
+      const gpu = yield* acquireGpu({
+        label: `rank ${rank}`,
+        backend: start.backend,
+        adapterName: start.adapter,
+        placementNote: start.placementNote,
+      });
       hub = new HubGroup(tp, post);
       const group = start.shared
         ? new SharedMemoryGroup(start.shared, tp, rank, hub, {

@@ -17,6 +17,10 @@ export const ToRank = Schema.Union(
     rank: Int,
     tp: Int,
     backend: Schema.Literal("auto", "dawn", "deno"),
+    /** Dawn's adapter-name filter of the rank's placement (gpu/adapters.ts); absent: any. */
+    adapter: Schema.optional(Schema.String),
+    /** How the placement reached the adapter, shown beside its name. */
+    placementNote: Schema.optional(Schema.String),
     collectiveTimeoutMs: Int,
     /** Workers only: the region their collectives meet in (collectives/shared_memory.ts). */
     shared: Schema.optional(Schema.instanceOf(SharedArrayBuffer)),

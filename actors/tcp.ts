@@ -21,8 +21,9 @@ import { TransportError } from "./errors.ts";
 import { currentTelemetry } from "../observe/telemetry.ts";
 import { linkRank } from "./rank_link.ts";
 import { FromRank, ToRank } from "./remote_protocol.ts";
-import { Transport } from "./transport.ts";
+import { checkPlacements, Transport } from "./transport.ts";
 import { startLocalRanks } from "./local_ranks.ts";
+import type { RankPlacement } from "../gpu/adapters.ts";
 
 /** Options of {@link TcpTransport}. */
 export interface TcpOptions {
@@ -38,6 +39,11 @@ export interface TcpOptions {
   readonly heartbeatTimeout?: Duration.DurationInput;
   /** Connecting, authenticating and acquiring the rank's device. */
   readonly startTimeout?: Duration.DurationInput;
+  /**
+   * Each rank's adapter (gpu/adapters.ts `placeRanks`); default: what each rank finds first.
+   * Local rank processes get their placement's environment; remote ranks only its name filter.
+   */
+  readonly placements?: readonly RankPlacement[];
 }
 
 /** `host:port` or `[v6]:port`; undefined when malformed. Port 0 only where `anyPort`. */
@@ -115,6 +121,8 @@ const connectRank = (
       rank,
       tp,
       backend: options.backend ?? "auto",
+      adapter: options.placements?.[rank]?.dawnName,
+      placementNote: options.placements?.[rank]?.description,
       collectiveTimeoutMs: Duration.toMillis(options.collectiveTimeout ?? "5 minutes"),
       tracing: telemetry.tracing,
       logLevel: telemetry.logLevel,
@@ -145,8 +153,15 @@ export const TcpTransport = (options: TcpOptions = {}): Layer.Layer<Transport> =
     name: "tcp",
     spawn: (tp) =>
       Effect.gen(function* () {
+        yield* checkPlacements(tp, options.placements, {
+          name: "tcp",
+          oneProcess: options.ranks !== undefined,
+        });
         const local = options.ranks === undefined
-          ? yield* startLocalRanks(tp, { backend: options.backend })
+          ? yield* startLocalRanks(tp, {
+            backend: options.backend,
+            env: options.placements?.map((p) => p.processEnv),
+          })
           : undefined;
         const addresses = local?.addresses ?? options.ranks ?? [];
         const key = local?.key ?? options.key ??

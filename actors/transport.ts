@@ -6,8 +6,31 @@ import { Context, Effect, type Scope } from "effect";
 import type { CollectiveFailure } from "../collectives/communicator.ts";
 import type { Gpu } from "../gpu/device.ts";
 import type { GpuOperationError, NoAdapterError } from "../gpu/errors.ts";
-import { RankFailed, type StepFailure, type TransportError } from "./errors.ts";
+import { type RankPlacement, requireOneProcess } from "../gpu/adapters.ts";
+import { RankFailed, type StepFailure, TransportError } from "./errors.ts";
 import type { RankCommand, RankReply } from "./protocol.ts";
+
+/**
+ * Checks a transport's placements before it spawns `tp` ranks: one per rank, and (for transports
+ * whose ranks share this process) none that needs a process of its own.
+ */
+export const checkPlacements = (
+  tp: number,
+  placements: readonly RankPlacement[] | undefined,
+  transport: { readonly name: string; readonly oneProcess: boolean },
+): Effect.Effect<void, TransportError> => {
+  if (placements === undefined) return Effect.void;
+  if (placements.length !== tp) {
+    return Effect.fail(
+      new TransportError({ message: `tp is ${tp} but ${placements.length} placements were given` }),
+    );
+  }
+  if (!transport.oneProcess) return Effect.void;
+  const fits = requireOneProcess(placements, transport.name);
+  return fits._tag === "Left"
+    ? Effect.fail(new TransportError({ message: fits.left.message }))
+    : Effect.void;
+};
 
 /** One rank as the supervisor sees it. */
 export interface RankHandle {

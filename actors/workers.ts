@@ -15,13 +15,14 @@ import {
   type SharedRegionOptions,
   sharedStats,
 } from "../collectives/shared_memory.ts";
+import type { RankPlacement } from "../gpu/adapters.ts";
 import { type BackendChoice, withCpuRendererThreads } from "../gpu/device.ts";
 import { GpuOperationError } from "../gpu/errors.ts";
 import { currentTelemetry } from "../observe/telemetry.ts";
 import { linkRank } from "./rank_link.ts";
 import { makeRankWorkerPool, type RankWorkerPool } from "./rank_worker_pool.ts";
 import type { RankProgramSet } from "./rank_program.ts";
-import { type RankGroup, Transport } from "./transport.ts";
+import { checkPlacements, type RankGroup, Transport } from "./transport.ts";
 
 /** Options of {@link WorkersTransport}. */
 export interface WorkersOptions {
@@ -33,6 +34,11 @@ export interface WorkersOptions {
   readonly startTimeout?: Duration.DurationInput;
   /** Shared-memory slot size and one-shot threshold (see collectives/shared_memory.ts). */
   readonly sharedMemory?: SharedRegionOptions;
+  /**
+   * Each rank's adapter (gpu/adapters.ts `placeRanks`); default: every rank on the first one.
+   * Workers share this process, so a placement that needs a process of its own is refused.
+   */
+  readonly placements?: readonly RankPlacement[];
 }
 
 const spawnWorker = (
@@ -63,6 +69,8 @@ const spawnWorker = (
       rank,
       tp,
       backend: options.backend ?? "auto",
+      adapter: options.placements?.[rank]?.dawnName,
+      placementNote: options.placements?.[rank]?.description,
       collectiveTimeoutMs: Duration.toMillis(options.collectiveTimeout ?? "5 minutes"),
       shared,
       tracing: telemetry.tracing,
@@ -115,6 +123,7 @@ export const WorkersTransport = (
       name: "workers",
       spawn: (tp: number) =>
         Effect.gen(function* () {
+          yield* checkPlacements(tp, options.placements, { name: "workers", oneProcess: true });
           const hub = new InProcessGroup(tp, { timeout: options.collectiveTimeout });
           const shared = createSharedRegion(tp, options.sharedMemory);
           const workers = yield* Effect.forEach(

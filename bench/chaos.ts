@@ -299,7 +299,7 @@ const pausedRank = async (server: Server, stallSeconds: number) => {
 
 /** SIGKILL of a tcp-transport server: its rank processes must die with it. */
 const orphanedRanks = async () => {
-  const server = await startServer(["--tp", "2", "--transport", "tcp"]);
+  const server = await startServer(["--tp", "2", "--share-adapter", "--transport", "tcp"]);
   const children = Deno.readTextFileSync(`/proc/${server.pid}/task/${server.pid}/children`)
     .trim().split(/\s+/).filter(Boolean).map(Number);
   await server.stop();
@@ -322,7 +322,13 @@ const orphanedRanks = async () => {
 
 /** Runs every probe; writes the table. */
 const probe = async (killCount: number, idleKillCount: number, stallSeconds: number) => {
-  const server = await startServer(["--tp", "2", "--stall-seconds", String(stallSeconds)]);
+  const server = await startServer([
+    "--tp",
+    "2",
+    "--share-adapter",
+    "--stall-seconds",
+    String(stallSeconds),
+  ]);
   let results;
   try {
     console.error("chaos: kills with traffic");

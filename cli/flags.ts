@@ -1,9 +1,20 @@
 /**
  * Flag values shared by the commands: usage errors as a typed failure (exit code 2), integer
  * checks, and the model/transport flags (`--model --tokenizer --tp --transport --ranks
- * --secret-file --weights`) with their cross-checks and the transport layer they choose.
+ * --secret-file --weights --devices --share-adapter`) with their cross-checks and the transport
+ * layer they choose, its ranks placed on the host's adapters.
  */
-import { Data, Effect, Layer } from "effect";
+import { Data, Effect, Either, Layer } from "effect";
+import {
+  driverFilesFromEnv,
+  listAdapters,
+  parseDevices,
+  placeRanks,
+  type RankPlacement,
+  requireOneProcess,
+} from "../gpu/adapters.ts";
+import { backendFromEnv } from "../gpu/device.ts";
+import type { AdapterSelectionError } from "../gpu/errors.ts";
 import { InProcessTransport } from "../ranks/transports.ts";
 import { TcpTransport } from "../actors/tcp.ts";
 import type { Transport } from "../actors/transport.ts";
@@ -76,6 +87,16 @@ export const modelFlagTable = {
     value: "FILE",
     help: "tcp: the shared secret the ranks were started with",
   },
+  devices: {
+    type: "string",
+    value: "LIST",
+    help: "adapter index of each rank, comma-separated (an error lists the host's adapters)",
+    defaultNote: "TESSERA_DEVICES, else rank r on adapter r",
+  },
+  "share-adapter": {
+    type: "boolean",
+    help: "let ranks share an adapter (a CPU renderer such as lavapipe, or tests)",
+  },
 } as const satisfies FlagTable;
 
 export type TransportName = "inprocess" | "workers" | "tcp";
@@ -90,6 +111,10 @@ export interface ModelFlags {
   /** tcp: rank addresses (else local rank processes) and the shared secret's file. */
   readonly ranks?: readonly string[];
   readonly secretFile?: string;
+  /** Adapter index of each rank (`--devices`, `TESSERA_DEVICES`). */
+  readonly devices?: readonly number[];
+  /** Ranks may share an adapter (`--share-adapter`). */
+  readonly shareAdapter: boolean;
 }
 
 /** What the parser gives for `modelFlagTable`. */
@@ -101,6 +126,8 @@ interface ModelFlagValues {
   readonly weights: string;
   readonly ranks?: string;
   readonly "secret-file"?: string;
+  readonly devices?: string;
+  readonly "share-adapter": boolean;
 }
 
 /**
@@ -127,6 +154,19 @@ export const modelFlagsOf = (
     if (ranks && ranks.length !== tp) {
       return yield* usage(`--tp is ${tp} but --ranks lists ${ranks.length} addresses`);
     }
+    const devicesText = values.devices ?? Deno.env.get("TESSERA_DEVICES");
+    const devices = devicesText === undefined ? undefined : parseDevices(devicesText);
+    if (devices && Either.isLeft(devices)) {
+      return yield* usage(`--devices: ${devices.left.message}`);
+    }
+    if (devices && ranks) {
+      return yield* usage(
+        "--devices places local ranks; a rank started with `deno task rank` picks its own adapter",
+      );
+    }
+    if (devices && devices.right.length !== tp) {
+      return yield* usage(`--tp is ${tp} but --devices lists ${devices.right.length} adapters`);
+    }
     return {
       model: values.model,
       tokenizer: values.tokenizer,
@@ -135,29 +175,58 @@ export const modelFlagsOf = (
       weights: yield* weightsOf(values.weights),
       ranks,
       secretFile: values["secret-file"],
+      devices: devices?.right,
+      shareAdapter: values["share-adapter"],
     };
   });
 
 /**
- * Workers give each rank its own isolate and Dawn device; in-process ranks share this isolate
- * (and its one Dawn instance), each with its own device; tcp ranks are processes.
+ * Each local rank's adapter: rank r on adapter r (or `--devices`), refused with the host's
+ * adapter list when there are too few and `--share-adapter` was not given. Undefined (every
+ * rank takes the first adapter) for one rank, for shared adapters without `--devices`, and for
+ * remote ranks, which pick their own.
  */
-export const transportLayer = (flags: ModelFlags): Layer.Layer<Transport, SecretError> => {
-  switch (flags.transport) {
-    case "workers":
-      return WorkersTransport();
-    case "tcp":
-      // Given addresses: ranks someone started with `deno task rank`; else local rank processes.
-      return flags.secretFile === undefined ? TcpTransport() : Layer.unwrapEffect(
-        Effect.map(
-          loadSecret(flags.secretFile),
-          (key) => TcpTransport({ ranks: flags.ranks, key }),
-        ),
-      );
-    case "inprocess":
-      return InProcessTransport();
-  }
-};
+export const placementsOf = (
+  flags: ModelFlags,
+): Effect.Effect<readonly RankPlacement[] | undefined, AdapterSelectionError> =>
+  Effect.gen(function* () {
+    if (flags.ranks !== undefined) return undefined;
+    if (flags.devices === undefined && (flags.tp === 1 || flags.shareAdapter)) return undefined;
+    const adapters = yield* listAdapters(backendFromEnv());
+    const placements = yield* placeRanks(
+      flags.tp,
+      adapters,
+      { devices: flags.devices, shareAdapter: flags.shareAdapter },
+      driverFilesFromEnv(),
+    );
+    return flags.transport === "tcp"
+      ? placements
+      : yield* requireOneProcess(placements, flags.transport);
+  });
+
+/**
+ * Workers give each rank its own isolate and Dawn device; in-process ranks share this isolate
+ * (and its one Dawn instance per adapter), each with its own device; tcp ranks are processes.
+ */
+export const transportLayer = (
+  flags: ModelFlags,
+): Layer.Layer<Transport, SecretError | AdapterSelectionError> =>
+  Layer.unwrapEffect(Effect.gen(function* () {
+    const placements = yield* placementsOf(flags);
+    switch (flags.transport) {
+      case "workers":
+        return WorkersTransport({ placements });
+      case "tcp":
+        // Given addresses: ranks someone started with `deno task rank`; else local processes.
+        return flags.secretFile === undefined ? TcpTransport({ placements }) : TcpTransport({
+          ranks: flags.ranks,
+          key: yield* loadSecret(flags.secretFile),
+          placements,
+        });
+      case "inprocess":
+        return InProcessTransport({ placements });
+    }
+  }));
 
 /**
  * How many tokens may be generated after a prompt of `promptTokens` (BOS included): `maxTokens`,

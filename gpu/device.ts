@@ -85,6 +85,13 @@ export const describeFeatures = (features: GpuFeatures): string =>
 export interface AcquireOptions {
   readonly backend?: BackendChoice;
   readonly label?: string;
+  /**
+   * Dawn's adapter-name filter (a rank's placement, gpu/adapters.ts); default: the first
+   * adapter, high-performance first. A named adapter that is not there fails, never falls back.
+   */
+  readonly adapterName?: string;
+  /** Appended to the adapter's name in logs and /status: how the placement reached it. */
+  readonly placementNote?: string;
 }
 
 const INSTALL_HINT =
@@ -101,7 +108,7 @@ const INSTALL_HINT =
  * `create()`; caching the value let each pass the check before the first import resolved, and
  * the `GPU` whose value was overwritten was collected mid-generation.
  */
-let dawnGpu: Promise<GPU | null> | undefined;
+const dawnGpus = new Map<string, Promise<GPU | null>>();
 
 /** Dawn objects made in this isolate that V8 has not finalized yet, by kind. */
 const unfinalized = { instances: 0, adaptersAndDevices: 0 };
@@ -113,20 +120,29 @@ const trackUntilFinalized = (object: object, kind: keyof typeof unfinalized) => 
   dawnObjectFinalized.register(object, kind);
 };
 
-/** Loads Dawn once per isolate; `null` when the native module cannot load here. */
-const loadDawn = Effect.promise(() =>
-  dawnGpu ??= (async (): Promise<GPU | null> => {
-    try {
-      const { create } = await import("webgpu");
-      const gpu = create([]);
-      trackUntilFinalized(gpu, "instances");
-      installGentleDawnPolling();
-      return gpu;
-    } catch {
-      return null;
+/**
+ * Loads Dawn once per isolate and adapter-name filter (`""`: any adapter; the filter is Dawn's
+ * `adapter=` flag, see gpu/adapters.ts); `null` when the native module cannot load here.
+ */
+const loadDawn = (adapterName: string) =>
+  Effect.promise(() => {
+    let loading = dawnGpus.get(adapterName);
+    if (loading === undefined) {
+      loading = (async (): Promise<GPU | null> => {
+        try {
+          const { create } = await import("webgpu");
+          const gpu = create(adapterName === "" ? [] : [`adapter=${adapterName}`]);
+          trackUntilFinalized(gpu, "instances");
+          installGentleDawnPolling();
+          return gpu;
+        } catch {
+          return null;
+        }
+      })();
+      dawnGpus.set(adapterName, loading);
     }
-  })()
-);
+    return loading;
+  });
 
 /**
  * Frees this isolate's Dawn instance, and with it lavapipe's threads, its memfds and Mesa's
@@ -143,7 +159,7 @@ export const releaseDawnInstance = (
 ): Effect.Effect<boolean> =>
   Effect.gen(function* () {
     const gc = exposedGc();
-    if (dawnGpu === undefined) return true;
+    if (dawnGpus.size === 0) return true;
     if (gc === undefined) return false;
     const giveUpAt = performance.now() + Duration.toMillis(deadline);
     // Finalization callbacks run as tasks of their own, so collect, then let them run.
@@ -156,7 +172,7 @@ export const releaseDawnInstance = (
         return done();
       });
     if (!(yield* collectUntil(() => unfinalized.adaptersAndDevices === 0))) return false;
-    dawnGpu = undefined;
+    dawnGpus.clear();
     return yield* collectUntil(() => unfinalized.instances === 0);
   });
 
@@ -165,20 +181,33 @@ const requestAdapter = (gpu: GPU) =>
     Effect.orElseSucceed(() => null),
   );
 
-/** Dawn's adapter, its limit notices kept off the terminal (gpu/dawn_limit_notices.ts). */
+/**
+ * Dawn's adapter, its limit notices kept off the terminal (gpu/dawn_limit_notices.ts); Dawn's
+ * refusal (it lists the adapters it has when none has the asked name) when it has none.
+ */
 const requestDawnAdapter = (gpu: GPU) =>
   Effect.tryPromise(() =>
     withoutDawnLimitNotices(() => gpu.requestAdapter({ powerPreference: "high-performance" }))
-  ).pipe(Effect.orElseSucceed(() => null));
+  ).pipe(Effect.either);
 
-const findAdapter = (choice: BackendChoice) =>
+const findAdapter = (choice: BackendChoice, adapterName: string) =>
   Effect.gen(function* () {
     if (choice !== "deno") {
-      const dawn = yield* loadDawn;
-      const adapter = dawn ? yield* requestDawnAdapter(dawn) : null;
+      const dawn = yield* loadDawn(adapterName);
+      const request = dawn ? yield* requestDawnAdapter(dawn) : undefined;
+      const adapter = request && request._tag === "Right" ? request.right : null;
       if (adapter) {
         trackUntilFinalized(adapter, "adaptersAndDevices");
         return { adapter, backend: "dawn" as const, instance: dawn! };
+      }
+      // A named adapter is a placement (gpu/adapters.ts): another adapter will not do.
+      if (adapterName !== "") {
+        const why = request && request._tag === "Left" ? String(request.left.error) : "";
+        return yield* new NoAdapterError({
+          message: `Dawn has no adapter named ${JSON.stringify(adapterName)}${
+            why ? `: ${why}` : ""
+          }`,
+        });
       }
       if (choice === "dawn") {
         return yield* new NoAdapterError({ message: `Dawn (webgpu package): ${INSTALL_HINT}` });
@@ -207,6 +236,7 @@ export const acquireGpu = (
     Effect.gen(function* () {
       const { adapter, backend, instance } = yield* findAdapter(
         options.backend ?? backendFromEnv(),
+        options.adapterName ?? "",
       );
       // Deno's GPU type lacks the (standard) wgslLanguageFeatures; Dawn and Deno both have it.
       const wgsl: ReadonlySet<string> =
@@ -282,7 +312,8 @@ export const acquireGpu = (
       return {
         device,
         backend,
-        adapterName: info?.description || info?.vendor || backend,
+        adapterName: (info?.description || info?.vendor || backend) +
+          (options.placementNote ? ` [${options.placementNote}]` : ""),
         features,
         limits: {
           maxStorageBufferBindingSize: device.limits.maxStorageBufferBindingSize,

@@ -49,3 +49,18 @@ export const GpuOperationError: TaggedErrorClass<GpuOperationError> = Data.Tagge
 >;
 
 export type DeviceError = NoAdapterError | DeviceLostError | GpuOperationError;
+
+/** Ranks cannot be placed on adapters as asked (too few adapters, a bad index, identical ones). */
+export interface AdapterSelectionError extends Cause.YieldableError {
+  /** Always `"AdapterSelectionError"`. */
+  readonly _tag: "AdapterSelectionError";
+  /** What was asked, what was found, and what to do instead. */
+  readonly message: string;
+}
+
+/** Makes an `AdapterSelectionError` (a `Data.TaggedError`: yieldable, matched by `_tag`). */
+export const AdapterSelectionError: TaggedErrorClass<AdapterSelectionError> = Data.TaggedError(
+  "AdapterSelectionError",
+)<
+  ErrorFields<AdapterSelectionError>
+>;

@@ -14,7 +14,16 @@ const TIMEOUT_MS = 60_000;
 /** The text of a greedy `generate` run (a separate process, as the reference). */
 const generated = async (prompt: string, maxTokens: number) => {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--v8-flags=--expose-gc", "cli/generate.ts", ...MODEL, "--tp", "2"]
+    args: [
+      "run",
+      "-A",
+      "--v8-flags=--expose-gc",
+      "cli/generate.ts",
+      ...MODEL,
+      "--tp",
+      "2",
+      "--share-adapter",
+    ]
       .concat(["--prompt", prompt, "--max-tokens", String(maxTokens), "--json"]),
     cwd: ROOT,
     stdout: "piped",
@@ -29,7 +38,16 @@ const shellQuote = (arg: string) => `'${arg.replaceAll("'", `'\\''`)}'`;
 /** The chat under a pty; what it printed so far, with the terminal's \r\n made \n. */
 const startChat = (maxTokens: number) => {
   const command = ["exec", Deno.execPath(), "run", "-A", "--v8-flags=--expose-gc", "cli/chat.ts"]
-    .concat([...MODEL, "--tp", "2", "--temperature", "0", "-n", String(maxTokens)])
+    .concat([
+      ...MODEL,
+      "--tp",
+      "2",
+      "--share-adapter",
+      "--temperature",
+      "0",
+      "-n",
+      String(maxTokens),
+    ])
     .map((arg, i) => (i === 0 ? arg : shellQuote(arg))).join(" ");
   const child = new Deno.Command("script", {
     args: ["-qfec", command, "/dev/null"],

@@ -174,7 +174,7 @@ const cli = async (...args: string[]) => {
 Deno.test("cli: --json at tp 2 over Workers prints one JSON object with the fixture's tokens", async () => {
   const expected = await fixture();
   const { code, stdout, stderr } = await cli(
-    ...["--model", MODEL, "--tokenizer", TOKENIZER, "--tp", "2", "--prompt", ""],
+    ...["--model", MODEL, "--tokenizer", TOKENIZER, "--tp", "2", "--share-adapter", "--prompt", ""],
     ...["--max-tokens", "40", "--json"],
   );
   assert.equal(code, 0, stderr);
@@ -191,7 +191,7 @@ const SAMPLING = { prompt: "Once upon a time, a cat", maxTokens: 32, seed: 42 } 
 /** Sampled ids from the CLI (a fresh process per run, like a user's). */
 const sampleWithCli = async (tp: number) => {
   const { code, stdout, stderr } = await cli(
-    ...["--model", MODEL, "--tokenizer", TOKENIZER, "--tp", String(tp)],
+    ...["--model", MODEL, "--tokenizer", TOKENIZER, "--tp", String(tp), "--share-adapter"],
     ...["--prompt", SAMPLING.prompt, "--max-tokens", String(SAMPLING.maxTokens)],
     ...["--temperature", "0.8", "--top-p", "0.9", "--seed", String(SAMPLING.seed), "--json"],
   );
@@ -225,7 +225,18 @@ Deno.test("sampling: same seed, same tokens; tp 1 and tp 2 equal full-logit samp
 Deno.test("cli: a directory is a Hugging Face model with its own tokenizer.json", async () => {
   await withHfModel({ dtype: "F32", shards: 1, tied: false }, async ({ dir, config }) => {
     const { code, stdout, stderr } = await cli(
-      ...["--model", dir, "--tp", "2", "--prompt", "", "--max-tokens", "5", "--json"],
+      ...[
+        "--model",
+        dir,
+        "--tp",
+        "2",
+        "--share-adapter",
+        "--prompt",
+        "",
+        "--max-tokens",
+        "5",
+        "--json",
+      ],
     );
     assert.equal(code, 0, stderr);
     const { tokens, text } = JSON.parse(stdout);
@@ -244,7 +255,18 @@ Deno.test("cli: a .gguf file needs no other flag: stories260K as GGUF at tp 2 pr
     const path = `${dir}/stories260K`;
     await Deno.writeFile(path, file);
     const { code, stdout, stderr } = await cli(
-      ...["--model", path, "--tp", "2", "--prompt", "", "--max-tokens", "24", "--json"],
+      ...[
+        "--model",
+        path,
+        "--tp",
+        "2",
+        "--share-adapter",
+        "--prompt",
+        "",
+        "--max-tokens",
+        "24",
+        "--json",
+      ],
     );
     assert.equal(code, 0, stderr);
     assert.deepEqual(JSON.parse(stdout).tokens, expected.tokens.slice(0, 24));
@@ -258,7 +280,11 @@ Deno.test("cli: failures print one `error:` line and exit non-zero", async () =>
   const cases = [
     { args: ["--model", `${ROOT}/no/such/model.bin`], code: 1, says: /no such file/ },
     { args: [...model, "--tp", "abc"], code: 2, says: /--tp must be a positive integer/ },
-    { args: [...model, "--tp", "3"], code: 1, says: /tp = 3 does not divide n_heads = 8/ },
+    {
+      args: [...model, "--tp", "3", "--share-adapter"],
+      code: 1,
+      says: /tp = 3 does not divide n_heads = 8/,
+    },
     { args: [...model, "--bogus"], code: 2, says: /Unknown option '--bogus'/ },
     { args: [...model, "--temperature", "hot"], code: 2, says: /--temperature must be/ },
     { args: [...model, "--log-level", "loud"], code: 2, says: /--log-level must be one of/ },

@@ -136,6 +136,7 @@ Deno.test({
         TOKENIZER,
         "--tp",
         "2",
+        "--share-adapter",
         "--transport",
         "tcp",
         "--ranks",

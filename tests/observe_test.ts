@@ -56,7 +56,7 @@ Deno.test("trace: --trace over 2 Worker ranks is Chrome trace JSON with every ra
           "--tokenizer",
           TOKENIZER,
         ],
-        ...["--tp", "2", "--prompt", "", "--max-tokens", "12", "--json"],
+        ...["--tp", "2", "--share-adapter", "--prompt", "", "--max-tokens", "12", "--json"],
         ...["--trace", tracePath, "--log-level", "debug"],
       ],
       cwd: ROOT,

@@ -65,6 +65,7 @@ Deno.test("tcp: SIGKILL of a server takes its rank processes with it and leaves 
         TOK512_PATH,
         "--tp",
         "2",
+        "--share-adapter",
         "--transport",
         "tcp",
         "--port",

@@ -48,6 +48,7 @@ const GENERATE = [
   "assets/tok512.bin",
   "--tp",
   "2",
+  "--share-adapter",
   "--temperature",
   "0",
   "-n",
