@@ -96,6 +96,8 @@ export const RankCommand: Schema.Union<[
       Schema.Literal<["f32", "f16", "q8_0", "q4_0"]>,
       { default: () => "f32" }
     >;
+    contextLength: Schema.optional<Size>;
+    kvCacheDtype: Schema.optionalWith<Schema.Literal<["f32", "f16"]>, { default: () => "f32" }>;
   }>,
   Schema.filter<
     Schema.TaggedStruct<"Embed", {
@@ -142,6 +144,12 @@ export const RankCommand: Schema.Union<[
     maxSequences: Schema.optionalWith(Size, { default: () => 1 }),
     /** Element type of the matmul weights on the device (f16 needs shader-f16). */
     weights: Schema.optionalWith(Schema.Literal("f32", "f16", "q8_0", "q4_0"), {
+      default: () => "f32" as const,
+    }),
+    /** Positions each sequence may reach (the memory plan's context); default the model's. */
+    contextLength: Schema.optional(Size),
+    /** Element type of the KV cache (f16 needs shader-f16). */
+    kvCacheDtype: Schema.optionalWith(Schema.Literal("f32", "f16"), {
       default: () => "f32" as const,
     }),
   }),
@@ -204,6 +212,9 @@ export const RankReply: Schema.Union<[
     rank: NonNegativeInt;
     backend: typeof Schema.String;
     adapter: typeof Schema.String;
+    cpuRenderer: typeof Schema.Boolean;
+    shaderF16: typeof Schema.Boolean;
+    maxBindingBytes: NonNegativeInt;
   }>,
   Schema.TaggedStruct<"ModelLoaded", {
     rank: NonNegativeInt;
@@ -244,6 +255,12 @@ export const RankReply: Schema.Union<[
     rank: Schema.NonNegativeInt,
     backend: Schema.String,
     adapter: Schema.String,
+    /** A CPU renderer, whose memory is the host's (gpu/device.ts). */
+    cpuRenderer: Schema.Boolean,
+    /** The device has shader-f16 (an f16 KV cache needs it). */
+    shaderF16: Schema.Boolean,
+    /** The device's maxStorageBufferBindingSize (the memory plan's binding limit). */
+    maxBindingBytes: Schema.NonNegativeInt,
   }),
   Schema.TaggedStruct("ModelLoaded", {
     rank: Schema.NonNegativeInt,

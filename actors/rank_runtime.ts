@@ -59,14 +59,23 @@ export const makeRankRuntime = (
     }
   }
 
+  const pong = {
+    _tag: "Pong",
+    rank,
+    backend: gpu.backend,
+    adapter: gpu.adapterName,
+    cpuRenderer: gpu.cpuRenderer,
+    shaderF16: gpu.features.shaderF16,
+    maxBindingBytes: gpu.limits.maxStorageBufferBindingSize,
+  } as const;
   const execute = (command: RankCommand) =>
     Effect.gen(function* () {
       switch (command._tag) {
         case "Ping":
-          return { _tag: "Pong", rank, backend: gpu.backend, adapter: gpu.adapterName } as const;
+          return pong;
         case "Pause":
           yield* Effect.sleep(Duration.millis(command.millis));
-          return { _tag: "Pong", rank, backend: gpu.backend, adapter: gpu.adapterName } as const;
+          return pong;
         case "TimeCollective": {
           const comm = stepCommunicator(group, rank, command.step);
           const data = tensor([command.bytes / 4 | 0], new Float32Array(command.bytes / 4 | 0));

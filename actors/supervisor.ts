@@ -99,9 +99,18 @@ export class Supervisor {
     });
   }
 
-  /** Each rank's backend and adapter. */
+  /** Each rank's backend, adapter, whether it is a CPU renderer, and its binding limit. */
   ranks(): Effect.Effect<
-    ReadonlyArray<{ rank: number; backend: string; adapter: string }>,
+    ReadonlyArray<
+      {
+        rank: number;
+        backend: string;
+        adapter: string;
+        cpuRenderer: boolean;
+        shaderF16: boolean;
+        maxBindingBytes: number;
+      }
+    >,
     StepFailure
   > {
     return this.step((_, step) => ({ _tag: "Ping", step })).pipe(

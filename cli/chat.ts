@@ -112,7 +112,14 @@ const run = (options: ChatOptions) =>
     const source = yield* modelSourceOf(options.model);
     const tokenizer = yield* loadTokenizer(options.model, options.tokenizer);
     const template = yield* loadChatTemplate(options.model, options.tokenizer);
-    const model = yield* LlamaModel.load({ source, tp: options.tp, weights: options.weights });
+    // -c sizes the KV cache too, unless --max-model-len does.
+    const model = yield* LlamaModel.load({
+      source,
+      tp: options.tp,
+      weights: options.weights,
+      ...options.memory,
+      maxModelLen: options.memory.maxModelLen ?? options.ctxSize,
+    });
     const context = options.ctxSize ?? model.config.seqLen;
     yield* tokensWithinContext(1, 1, options.ctxSize, model.config.seqLen);
 

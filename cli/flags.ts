@@ -23,6 +23,7 @@ import type { SecretError } from "../wire/errors.ts";
 import { loadSecret } from "../wire/handshake.ts";
 import type { FlagTable } from "./flag_table.ts";
 import type { WeightType } from "../kernels/matmul.ts";
+import type { LoadLlamaOptions } from "../models/llama.ts";
 
 /** A flag the CLI cannot accept; exit code 2. */
 export class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string }> {}
@@ -97,6 +98,30 @@ export const modelFlagTable = {
     type: "boolean",
     help: "let ranks share an adapter (a CPU renderer such as lavapipe, or tests)",
   },
+  "max-model-len": {
+    type: "string",
+    value: "N",
+    help: "positions each sequence may reach; sizes the KV cache (refused if it does not fit)",
+    defaultNote: "the model's, cut to what the memory plan allows",
+  },
+  "kv-cache-dtype": {
+    type: "string",
+    value: "TYPE",
+    default: "auto",
+    help: "KV-cache element type: auto (f16 where every adapter has shader-f16), f32 or f16",
+  },
+  "gpu-memory-utilization": {
+    type: "string",
+    value: "F",
+    default: "0.9",
+    help: "share of each rank's memory the plan may use, in (0, 1]",
+  },
+  "gpu-memory-gib": {
+    type: "string",
+    value: "G",
+    help: "each rank's device memory in GiB (WebGPU does not report it)",
+    defaultNote: "CPU renderers: the host's available memory over the ranks; GPUs: unknown",
+  },
 } as const satisfies FlagTable;
 
 export type TransportName = "inprocess" | "workers" | "tcp";
@@ -115,7 +140,15 @@ export interface ModelFlags {
   readonly devices?: readonly number[];
   /** Ranks may share an adapter (`--share-adapter`). */
   readonly shareAdapter: boolean;
+  /** The memory plan's inputs, as LlamaModel.load takes them. */
+  readonly memory: MemoryFlags;
 }
+
+/** `--max-model-len --kv-cache-dtype --gpu-memory-utilization --gpu-memory-gib`. */
+export type MemoryFlags = Pick<
+  LoadLlamaOptions,
+  "maxModelLen" | "kvCacheDtype" | "gpuMemoryBytes" | "gpuMemoryUtilization"
+>;
 
 /** What the parser gives for `modelFlagTable`. */
 interface ModelFlagValues {
@@ -128,6 +161,10 @@ interface ModelFlagValues {
   readonly "secret-file"?: string;
   readonly devices?: string;
   readonly "share-adapter": boolean;
+  readonly "max-model-len"?: string;
+  readonly "kv-cache-dtype": string;
+  readonly "gpu-memory-utilization": string;
+  readonly "gpu-memory-gib"?: string;
 }
 
 /**
@@ -177,6 +214,38 @@ export const modelFlagsOf = (
       secretFile: values["secret-file"],
       devices: devices?.right,
       shareAdapter: values["share-adapter"],
+      memory: yield* memoryFlagsOf(values),
+    };
+  });
+
+const memoryFlagsOf = (values: ModelFlagValues): Effect.Effect<MemoryFlags, UsageError> =>
+  Effect.gen(function* () {
+    const dtype = values["kv-cache-dtype"];
+    if (dtype !== "auto" && dtype !== "f32" && dtype !== "f16") {
+      return yield* usage(
+        `--kv-cache-dtype must be auto, f32 or f16, got ${JSON.stringify(dtype)}`,
+      );
+    }
+    const utilization = Number(values["gpu-memory-utilization"]);
+    if (!(utilization > 0 && utilization <= 1)) {
+      return yield* usage(
+        `--gpu-memory-utilization must be a number in (0, 1], got ${
+          JSON.stringify(values["gpu-memory-utilization"])
+        }`,
+      );
+    }
+    const gib = values["gpu-memory-gib"];
+    if (gib !== undefined && !(Number(gib) > 0)) {
+      return yield* usage(`--gpu-memory-gib must be a positive number, got ${JSON.stringify(gib)}`);
+    }
+    const maxModelLen = values["max-model-len"];
+    return {
+      maxModelLen: maxModelLen === undefined
+        ? undefined
+        : yield* positiveInt("max-model-len", maxModelLen),
+      kvCacheDtype: dtype,
+      gpuMemoryUtilization: utilization,
+      gpuMemoryBytes: gib === undefined ? undefined : Math.floor(Number(gib) * 2 ** 30),
     };
   });
 

@@ -86,7 +86,14 @@ const run = (options: CliOptions) =>
   Effect.gen(function* () {
     const source = yield* modelSourceOf(options.model);
     const tokenizer = yield* loadTokenizer(options.model, options.tokenizer);
-    const model = yield* LlamaModel.load({ source, tp: options.tp, weights: options.weights });
+    // -c sizes the KV cache too, unless --max-model-len does.
+    const model = yield* LlamaModel.load({
+      source,
+      tp: options.tp,
+      weights: options.weights,
+      ...options.memory,
+      maxModelLen: options.memory.maxModelLen ?? options.ctxSize,
+    });
     const maxTokens = yield* tokensWithinContext(
       tokenizer.encode(options.prompt, { bos: tokenizer.addsBos, eos: false }).length,
       options.maxTokens,

@@ -260,6 +260,7 @@ const run = (options: ServeCliOptions) =>
       maxSequences: options.maxSequences,
       maxQueue: options.maxQueue,
       weights: options.weights,
+      memory: options.memory,
       modelId: options.modelId,
       stallMillis: options.stallSeconds * 1000,
       restartTimeoutMillis: options.restartTimeoutSeconds * 1000,

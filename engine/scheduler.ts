@@ -44,7 +44,7 @@ import type { ModelSource, RankReply } from "../actors/protocol.ts";
 import { Transport } from "../actors/transport.ts";
 import type { WeightType } from "../kernels/matmul.ts";
 import { loadTokenizer, modelSourceOf } from "../models/files.ts";
-import { LlamaModel, type LoadLlamaError } from "../models/llama.ts";
+import { LlamaModel, type LoadLlamaError, type LoadLlamaOptions } from "../models/llama.ts";
 import {
   type DrillError,
   type EngineHealth,
@@ -74,6 +74,11 @@ export interface EngineOptions {
   readonly tp: number;
   /** Element type of the matmul weights on the devices (see LlamaModel.load). Default f32. */
   readonly weights?: WeightType;
+  /** The memory plan's inputs: context cap, KV type, memory per rank (see LlamaModel.load). */
+  readonly memory?: Pick<
+    LoadLlamaOptions,
+    "maxModelLen" | "kvCacheDtype" | "gpuMemoryBytes" | "gpuMemoryUtilization"
+  >;
   /** Sequences decoding together (KV-cache slots). Default 8. */
   readonly maxSequences?: number;
   /** Requests that may wait for a busy slot; beyond it submit fails with QueueFull. Default 64. */
@@ -202,6 +207,7 @@ export const makeInferenceEngine = (
           maxSequences,
           maxBatchTokens: options.maxBatchTokens,
           weights: options.weights,
+          ...options.memory,
           onReply: observeReply,
         }).pipe(Scope.extend(scope), Effect.provideService(Transport, transport));
         const ranks = yield* model.supervisor.ranks();

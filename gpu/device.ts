@@ -30,6 +30,11 @@ export interface Gpu {
   readonly backend: Backend;
   /** The adapter's description, e.g. `llvmpipe`. */
   readonly adapterName: string;
+  /**
+   * A CPU renderer (lavapipe, SwiftShader: WebGPU's fallback adapter): its memory is the host's,
+   * shared by every rank on the host (the memory plan's budget).
+   */
+  readonly cpuRenderer: boolean;
   /** The optional features the device was created with (what the kernels may use). */
   readonly features: GpuFeatures;
   /** The device limits the kernels size their buffers and dispatches by. */
@@ -312,6 +317,8 @@ export const acquireGpu = (
       return {
         device,
         backend,
+        cpuRenderer: info?.isFallbackAdapter === true || info?.architecture === "software" ||
+          /llvmpipe|lavapipe|swiftshader/i.test(info?.description ?? ""),
         adapterName: (info?.description || info?.vendor || backend) +
           (options.placementNote ? ` [${options.placementNote}]` : ""),
         features,

@@ -38,19 +38,22 @@ const range = (n: number) => Array.from({ length: n }, (_, i) => i);
  * is compile time on lavapipe, once per process and head size (cached on disk by Mesa): about
  * 3 s for 64-wide heads and 12 s for 128-wide ones, cold.
  */
-export const attentionWgsl = (headDim: number): string => {
+export const attentionWgsl = (headDim: number, cache: "f32" | "f16" = "f32"): string => {
   const W = headDim % 4 === 0 ? 4 : 2;
   const V = headDim / W;
   const vec = `vec${W}<f32>`;
+  // An f16 cache is widened as it is read: the scores and sums stay f32.
+  const cached = `vec${W}<${cache}>`;
   const components = range(W);
   return /* wgsl */ `
+${cache === "f16" ? "enable f16;" : ""}
 struct Params {
   nHeads: u32, nKvHeads: u32, maxSeq: u32, scaleBits: u32, qRowStride: u32, window: u32,
   softcapBits: u32,
 }
 @group(0) @binding(0) var<storage, read> q: array<f32>;
-@group(0) @binding(1) var<storage, read> kCache: array<${vec}>;
-@group(0) @binding(2) var<storage, read> vCache: array<${vec}>;
+@group(0) @binding(1) var<storage, read> kCache: array<${cached}>;
+@group(0) @binding(2) var<storage, read> vCache: array<${cached}>;
 @group(0) @binding(3) var<storage, read> positions: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<uniform> params: Params;
@@ -82,7 +85,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   for (var key = first; key < length; key++) {
     let base = ((slotBase + key) * nKvHeads + kvHead) * PARTS;
     var score = 0.0;
-    for (var v = 0u; v < PARTS; v++) { score += dot(qv[v], kCache[base + v]); }
+    for (var v = 0u; v < PARTS; v++) { score += dot(qv[v], ${vec}(kCache[base + v])); }
     // Gemma 2's soft cap (0: none); tanh saturates in f32 beyond ±9, so clamp before it.
     if (softcap > 0.0) { score = softcap * tanh(clamp(score / softcap, -10.0, 10.0)); }
     if (score > m) {
@@ -93,7 +96,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     let p = exp(score - m);
     s += p;
-    for (var v = 0u; v < PARTS; v++) { acc[v] += p * vCache[base + v]; }
+    for (var v = 0u; v < PARTS; v++) { acc[v] += p * ${vec}(vCache[base + v]); }
   }
   if (wanted < params.nHeads) {
     let outBase = (row * params.nHeads + head) * ${headDim}u;
@@ -131,6 +134,8 @@ export interface AttentionArgs {
   readonly window?: number;
   /** Scores become softcap·tanh(score / softcap) (Gemma 2); default none. */
   readonly softcap?: number;
+  /** Element type of the caches (default f32; f16 needs shader-f16). */
+  readonly cacheElement?: "f32" | "f16";
   readonly label?: string;
 }
 
@@ -147,7 +152,7 @@ export const attention = (gpu: Gpu, args: AttentionArgs): Dispatch => {
   if (nHeads > max || rows > max) throw new RangeError(`attention: more than ${max} heads or rows`);
   return prepareDispatch(gpu, {
     label: args.label ?? "attention",
-    code: attentionWgsl(u32Param("headDim", headDim)),
+    code: attentionWgsl(u32Param("headDim", headDim), args.cacheElement),
     buffers: [q, kCache, vCache, positions, out],
     params: [
       u32Param("nHeads", nHeads),

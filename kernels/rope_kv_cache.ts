@@ -22,16 +22,24 @@ import {
 
 const WORKGROUP = 256;
 
+/** Element type of a KV cache: f16 (rounded to nearest on write, needs shader-f16) or f32. */
+export type KvCacheElement = "f32" | "f16";
+
 /** One invocation per rotated pair of a q or k head; a k pair also moves its v pair. */
-export const ropeKvCacheWgsl = (layout: RopeLayout, withBias = false): string => /* wgsl */ `
+export const ropeKvCacheWgsl = (
+  layout: RopeLayout,
+  withBias = false,
+  cache: KvCacheElement = "f32",
+): string => /* wgsl */ `
+${cache === "f16" ? "enable f16;" : ""}
 struct Params {
   pairs: u32, nHeads: u32, nKvHeads: u32, headDim: u32, attentionFactorBits: u32, maxSeq: u32,
   sequences: u32,
 }
 @group(0) @binding(0) var<storage, read_write> qkv: array<f32>;
 @group(0) @binding(1) var<storage, read> positions: array<u32>;
-@group(0) @binding(2) var<storage, read_write> kCache: array<f32>;
-@group(0) @binding(3) var<storage, read_write> vCache: array<f32>;
+@group(0) @binding(2) var<storage, read_write> kCache: array<${cache}>;
+@group(0) @binding(3) var<storage, read_write> vCache: array<${cache}>;
 @group(0) @binding(4) var<storage, read> ropeInverse: array<f32>;
 ${
   withBias
@@ -79,11 +87,11 @@ fn main(
   if (position >= params.maxSeq || sequence >= params.sequences) { return; }
   let kvHead = head - params.nHeads;
   let dest = ((sequence * params.maxSeq + position) * params.nKvHeads + kvHead) * headDim;
-  kCache[dest + pair.x] = r0;
-  kCache[dest + pair.y] = r1;
+  kCache[dest + pair.x] = ${cache}(r0);
+  kCache[dest + pair.y] = ${cache}(r1);
   let v = rowBase + (rotated + kvHead) * headDim;
-  vCache[dest + pair.x] = qkv[v + pair.x] + biasAt(v - rowBase + pair.x);
-  vCache[dest + pair.y] = qkv[v + pair.y] + biasAt(v - rowBase + pair.y);
+  vCache[dest + pair.x] = ${cache}(qkv[v + pair.x] + biasAt(v - rowBase + pair.x));
+  vCache[dest + pair.y] = ${cache}(qkv[v + pair.y] + biasAt(v - rowBase + pair.y));
 }
 `;
 
@@ -106,6 +114,7 @@ export const ropeKvCache = (
     attentionFactor = 1,
     bias,
     layout,
+    cacheElement = "f32",
     label,
   }: {
     /** [rows, (nHeads + 2·nKvHeads)·headDim]: q heads, k heads, v heads. */
@@ -132,6 +141,8 @@ export const ropeKvCache = (
     /** [(nHeads + 2·nKvHeads)·headDim]: added to every qkv row first (Qwen2's q/k/v biases). */
     readonly bias?: GPUBuffer;
     readonly layout: RopeLayout;
+    /** Element type of the caches (default f32). */
+    readonly cacheElement?: KvCacheElement;
     readonly label?: string;
   },
 ): Dispatch => {
@@ -139,7 +150,7 @@ export const ropeKvCache = (
   const pairs = u32Param("pairs", (rows * (nHeads + nKvHeads) * headDim) / 2);
   return prepareDispatch(gpu, {
     label: label ?? `ropeKvCache.${layout}`,
-    code: ropeKvCacheWgsl(layout, bias !== undefined),
+    code: ropeKvCacheWgsl(layout, bias !== undefined, cacheElement),
     buffers: [
       qkv,
       positions,

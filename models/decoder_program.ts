@@ -42,7 +42,12 @@ export const decoderModelProgram: RankProgramFactory = (
         case "LoadModel": {
           const started = performance.now();
           const loaded = yield* Effect.scoped(Effect.gen(function* () {
-            const { config, source } = yield* openModelSource(command.source);
+            const opened = yield* openModelSource(command.source);
+            const source = opened.source;
+            // The memory plan's context: the KV cache and positions stop there.
+            const config = command.contextLength === undefined
+              ? opened.config
+              : { ...opened.config, seqLen: Math.min(command.contextLength, opened.config.seqLen) };
             const plans = yield* planLlama(config, tp);
             const bytesPlanned = plannedShardBytes(config, plans[rank]);
             emit({ _tag: "LoadProgress", rank, ranks: tp, bytesRead: 0, bytesPlanned });
@@ -50,6 +55,7 @@ export const decoderModelProgram: RankProgramFactory = (
               maxTokens: command.maxBatchTokens,
               maxSequences: command.maxSequences,
               weights: command.weights,
+              kvCacheDtype: command.kvCacheDtype,
               timeline,
               onRead: (bytesRead) =>
                 emit({ _tag: "LoadProgress", rank, ranks: tp, bytesRead, bytesPlanned }),

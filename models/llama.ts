@@ -14,6 +14,12 @@ import type { WeightType } from "../kernels/matmul.ts";
 import type { LlamaConfig } from "./config.ts";
 import { ConfigError, type LoadError } from "./errors.ts";
 import { planLlama } from "./plan.ts";
+import {
+  describeMemoryPlan,
+  type KvCacheDtype,
+  type MemoryPlan,
+  planMemory,
+} from "./memory_plan.ts";
 import { type CandidateList, mergeCandidates } from "./sampler.ts";
 import { openModelSource } from "./source.ts";
 
@@ -24,6 +30,34 @@ const describeRankDevices = (lines: readonly string[]): string => {
   return [...byLine].map(([line, ranks]) =>
     `${ranks.length > 1 ? "ranks" : "rank"} ${ranks.join(",")}: ${line}`
   ).join("; ");
+};
+
+/**
+ * What each rank may use: utilization × the memory given, else for CPU renderers (lavapipe) the
+ * host's available memory shared by the ranks; undefined when nothing says.
+ */
+const memoryBudget = (
+  devices: ReadonlyArray<{ readonly cpuRenderer: boolean }>,
+  gpuMemoryBytes: number | undefined,
+  utilization: number,
+): Effect.Effect<number | undefined> =>
+  Effect.sync(() => {
+    if (gpuMemoryBytes !== undefined) return Math.floor(utilization * gpuMemoryBytes);
+    if (!devices.every((d) => d.cpuRenderer)) return undefined;
+    const available = hostAvailableBytes();
+    return available === undefined
+      ? undefined
+      : Math.floor(utilization * available / devices.length);
+  });
+
+/** The host's available memory (/proc/meminfo's MemAvailable); undefined where unreadable. */
+const hostAvailableBytes = (): number | undefined => {
+  try {
+    const match = /^MemAvailable:\s+(\d+) kB$/m.exec(Deno.readTextFileSync("/proc/meminfo"));
+    return match ? Number(match[1]) * 1024 : undefined;
+  } catch {
+    return undefined;
+  }
 };
 
 /** Options of {@link LlamaModel.load}. */
@@ -45,6 +79,21 @@ export interface LoadLlamaOptions {
    * the kernel's registers; a weight whose input width is not a multiple of 32 stays f32).
    */
   readonly weights?: WeightType;
+  /**
+   * Positions each sequence may reach (vLLM's max_model_len); default the model's context, cut
+   * to what the memory plan allows (models/memory_plan.ts). A value that does not fit fails.
+   */
+  readonly maxModelLen?: number;
+  /** KV-cache element type; "auto" (default): f16 where every rank's adapter has shader-f16. */
+  readonly kvCacheDtype?: KvCacheDtype | "auto";
+  /**
+   * Each rank's device memory in bytes, where the adapter does not say (WebGPU does not
+   * report it); default: for CPU renderers the host's available memory shared by the ranks,
+   * otherwise unknown (then only the binding limit bounds the plan).
+   */
+  readonly gpuMemoryBytes?: number;
+  /** Share of the memory the plan may use (vLLM's gpu_memory_utilization). Default 0.9. */
+  readonly gpuMemoryUtilization?: number;
 }
 
 /** A token of a step and where it goes: its sequence's KV-cache slot and its position. */
@@ -121,6 +170,8 @@ export class LlamaModel {
     readonly weightBytesPerRank: readonly number[],
     /** Bytes of KV cache on each rank's device, in rank order. */
     readonly kvCacheBytesPerRank: readonly number[],
+    /** What the plan put on each rank, the context and the KV type, as logged before loading. */
+    readonly memoryPlan: MemoryPlan,
   ) {}
 
   /**
@@ -163,7 +214,40 @@ export class LlamaModel {
       }
       // A batched decode step carries one row per sequence.
       const maxBatchTokens = Math.max(Math.min(requested, config.seqLen), maxSequences);
+      const utilization = options.gpuMemoryUtilization ?? 0.9;
+      if (!(utilization > 0 && utilization <= 1)) {
+        return yield* new ConfigError({
+          message: `gpuMemoryUtilization must be in (0, 1], got ${utilization}`,
+        });
+      }
       const supervisor = yield* Supervisor.make({ tp: options.tp, onReply: options.onReply });
+      const devices = yield* supervisor.ranks();
+      const kvCacheDtype = options.kvCacheDtype === "f32" || options.kvCacheDtype === "f16"
+        ? options.kvCacheDtype
+        : devices.every((d) => d.shaderF16)
+        ? "f16"
+        : "f32";
+      if (kvCacheDtype === "f16" && !devices.every((d) => d.shaderF16)) {
+        return yield* new ConfigError({
+          message: "an f16 KV cache needs shader-f16 on every rank's adapter",
+        });
+      }
+      const memory = yield* planMemory(config, options.tp, {
+        weights,
+        kvCacheDtype,
+        sequences: maxSequences,
+        maxBatchTokens,
+        maxModelLen: options.maxModelLen,
+        budgetPerRank: yield* memoryBudget(devices, options.gpuMemoryBytes, utilization),
+        bindingLimit: Math.min(...devices.map((d) => d.maxBindingBytes)),
+      });
+      yield* Effect.logInfo("memory plan").pipe(Effect.annotateLogs({
+        context: memory.context,
+        ...(memory.contextLimitedBy === undefined
+          ? {}
+          : { modelContext: memory.modelContext, limitedBy: memory.contextLimitedBy }),
+        ranks: describeMemoryPlan(memory).join("; "),
+      }));
       const started = performance.now();
       const loaded = yield* supervisor.step((_, step) => ({
         _tag: "LoadModel",
@@ -172,6 +256,8 @@ export class LlamaModel {
         maxBatchTokens,
         maxSequences,
         weights,
+        contextLength: memory.context,
+        kvCacheDtype,
       })).pipe(Effect.flatMap(expectReplies("ModelLoaded")));
       // One line for the group, logged once every rank is done (a rank's own line is debug):
       // lines from ranks in other isolates would land in the middle of the progress bar.
@@ -185,12 +271,13 @@ export class LlamaModel {
         devices: describeRankDevices(loaded.map((r) => r.device)),
       }));
       return new LlamaModel(
-        config,
+        { ...config, seqLen: memory.context },
         supervisor,
         maxBatchTokens,
         maxSequences,
         loaded.map((r) => r.bytes),
         loaded.map((r) => r.kvCacheBytes),
+        memory,
       );
     });
   }

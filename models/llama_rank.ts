@@ -20,7 +20,7 @@ import { type Dispatch, encodeDispatches } from "../gpu/dispatch.ts";
 import { attention } from "../kernels/attention.ts";
 import { headNorm } from "../kernels/head_norm.ts";
 import { ropeFrequencyBuffer } from "../kernels/rope.ts";
-import { ropeKvCache } from "../kernels/rope_kv_cache.ts";
+import { type KvCacheElement, ropeKvCache } from "../kernels/rope_kv_cache.ts";
 import { addInPlace } from "../kernels/elementwise.ts";
 import type { WeightType } from "../kernels/matmul.ts";
 import { createPositionBuffer, type RowPosition, writePositions } from "../kernels/position.ts";
@@ -121,6 +121,8 @@ export interface RankModelOptions {
   /** KV-cache slots: sequences that may run at once. */
   readonly maxSequences?: number;
   readonly weights?: WeightType;
+  /** Element type of the KV cache (default f32; f16 needs shader-f16). */
+  readonly kvCacheDtype?: KvCacheElement;
   readonly timeline?: Timeline;
   /** Hears the bytes read so far after each tensor. */
   readonly onRead?: (bytesRead: number) => void;
@@ -186,6 +188,7 @@ export class RankLlama {
     private readonly deviceWeights: DeviceWeights,
     readonly weightBytes: number,
     readonly kvCacheBytes: number,
+    readonly kvCacheDtype: KvCacheElement,
     private readonly timeline: Timeline,
   ) {}
 
@@ -203,12 +206,19 @@ export class RankLlama {
   ): Effect.Effect<RankLlama, InvalidInput | LoadError> {
     return Effect.gen(function* () {
       const { maxTokens, maxSequences = 1, weights: weightType = "f32" } = options;
+      const kvCacheDtype = options.kvCacheDtype ?? "f32";
+      if (kvCacheDtype === "f16" && !gpu.features.shaderF16) {
+        return yield* new InvalidInput({
+          message: "an f16 KV cache needs shader-f16, which this adapter does not have",
+        });
+      }
       const limit = gpu.limits.maxStorageBufferBindingSize;
       const weights = new DeviceWeights(gpu, weightType);
       const reader = new ShardReader(source, options.onRead);
       const { seqLen, headDim: hd, dim, normEps } = config;
       const { heads, kvHeads, hidden, vocab } = plan;
-      const cacheBytes = maxSequences * seqLen * kvHeads.count * hd * 4;
+      const cacheBytes = maxSequences * seqLen * kvHeads.count * hd *
+        (kvCacheDtype === "f16" ? 2 : 4);
       if (cacheBytes > limit) {
         return yield* new InvalidInput({
           message: `a KV cache of ${maxSequences} sequences × ${seqLen} positions is ` +
@@ -275,6 +285,7 @@ export class RankLlama {
         weights,
         weights.bytes,
         cacheBytes * 2 * layers.length,
+        kvCacheDtype,
         options.timeline ?? noTimeline,
       );
     });
@@ -514,6 +525,7 @@ export class RankLlama {
             attentionFactor: frequencies.attentionFactor,
             bias: layer.qkvProj.bias,
             layout: config.ropeLayout,
+            cacheElement: this.kvCacheDtype,
           }),
           attention(gpu, {
             window: layerWindow(config, l),
@@ -530,6 +542,7 @@ export class RankLlama {
             nKvHeads: nkv,
             headDim: hd,
             maxSeq: config.seqLen,
+            cacheElement: this.kvCacheDtype,
           }),
           layer.oProj.dispatch({ input: run.att, output: run.partial, rows: T }),
         ],

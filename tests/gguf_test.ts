@@ -154,7 +154,11 @@ const greedyTokens = (path: string, tp: number, maxTokens: number) =>
   Effect.runPromise(
     Effect.gen(function* () {
       const tokenizer = yield* loadTokenizer(path);
-      const model = yield* LlamaModel.load({ source: { format: "gguf", path }, tp });
+      const model = yield* LlamaModel.load({
+        source: { format: "gguf", path },
+        tp,
+        kvCacheDtype: "f32",
+      });
       const out = yield* Stream.runCollect(
         generate(model, tokenizer, { prompt: "", maxTokens, stopAtEos: false }),
       );
@@ -322,7 +326,11 @@ const PROMPT = [1, 403, 407, 261, 378, 14, 5, 84, 9, 30, 72, 201];
 const promptLogits = (path: string, tp: number) =>
   Effect.runPromise(
     Effect.gen(function* () {
-      const model = yield* LlamaModel.load({ source: { format: "gguf", path }, tp });
+      const model = yield* LlamaModel.load({
+        source: { format: "gguf", path },
+        tp,
+        kvCacheDtype: "f32",
+      });
       const out: Float32Array[] = [];
       for (const [pos, token] of PROMPT.entries()) {
         yield* model.forward([token], pos);

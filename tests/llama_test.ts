@@ -47,7 +47,12 @@ const runWith = <A, E>(
 ): Promise<A> => Effect.runPromise(effect.pipe(Effect.scoped, Effect.provide(transport)));
 
 const stories = (tp: number, extra: Partial<LoadLlamaOptions> = {}) =>
-  LlamaModel.load({ source: { format: "llama2c", path: MODEL }, tp, ...extra });
+  LlamaModel.load({
+    source: { format: "llama2c", path: MODEL },
+    tp,
+    kvCacheDtype: "f32",
+    ...extra,
+  });
 
 /**
  * A transport that records spawns and refuses them: a load that must fail before any rank
@@ -293,6 +298,46 @@ Deno.test("stories260K tp 2 (Workers), f16 weights: logits near the f32 fixture,
   bytes16.forEach((b, rank) => assert.ok(b < 0.7 * bytes32[rank], `rank ${rank}: ${b} bytes`));
 });
 
+/** Logits of an f16 KV cache against the f32 one on stories260K: K and V rounded to halves. */
+const F16_KV_LOGIT_ATOL = 0.02;
+
+Deno.test("stories260K tp 2 (Workers), f16 KV cache: logits near the f32 cache's, same greedy tokens, half the cache", async () => {
+  const f = await fixture();
+  const prompt = [BOS_ID, ...f.tokens.slice(0, 40)];
+  const logitsOf = (model: LlamaModel) =>
+    Effect.forEach(
+      prompt,
+      (token, pos) => Effect.zipRight(model.forward([token], pos), model.logits()),
+    );
+  const { logits16, logits32, tokens, cache16, cache32 } = await runWith(
+    WorkersTransport(),
+    Effect.gen(function* () {
+      const f32 = yield* stories(2);
+      const logits32 = yield* logitsOf(f32);
+      const model = yield* stories(2, { kvCacheDtype: "f16" });
+      assert.equal(model.memoryPlan.kvCacheDtype, "f16");
+      const logits16 = yield* logitsOf(model);
+      const tokens = yield* greedy(model, BOS_ID, 0, f.steps);
+      return {
+        logits16,
+        logits32,
+        tokens,
+        cache16: model.kvCacheBytesPerRank,
+        cache32: f32.kvCacheBytesPerRank,
+      };
+    }),
+  );
+  // 41 positions: the rounding of every earlier K and V row adds up in the later ones.
+  const worst = Math.max(...logits16.map((l, pos) => maxAbsDiff(l, logits32[pos])));
+  assert.ok(worst > 0, "an f16 cache that changes nothing is not f16");
+  assert.ok(
+    worst <= F16_KV_LOGIT_ATOL,
+    `f16 KV logits: max |diff| ${worst} > ${F16_KV_LOGIT_ATOL}`,
+  );
+  assertFixtureTokens(tokens, f, "f16 KV greedy");
+  cache16.forEach((b, rank) => assert.equal(b * 2, cache32[rank], `rank ${rank}'s cache bytes`));
+});
+
 /**
  * What `weights: "q8_0"` / `"q4_0"` puts on the device for an [out, in] matmul weight: each row
  * in llama.cpp's blocks along `in` when `inPerRank` is a multiple of 32, else f32 as it is.
@@ -467,7 +512,7 @@ const promptLogits = (options: LoadLlamaOptions) =>
   runWith(
     WorkersTransport(),
     Effect.gen(function* () {
-      const model = yield* LlamaModel.load(options);
+      const model = yield* LlamaModel.load({ kvCacheDtype: "f32", ...options });
       const out: Float32Array[] = [];
       for (const [pos, token] of HF_PROMPT.entries()) {
         yield* model.forward([token], pos);

@@ -257,6 +257,20 @@ const stageBlock = (
   return staging;
 };
 
+/** The type a [k, ·] weight is stored in: Q8_0 and Q4_0 need k a multiple of 32, else f32. */
+const storedType = (weightType: WeightType, k: number): WeightType =>
+  (weightType === "q8_0" || weightType === "q4_0") && k % QUANT_BLOCK !== 0 ? "f32" : weightType;
+
+/** Bytes of one 128-column block of a weight with k rows. */
+const blockBytesOf = (type: WeightType, k: number): number =>
+  type === "q8_0" || type === "q4_0"
+    ? (k / QUANT_BLOCK) * groupWords(type) * 4
+    : k * WEIGHT_BLOCK * (type === "f16" ? 2 : 4);
+
+/** Device bytes of a [k, n] matmul weight uploaded in `weightType` (the memory plan's unit). */
+export const deviceMatrixBytes = (weightType: WeightType, k: number, n: number): number =>
+  Math.ceil(n / WEIGHT_BLOCK) * blockBytesOf(storedType(weightType, k), k);
+
 /**
  * The device side of loading: uploads each shard once, refusing one over the adapter's
  * `maxStorageBufferBindingSize`, and counts the bytes the rank's weights take.
@@ -289,11 +303,8 @@ export class DeviceWeights {
    */
   matrix<E>(label: string, shard: MatrixShard<E>): Effect.Effect<DeviceMatrix, InvalidInput | E> {
     const { k, n } = shard;
-    const quantized = this.weightType === "q8_0" || this.weightType === "q4_0";
-    const type = quantized && k % QUANT_BLOCK !== 0 ? "f32" : this.weightType;
-    const blockBytes = type === "q8_0" || type === "q4_0"
-      ? (k / QUANT_BLOCK) * groupWords(type) * 4
-      : k * WEIGHT_BLOCK * (type === "f16" ? 2 : 4);
+    const type = storedType(this.weightType, k);
+    const blockBytes = blockBytesOf(type, k);
     const blocks = Math.ceil(n / WEIGHT_BLOCK);
     const gpu = this.gpu;
     return Effect.gen(this, function* () {
