@@ -138,6 +138,13 @@ export interface RankHealth {
   readonly weightBytes: number;
   /** Bytes of KV cache on its device. */
   readonly kvCacheBytes: number;
+  /** Bytes of the step's buffers, as the memory plan counted them. */
+  readonly activationBytes: number;
+  /** What the memory plan let it use; absent when its memory is unknown. */
+  readonly memoryBudgetBytes?: number;
+  /** Positions each sequence may reach (the plan's context), and the model's own. */
+  readonly contextLength: number;
+  readonly modelContextLength: number;
 }
 
 /** One restart of the rank group. */

@@ -221,6 +221,12 @@ export const makeInferenceEngine = (
             alive: true,
             weightBytes: model.weightBytesPerRank[rank] ?? 0,
             kvCacheBytes: model.kvCacheBytesPerRank[rank] ?? 0,
+            activationBytes: model.memoryPlan.ranks[rank]?.activations ?? 0,
+            ...(model.memoryPlan.ranks[rank]?.budget === undefined
+              ? {}
+              : { memoryBudgetBytes: model.memoryPlan.ranks[rank].budget }),
+            contextLength: model.memoryPlan.context,
+            modelContextLength: model.memoryPlan.modelContext,
           })),
         } satisfies Group;
       }).pipe(Effect.onError(() => Scope.close(scope, Exit.void)));

@@ -63,7 +63,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   <section class="wide">
     <h2>Ranks</h2>
     <table>
-      <thead><tr><th>Rank</th><th>State</th><th>Backend</th><th>Adapter</th><th class="num">Weights</th><th class="num">KV cache</th><th class="num">Total</th></tr></thead>
+      <thead><tr><th>Rank</th><th>State</th><th>Backend</th><th>Adapter</th><th class="num">Weights</th><th class="num">KV cache</th><th class="num">Activations</th><th class="num">Total</th><th class="num">Budget</th><th class="num">Context</th></tr></thead>
       <tbody id="ranks"></tbody>
     </table>
   </section>
@@ -125,7 +125,10 @@ function render(s) {
   $("restarts").textContent = String(s.restarts);
   $("ranks").replaceChildren(...s.ranks.map((r) => row([
     cell(String(r.rank)), cell(r.alive ? "alive" : "dead"), cell(r.backend), cell(r.adapter),
-    cell(mb(r.weightBytes), "num"), cell(mb(r.kvCacheBytes), "num"), cell(mb(r.weightBytes + r.kvCacheBytes), "num"),
+    cell(mb(r.weightBytes), "num"), cell(mb(r.kvCacheBytes), "num"), cell(mb(r.activationBytes), "num"),
+    cell(mb(r.weightBytes + r.kvCacheBytes + r.activationBytes), "num"),
+    cell(r.memoryBudgetBytes === undefined ? "unknown" : mb(r.memoryBudgetBytes), "num"),
+    cell(r.contextLength + " of " + r.modelContextLength, "num"),
   ])));
   $("restart-list").replaceChildren(...(s.recentRestarts.length === 0
     ? [row([cell("none", "muted")])]

@@ -93,6 +93,13 @@ Deno.test("engine: 8 concurrent greedy requests equal each one alone and generat
       assert.equal(health.state, "ready");
       assert.equal(health.running, 0);
       assert.equal(health.ranks.length, 2);
+      // The memory plan per rank, as /status shows it: weights and KV cache as loaded.
+      for (const r of health.ranks) {
+        assert.equal(r.contextLength, 512);
+        assert.equal(r.modelContextLength, 512);
+        assert.ok(r.weightBytes > 0 && r.kvCacheBytes > 0 && r.activationBytes > 0);
+        assert.ok(r.memoryBudgetBytes !== undefined && r.memoryBudgetBytes > r.weightBytes);
+      }
     }));
 });
 
