@@ -104,7 +104,12 @@ Deno.test("status page: headless Chromium shows ranks, adapters, memory, tokens/
     assert.equal(dom.code, 0, dom.stderr);
     assert.equal(textOf(dom.stdout, "state"), "ready", dom.stdout);
     const ranks = textOf(dom.stdout, "ranks");
-    assert.match(ranks, /^0 alive dawn llvmpipe.* MB 1 alive dawn llvmpipe.* MB$/, ranks);
+    // Each row: memory cells (weights, KV cache, activations, total, budget) and the context.
+    assert.match(
+      ranks,
+      /^0 alive dawn llvmpipe.*( [\d.]+ MB){5} 512 of 512 1 alive dawn llvmpipe.*( [\d.]+ MB){5} 512 of 512$/,
+      ranks,
+    );
     assert.match(textOf(dom.stdout, "restart-list"), /\b1\b.*Worker was killed/);
     assert.equal(textOf(dom.stdout, "restarts"), "1");
     const points = dom.stdout.match(/id="rate"[^>]*points="([^"]*)"/)?.[1] ?? "";
