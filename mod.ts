@@ -127,6 +127,14 @@ export {
   NoAdapterError,
 } from "./gpu/errors.ts";
 export {
+  describeMemoryPlan,
+  type KvCacheDtype,
+  type MemoryPlan,
+  type MemoryPlanOptions,
+  planMemory,
+  type RankMemory,
+} from "./models/memory_plan.ts";
+export {
   type AdapterListing,
   type DeviceRequest,
   type DriverFiles,

@@ -142,8 +142,9 @@ export interface RankHealth {
   readonly activationBytes: number;
   /** What the memory plan let it use; absent when its memory is unknown. */
   readonly memoryBudgetBytes?: number;
-  /** Positions each sequence may reach (the plan's context), and the model's own. */
+  /** Positions each sequence may reach (the plan's context). */
   readonly contextLength: number;
+  /** The model's own context (seq_len, max_position_embeddings). */
   readonly modelContextLength: number;
 }
 

@@ -17,6 +17,7 @@ import { AdapterSelectionError } from "./errors.ts";
 
 /** One adapter in the order Dawn enumerates them (its `index` is what `--devices` names). */
 export interface AdapterListing {
+  /** Its place in Dawn's order, 0 first. */
   readonly index: number;
   /** Dawn's backend name (`vulkan`, `metal`, `d3d12`…), or `deno` for the built-in WebGPU. */
   readonly backend: string;
@@ -36,12 +37,15 @@ export interface DeviceRequest {
 export interface DriverFiles {
   /** `VK_DRIVER_FILES` or (older loaders) `VK_ICD_FILENAMES`. */
   readonly variable: string;
+  /** The driver (ICD) files it lists, in order. */
   readonly files: readonly string[];
 }
 
 /** One rank's adapter and what reaches it. */
 export interface RankPlacement {
+  /** The rank placed. */
   readonly rank: number;
+  /** The adapter it goes on. */
   readonly adapter: AdapterListing;
   /** Dawn's adapter-name filter that picks it (its `adapter=` flag). */
   readonly dawnName: string;

@@ -18,10 +18,15 @@ export type KvCacheDtype = "f32" | "f16";
 
 /** What one rank will hold, in bytes. */
 export interface RankMemory {
+  /** The rank. */
   readonly rank: number;
+  /** Its shards on the device, in the weight type. */
   readonly weights: number;
+  /** K and V of every layer for sequences × context. */
   readonly kvCache: number;
+  /** The step's buffers for the largest batch. */
   readonly activations: number;
+  /** weights + kvCache + activations. */
   readonly total: number;
   /** What the rank may use (utilization × its memory); undefined when unknown. */
   readonly budget: number | undefined;
@@ -29,6 +34,7 @@ export interface RankMemory {
 
 /** The plan for one tp. */
 export interface MemoryPlan {
+  /** Ranks the plan is for. */
   readonly tp: number;
   /** Positions each sequence may reach (prompt and generated tokens). */
   readonly context: number;
@@ -36,13 +42,19 @@ export interface MemoryPlan {
   readonly modelContext: number;
   /** Why the context is less than the model's: asked for, the budget, or the binding limit. */
   readonly contextLimitedBy: "request" | "budget" | "binding" | undefined;
+  /** KV-cache slots (sequences that may run at once). */
   readonly sequences: number;
+  /** The KV cache's element type. */
   readonly kvCacheDtype: KvCacheDtype;
+  /** Each rank's bytes, in rank order. */
   readonly ranks: readonly RankMemory[];
 }
 
+/** What {@link planMemory} plans for. */
 export interface MemoryPlanOptions {
+  /** Element type of the matmul weights on the devices. */
   readonly weights: WeightType;
+  /** Element type of the KV cache. */
   readonly kvCacheDtype: KvCacheDtype;
   /** KV-cache slots. */
   readonly sequences: number;
