@@ -212,8 +212,24 @@ export class LlamaModel {
           message: `maxSequences must be a positive integer, got ${maxSequences}`,
         });
       }
-      // A batched decode step carries one row per sequence.
-      const maxBatchTokens = Math.max(Math.min(requested, config.seqLen), maxSequences);
+      // A context past the model's is refused before any rank starts (the plan says it too).
+      const { maxModelLen } = options;
+      if (maxModelLen !== undefined && !(Number.isInteger(maxModelLen) && maxModelLen >= 1)) {
+        return yield* new ConfigError({
+          message: `maxModelLen must be a positive integer, got ${maxModelLen}`,
+        });
+      }
+      if (maxModelLen !== undefined && maxModelLen > config.seqLen) {
+        return yield* new ConfigError({
+          message:
+            `max model length ${maxModelLen} is more than the model's context of ${config.seqLen}`,
+        });
+      }
+      // A batched decode step carries one row per sequence; no step is longer than the context.
+      const maxBatchTokens = Math.max(
+        Math.min(requested, maxModelLen ?? config.seqLen),
+        maxSequences,
+      );
       const utilization = options.gpuMemoryUtilization ?? 0.9;
       if (!(utilization > 0 && utilization <= 1)) {
         return yield* new ConfigError({

@@ -4,7 +4,8 @@
  * or refused naming the smallest tp that fits), and `maxModelLen` through a real load.
  */
 import assert from "node:assert/strict";
-import { Effect, Either } from "effect";
+import { Effect, Either, Layer } from "effect";
+import { Transport } from "../actors/transport.ts";
 import { InProcessTransport } from "../ranks/transports.ts";
 import { readLlama2cHeader } from "../models/llama2c.ts";
 import { LlamaModel } from "../models/llama.ts";
@@ -102,4 +103,29 @@ Deno.test("memory plan: maxModelLen sizes the KV cache and the served context", 
   // 64 of 512 positions: an eighth of the full cache (5 layers × K and V × 2 kv heads × 8).
   const fullCache = 512 * config.nLayers * 2 * (config.nKvHeads / 2) * config.headDim * 4;
   assert.deepEqual(model.kvCacheBytesPerRank, [fullCache / 8, fullCache / 8]);
+});
+
+Deno.test("memory plan: a maxModelLen past the model's context is refused before any rank starts", async () => {
+  const spawned: number[] = [];
+  const refusing = Layer.succeed(Transport, {
+    name: "refusing",
+    spawn: (tp: number) => {
+      spawned.push(tp);
+      return Effect.die(new Error("no rank may start"));
+    },
+  });
+  const result = await Effect.runPromise(
+    Effect.either(Effect.scoped(LlamaModel.load({
+      source: { format: "llama2c", path: STORIES260K_PATH },
+      tp: 2,
+      maxModelLen: 1000,
+    }))).pipe(Effect.provide(refusing)),
+  );
+  assert.ok(Either.isLeft(result));
+  assert.equal(result.left._tag, "ConfigError");
+  assert.match(
+    result.left.message,
+    /max model length 1000 is more than the model's context of 512/,
+  );
+  assert.deepEqual(spawned, []);
 });
