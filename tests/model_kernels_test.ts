@@ -381,6 +381,100 @@ Deno.test("model kernels", (t) =>
       }
     });
 
+    await t.step(
+      "ropeKvCache + attention with an f16 cache: K and V rounded to halves, attention over them",
+      async () => {
+        assert.ok(gpu.features.shaderF16, "an f16 KV cache needs shader-f16 (lavapipe has it)");
+        const [nHeads, nKvHeads, headDim, maxSeq, T] = [8, 2, 64, 40, 32];
+        const kvWidth = nKvHeads * headDim;
+        const rowWidth = (nHeads + 2 * nKvHeads) * headDim;
+        const qkv = randomFloats(T * rowWidth, 77, 2);
+        const positions = createPositionBuffer(gpu, T);
+        writePositions(gpu, positions, contiguousRows(0, T));
+        const [qkv32, qkv16] = [upload(gpu, qkv), upload(gpu, qkv)];
+        const [k32, v32] = [0, 1].map(() => createStorageBuffer(gpu, "c32", maxSeq * kvWidth * 4));
+        const [k16, v16] = [0, 1].map(() => createStorageBuffer(gpu, "c16", maxSeq * kvWidth * 2));
+        const out = createStorageBuffer(gpu, "out", T * nHeads * headDim * 4);
+        const shape = {
+          positions,
+          rows: T,
+          nHeads,
+          nKvHeads,
+          headDim,
+          maxSeq,
+          layout: "interleaved" as const,
+        };
+        await run(gpu, [
+          await prepare(gpu, () =>
+            ropeKvCache(gpu, { qkv: qkv32, kCache: k32, vCache: v32, ...shape })),
+          await prepare(gpu, () =>
+            ropeKvCache(gpu, {
+              qkv: qkv16,
+              kCache: k16,
+              vCache: v16,
+              cacheElement: "f16",
+              ...shape,
+            })),
+          await prepare(gpu, () =>
+            attention(gpu, {
+              q: qkv16,
+              qRowStride: rowWidth,
+              kCache: k16,
+              vCache: v16,
+              out,
+              cacheElement: "f16",
+              ...shape,
+            })),
+        ]);
+        const widen = async (buffer: GPUBuffer) => {
+          const words = await read(gpu, buffer, (maxSeq * kvWidth) / 2);
+          return Float32Array.from(
+            new Uint16Array(words.buffer, words.byteOffset, maxSeq * kvWidth),
+            f16ToF32,
+          );
+        };
+        for (const [half, full, what] of [[k16, k32, "K"], [v16, v32, "V"]] as const) {
+          const widened = await widen(half);
+          const exact = await read(gpu, full, maxSeq * kvWidth);
+          // Each element is the f32 one rounded to a half: within half an f16 ulp (2^-11 relative).
+          for (let i = 0; i < exact.length; i++) {
+            const bound = Math.abs(exact[i]) * 2 ** -11 + 2 ** -25;
+            assert.ok(
+              Math.abs(widened[i] - exact[i]) <= bound,
+              `${what}[${i}]: ${widened[i]} vs ${exact[i]}`,
+            );
+          }
+          assert.ok(
+            widened.some((x, i) =>
+              x !== exact[i]
+            ),
+            `${what} was not rounded`,
+          );
+        }
+        // Attention over the halves, against the CPU over the same (widened) values.
+        const rows = await read(gpu, qkv16, T * rowWidth);
+        const q = new Float32Array(T * nHeads * headDim);
+        for (let r = 0; r < T; r++) {
+          q.set(rows.subarray(r * rowWidth, r * rowWidth + nHeads * headDim), r * nHeads * headDim);
+        }
+        const expected = reference.attention(q, await widen(k16), await widen(v16), {
+          start: 0,
+          rows: T,
+          nHeads,
+          nKvHeads,
+          headDim,
+        });
+        assertClose(await read(gpu, out, T * nHeads * headDim), expected, {
+          atol: 2e-5,
+          rtol: 1e-4,
+          what: "attention over an f16 cache",
+        });
+        for (const b of [qkv32, qkv16, k32, v32, k16, v16, out, positions]) {
+          b.destroy();
+        }
+      },
+    );
+
     await t.step("writeKvCache + attention: prefill, chunked prefill, custom scale", async () => {
       const [nHeads, nKvHeads, headDim, maxSeq] = [8, 4, 32, 100];
       const rowWidth = nKvHeads * headDim;
