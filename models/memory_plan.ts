@@ -90,6 +90,20 @@ export const plannedWeightBytes = (
   return config.nLayers * layer + tables + 4 * dim;
 };
 
+/** The rank's largest weight matrix on the device, by name. */
+const largestMatrix = (config: LlamaConfig, plan: RankPlan, weights: WeightType) => {
+  const { dim, headDim: hd } = config;
+  const matrices: [string, number][] = [
+    ["embedding", deviceMatrixBytes(weights, dim, plan.vocab.count)],
+    ["qkv", deviceMatrixBytes(weights, dim, (plan.heads.count + 2 * plan.kvHeads.count) * hd)],
+    ["o", deviceMatrixBytes(weights, plan.heads.count * hd, dim)],
+    ["gate | up", deviceMatrixBytes(weights, dim, 2 * plan.hidden.count)],
+    ["down", deviceMatrixBytes(weights, plan.hidden.count, dim)],
+  ];
+  const [name, bytes] = matrices.reduce((a, b) => (b[1] > a[1] ? b : a));
+  return { name, bytes };
+};
+
 /** Bytes of the step's buffers for `rows` tokens (models/llama_rank.ts's run state). */
 export const plannedActivationBytes = (
   config: LlamaConfig,
@@ -124,6 +138,18 @@ const planAt = (
     );
     const modelContext = config.seqLen;
     const rows = Math.max(Math.min(options.maxBatchTokens, modelContext), options.sequences);
+    // Each weight matrix is one binding until weights split across buffers.
+    if (options.bindingLimit !== undefined) {
+      for (const plan of plans) {
+        const largest = largestMatrix(config, plan, options.weights);
+        if (largest.bytes > options.bindingLimit) {
+          return Either.left(
+            `rank ${plan.rank}'s ${largest.name} shard takes ${mb(largest.bytes)}, over the ` +
+              `adapter's maxStorageBufferBindingSize of ${mb(options.bindingLimit)}`,
+          );
+        }
+      }
+    }
     const fixed = plans.map((plan) => ({
       plan,
       weights: plannedWeightBytes(config, plan, options.weights),

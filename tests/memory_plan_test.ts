@@ -65,10 +65,14 @@ Deno.test("memory plan: the context is cut to what fits, and a context that does
   const cut = Either.getOrThrow(await plan(config, 1, { budgetPerRank: budget }));
   assert.equal(cut.context, 100);
   assert.equal(cut.contextLimitedBy, "budget");
-  // One layer's K cache is one binding: a limit of 64 positions' worth caps the context there.
-  const perLayer = perPosition / (2 * config.nLayers);
-  const bound = Either.getOrThrow(await plan(config, 1, { bindingLimit: 64 * perLayer }));
-  assert.equal(bound.context, 64);
+  // One layer's K cache is one binding: with 100 sequences, a limit the size of the embedding
+  // shard (which must fit too) holds only a few positions per layer.
+  const embedding = 4 * 128 * Math.ceil(config.vocabSize / 128) * config.dim;
+  const perLayer = 100 * config.nKvHeads * config.headDim * 4;
+  const bound = Either.getOrThrow(
+    await plan(config, 1, { sequences: 100, bindingLimit: embedding }),
+  );
+  assert.equal(bound.context, Math.floor(embedding / perLayer));
   assert.equal(bound.contextLimitedBy, "binding");
   // Asked for, it is served as asked, or refused naming the smallest tp at which it fits.
   const asked = Either.getOrThrow(await plan(config, 1, { maxModelLen: 128 }));
@@ -85,6 +89,11 @@ Deno.test("memory plan: the context is cut to what fits, and a context that does
     tooLong.left.message,
     /max model length 513 is more than the model's context of 512/,
   );
+  // A weight shard over one binding: refused, naming the tp whose shards fit.
+  const overBinding = await plan(config, 1, { bindingLimit: embedding - 1 });
+  assert.ok(Either.isLeft(overBinding));
+  assert.match(overBinding.left.message, /rank 0's embedding shard takes .* over the adapter's/);
+  assert.match(overBinding.left.message, /tp 2 would fit/);
   const nothing = await plan(config, 1, { budgetPerRank: rank.weights });
   assert.ok(Either.isLeft(nothing));
 });
