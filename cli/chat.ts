@@ -24,6 +24,7 @@ import {
 import type { ChatTurn } from "../serve/openai_schema.ts";
 import { helpText, parseFlagTable, versionText } from "./flag_table.ts";
 import {
+  loadOptionsOf,
   type ModelFlags,
   modelFlagsOf,
   modelFlagTable,
@@ -112,14 +113,7 @@ const run = (options: ChatOptions) =>
     const source = yield* modelSourceOf(options.model);
     const tokenizer = yield* loadTokenizer(options.model, options.tokenizer);
     const template = yield* loadChatTemplate(options.model, options.tokenizer);
-    // -c sizes the KV cache too, unless --max-model-len does.
-    const model = yield* LlamaModel.load({
-      source,
-      tp: options.tp,
-      weights: options.weights,
-      ...options.memory,
-      maxModelLen: options.memory.maxModelLen ?? options.ctxSize,
-    });
+    const model = yield* LlamaModel.load(loadOptionsOf(options, source, options.ctxSize));
     const context = options.ctxSize ?? model.config.seqLen;
     yield* tokensWithinContext(1, 1, options.ctxSize, model.config.seqLen);
 

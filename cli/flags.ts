@@ -24,6 +24,7 @@ import { loadSecret } from "../wire/handshake.ts";
 import type { FlagTable } from "./flag_table.ts";
 import type { WeightType } from "../kernels/matmul.ts";
 import type { LoadLlamaOptions } from "../models/llama.ts";
+import type { ModelSource } from "../actors/protocol.ts";
 
 /** A flag the CLI cannot accept; exit code 2. */
 export class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string }> {}
@@ -217,6 +218,22 @@ export const modelFlagsOf = (
       memory: yield* memoryFlagsOf(values),
     };
   });
+
+/**
+ * LlamaModel.load's options from the model flags. `ctxSize` (generate's and chat's `-c`) also
+ * sizes the KV cache, unless `--max-model-len` does.
+ */
+export const loadOptionsOf = (
+  flags: ModelFlags,
+  source: ModelSource,
+  ctxSize?: number,
+): LoadLlamaOptions => ({
+  source,
+  tp: flags.tp,
+  weights: flags.weights,
+  ...flags.memory,
+  maxModelLen: flags.memory.maxModelLen ?? ctxSize,
+});
 
 const memoryFlagsOf = (values: ModelFlagValues): Effect.Effect<MemoryFlags, UsageError> =>
   Effect.gen(function* () {

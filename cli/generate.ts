@@ -19,6 +19,7 @@ import { loadTokenizer, modelSourceOf } from "../models/files.ts";
 import { LlamaModel } from "../models/llama.ts";
 import { helpText, parseFlagTable, versionText } from "./flag_table.ts";
 import {
+  loadOptionsOf,
   type ModelFlags,
   modelFlagsOf,
   modelFlagTable,
@@ -86,14 +87,7 @@ const run = (options: CliOptions) =>
   Effect.gen(function* () {
     const source = yield* modelSourceOf(options.model);
     const tokenizer = yield* loadTokenizer(options.model, options.tokenizer);
-    // -c sizes the KV cache too, unless --max-model-len does.
-    const model = yield* LlamaModel.load({
-      source,
-      tp: options.tp,
-      weights: options.weights,
-      ...options.memory,
-      maxModelLen: options.memory.maxModelLen ?? options.ctxSize,
-    });
+    const model = yield* LlamaModel.load(loadOptionsOf(options, source, options.ctxSize));
     const maxTokens = yield* tokensWithinContext(
       tokenizer.encode(options.prompt, { bos: tokenizer.addsBos, eos: false }).length,
       options.maxTokens,

@@ -10,7 +10,6 @@ import { fileURLToPath } from "node:url";
 import { Either } from "effect";
 import {
   type AdapterListing,
-  type DriverFiles,
   parseDawnAdapterList,
   parseDevices,
   placeRanks,
@@ -23,24 +22,14 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const adapters = (...names: string[]): AdapterListing[] =>
   names.map((name, index) => ({ index, backend: "vulkan", name }));
 
-const placed = (
-  tp: number,
-  list: AdapterListing[],
-  request: Parameters<typeof placeRanks>[2],
-  files?: DriverFiles,
-) => {
-  const result = placeRanks(tp, list, request, files);
+const placed = (...args: Parameters<typeof placeRanks>) => {
+  const result = placeRanks(...args);
   if (Either.isLeft(result)) throw new Error(`expected a placement: ${result.left.message}`);
   return result.right;
 };
 
-const refused = (
-  tp: number,
-  list: AdapterListing[],
-  request: Parameters<typeof placeRanks>[2],
-  files?: DriverFiles,
-) => {
-  const result = placeRanks(tp, list, request, files);
+const refused = (...args: Parameters<typeof placeRanks>) => {
+  const result = placeRanks(...args);
   if (Either.isRight(result)) throw new Error("expected a refusal");
   assert.equal(result.left._tag, "AdapterSelectionError");
   return result.left.message;

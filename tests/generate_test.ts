@@ -225,18 +225,8 @@ Deno.test("sampling: same seed, same tokens; tp 1 and tp 2 equal full-logit samp
 Deno.test("cli: a directory is a Hugging Face model with its own tokenizer.json", async () => {
   await withHfModel({ dtype: "F32", shards: 1, tied: false }, async ({ dir, config }) => {
     const { code, stdout, stderr } = await cli(
-      ...[
-        "--model",
-        dir,
-        "--tp",
-        "2",
-        "--share-adapter",
-        "--prompt",
-        "",
-        "--max-tokens",
-        "5",
-        "--json",
-      ],
+      ...["--model", dir, "--tp", "2", "--share-adapter"],
+      ...["--prompt", "", "--max-tokens", "5", "--json"],
     );
     assert.equal(code, 0, stderr);
     const { tokens, text } = JSON.parse(stdout);
@@ -255,18 +245,8 @@ Deno.test("cli: a .gguf file needs no other flag: stories260K as GGUF at tp 2 pr
     const path = `${dir}/stories260K`;
     await Deno.writeFile(path, file);
     const { code, stdout, stderr } = await cli(
-      ...[
-        "--model",
-        path,
-        "--tp",
-        "2",
-        "--share-adapter",
-        "--prompt",
-        "",
-        "--max-tokens",
-        "24",
-        "--json",
-      ],
+      ...["--model", path, "--tp", "2", "--share-adapter"],
+      ...["--prompt", "", "--max-tokens", "24", "--json"],
     );
     assert.equal(code, 0, stderr);
     assert.deepEqual(JSON.parse(stdout).tokens, expected.tokens.slice(0, 24));
